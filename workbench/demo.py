@@ -1,0 +1,72 @@
+"""The main demo: compute an instruction vector on the embedded model and steer with it."""
+
+from __future__ import annotations
+
+import textwrap
+import time
+from pathlib import Path
+
+from .generation import generate
+from .models import load_model
+from .pairs import base_queries, make_pairs
+from .steering import SteeringTerm
+from .vectors import compute_instruction_vector
+
+# Measured on SmolLM2-135M-Instruct: adding the "one sentence" vector at layer 14
+# turns multi-sentence answers into single sentences without the instruction.
+DEMO_INSTRUCTION = "one_sentence"
+DEMO_LAYER = 14
+
+
+def _side_by_side(left: str, right: str, width: int = 58) -> str:
+    a = textwrap.wrap(left.replace("\n", " ") or "(empty)", width)
+    b = textwrap.wrap(right.replace("\n", " ") or "(empty)", width)
+    rows = max(len(a), len(b))
+    a += [""] * (rows - len(a))
+    b += [""] * (rows - len(b))
+    return "\n".join(f"  {x:<{width}} | {y}" for x, y in zip(a, b, strict=True))
+
+
+def run_demo(
+    out_dir: Path = Path("demo_output"),
+    *,
+    model_name: str = "smollm2-135m-instruct",
+    n_pairs: int = 64,
+    n_prompts: int = 4,
+    max_new_tokens: int = 48,
+) -> dict[str, Path]:
+    """Load the model, compute the vector, print unsteered vs steered, write outputs."""
+    from analyses import layer_table, plot_layer_profile, write_html
+
+    t0 = time.perf_counter()
+    model = load_model(model_name)
+    print(
+        f"loaded {model_name} ({model.cfg.n_layers} layers, d_model {model.cfg.d_model}) "
+        f"in {time.perf_counter() - t0:.1f}s"
+    )
+
+    pairs = make_pairs(DEMO_INSTRUCTION, split="train", n=n_pairs)
+    t0 = time.perf_counter()
+    vec = compute_instruction_vector(model, pairs, progress=True).select_layer(DEMO_LAYER)
+    print(
+        f"instruction vector {vec.instruction_id!r} from {vec.n_pairs} pairs at all "
+        f"{len(vec.layers)} layers in {time.perf_counter() - t0:.1f}s"
+    )
+    print(f"  example pair: {pairs[0].with_instruction!r}")
+
+    prompts = [q.text for q in base_queries("test")[:n_prompts]]
+    term = SteeringTerm(vec, layer=DEMO_LAYER, mode="add")
+    plain = generate(model, prompts, max_new_tokens=max_new_tokens)
+    steered = generate(model, prompts, steering=term, max_new_tokens=max_new_tokens)
+    print(f"\nno instruction in the prompt; steering: add at layer {DEMO_LAYER}\n")
+    print(_side_by_side("UNSTEERED", "STEERED"))
+    for prompt, a, b in zip(prompts, plain, steered, strict=True):
+        print(f"\n> {prompt}")
+        print(_side_by_side(a, b))
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    vector_path = vec.save(out_dir / f"{DEMO_INSTRUCTION}.safetensors")
+    fig = plot_layer_profile(layer_table(vec), title=f"'{DEMO_INSTRUCTION}' vector by layer")
+    figure_path = write_html(fig, out_dir / f"{DEMO_INSTRUCTION}_layers.html")
+    print(f"\nwrote {vector_path} and {figure_path}")
+    return {"vector": vector_path, "figure": figure_path}

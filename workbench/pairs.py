@@ -1,0 +1,222 @@
+"""Instruction pairs: the bundled dataset and user-supplied pairs.
+
+A pair is one base query asked twice: once alone ("without") and once with an
+instruction sentence appended ("with"). The bundled data (``workbench/data``) has
+base queries split into train / validation / test with disjoint queries, and for
+each instruction several phrasings that are rotated across queries, plus the IFEval
+instruction id and kwargs used to score responses.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
+
+DATASET_VERSION = "1"
+SPLITS = ("train", "validation", "test")
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+@dataclass(frozen=True)
+class BaseQuery:
+    """A query with no instruction in it."""
+
+    id: str
+    text: str
+    category: str
+    split: str
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One base query with and without an instruction (unformatted user text)."""
+
+    with_instruction: str
+    without_instruction: str
+    instruction_id: str | None = None
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    query_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """An instruction with its phrasings and IFEval id, possibly still templated.
+
+    Phrasings and kwargs may hold placeholders such as ``{keyword}``; `render`
+    fills them.
+    """
+
+    name: str
+    group: str
+    instruction_id: str
+    kwargs: Mapping[str, Any]
+    defaults: Mapping[str, Any]
+    phrasings: tuple[str, ...]
+
+    @property
+    def placeholders(self) -> frozenset[str]:
+        return frozenset(p for text in self.phrasings for p in _PLACEHOLDER.findall(text))
+
+    def render(self, **values: Any) -> Instruction:
+        """Fill placeholders, e.g. ``instruction("include_keyword").render(keyword="ocean")``.
+
+        Missing values come from `defaults`; unknown names raise `ValueError`.
+        """
+        unknown = set(values) - self.placeholders
+        if unknown:
+            raise ValueError(
+                f"instruction {self.name!r} has no placeholder(s) {sorted(unknown)}; "
+                f"it takes {sorted(self.placeholders)}"
+            )
+        filled = {**self.defaults, **values}
+        missing = self.placeholders - set(filled)
+        if missing:
+            raise ValueError(f"instruction {self.name!r} needs values for {sorted(missing)}")
+        if "num_sentences" in filled:
+            filled["num_sentences_plus_one"] = int(filled["num_sentences"]) + 1
+        return Instruction(
+            name=self.name,
+            group=self.group,
+            instruction_id=self.instruction_id,
+            kwargs=_fill(self.kwargs, filled),
+            defaults={},
+            phrasings=tuple(p.format(**filled) for p in self.phrasings),
+        )
+
+
+def _fill(value: Any, values: Mapping[str, Any]) -> Any:
+    """Fill placeholders in kwargs; a value that is exactly one placeholder keeps its type."""
+    if isinstance(value, str):
+        whole = _PLACEHOLDER.fullmatch(value)
+        if whole:
+            return values[whole.group(1)]
+        return value.format(**values)
+    if isinstance(value, Mapping):
+        return {k: _fill(v, values) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, values) for v in value]
+    return value
+
+
+def _read_jsonl(name: str) -> list[dict[str, Any]]:
+    text = resources.files("workbench").joinpath("data", name).read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@cache
+def _queries() -> tuple[BaseQuery, ...]:
+    return tuple(BaseQuery(**row) for row in _read_jsonl("base_queries.jsonl"))
+
+
+@cache
+def _instructions() -> dict[str, Instruction]:
+    rows = _read_jsonl("instructions.jsonl")
+    return {r["name"]: Instruction(**{**r, "phrasings": tuple(r["phrasings"])}) for r in rows}
+
+
+def base_queries(split: str | None = None) -> list[BaseQuery]:
+    """Bundled base queries, optionally of one split (``train``/``validation``/``test``)."""
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"split {split!r} is not one of {SPLITS}")
+    return [q for q in _queries() if split is None or q.split == split]
+
+
+def instruction_names() -> list[str]:
+    """Names of the bundled instructions, e.g. ``"lowercase"``, ``"include_keyword"``."""
+    return list(_instructions())
+
+
+def instruction(name: str, **values: Any) -> Instruction:
+    """A bundled instruction by name, rendered with `values` (or its defaults).
+
+    Example:
+        >>> instruction("bullets", num_bullets=4).kwargs
+        {'num_bullets': 4}
+    """
+    table = _instructions()
+    if name not in table:
+        raise KeyError(f"unknown instruction {name!r}; bundled: {sorted(table)}")
+    return table[name].render(**values)
+
+
+def make_pairs(
+    instr: Instruction | str,
+    *,
+    split: str = "train",
+    n: int | None = None,
+    queries: Sequence[BaseQuery | str] | None = None,
+) -> list[Pair]:
+    """Pairs for one instruction, rotating its phrasings across base queries.
+
+    Args:
+        instr: an `Instruction` (rendered) or the name of a bundled one.
+        split: which bundled split of base queries to use (ignored with `queries`).
+        n: at most this many pairs (the first `n` queries).
+        queries: your own base queries instead of the bundled ones.
+
+    Example:
+        >>> pairs = make_pairs("one_sentence", split="train", n=4)
+        >>> pairs[0].without_instruction in pairs[0].with_instruction
+        True
+    """
+    if isinstance(instr, str):
+        instr = instruction(instr)
+    if instr.placeholders:
+        raise ValueError(f"instruction {instr.name!r} still has placeholders; call .render()")
+    if queries is None:
+        qs: list[BaseQuery] = base_queries(split)
+    else:
+        qs = [
+            q if isinstance(q, BaseQuery) else BaseQuery(f"user{i}", q, "user", "user")
+            for i, q in enumerate(queries)
+        ]
+    if n is not None:
+        if n < 1:
+            raise ValueError(f"n must be at least 1, got {n}")
+        qs = qs[:n]
+    return [
+        Pair(
+            with_instruction=f"{q.text} {instr.phrasings[i % len(instr.phrasings)]}",
+            without_instruction=q.text,
+            instruction_id=instr.instruction_id,
+            kwargs=dict(instr.kwargs),
+            query_id=q.id,
+        )
+        for i, q in enumerate(qs)
+    ]
+
+
+def as_pairs(items: Iterable[Pair | tuple[str, str]]) -> list[Pair]:
+    """Normalise user input (`Pair`s or ``(with, without)`` string tuples) to `Pair`s.
+
+    Raises `ValueError` for an empty list, a malformed item, or a pair whose two
+    sides are identical (its difference would be exactly zero).
+    """
+    pairs: list[Pair] = []
+    for i, item in enumerate(items):
+        if isinstance(item, Pair):
+            pair = item
+        elif (
+            isinstance(item, (tuple, list))
+            and len(item) == 2
+            and all(isinstance(s, str) for s in item)
+        ):
+            pair = Pair(item[0], item[1])
+        else:
+            raise ValueError(
+                f"pair {i} must be a Pair or a (with, without) tuple of strings, got {item!r}"
+            )
+        if pair.with_instruction == pair.without_instruction:
+            raise ValueError(
+                f"pair {i} has identical with/without sides ({pair.with_instruction!r}); "
+                "its difference would be zero"
+            )
+        pairs.append(pair)
+    if not pairs:
+        raise ValueError("no pairs given: an instruction vector needs at least one pair")
+    return pairs
