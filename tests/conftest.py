@@ -43,6 +43,15 @@ def tiny_model(request: pytest.FixtureRequest, tiny_models: dict):
 
 
 @pytest.fixture(scope="session")
+def smol_like_width(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny model whose width (d_model 48) differs from the standard tiny model's."""
+    path = make_tiny_checkpoint(tmp_path_factory.mktemp("wide") / "ckpt", d_model=48)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_model(str(path))
+
+
+@pytest.fixture(scope="session")
 def embedded_models() -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -46,9 +46,15 @@ ARCHITECTURES = {
 
 
 def make_tiny_checkpoint(
-    path: Path, *, seed: int = 0, chat: bool = True, n_layers: int = 3, arch: str = "llama"
+    path: Path,
+    *,
+    seed: int = 0,
+    chat: bool = True,
+    n_layers: int = 3,
+    arch: str = "llama",
+    d_model: int = 32,
 ) -> Path:
-    """Write a random checkpoint (d_model 32) with a byte-level tokenizer to `path`.
+    """Write a random checkpoint (d_model 32 by default) with a byte-level tokenizer to `path`.
 
     `arch="granite"` gives an architecture TransformerBridge supports but
     HookedTransformer does not.
@@ -57,7 +63,7 @@ def make_tiny_checkpoint(
     config_cls, model_cls = ARCHITECTURES[arch]
     config = config_cls(
         vocab_size=len(tokenizer),
-        hidden_size=32,
+        hidden_size=d_model,
         intermediate_size=64,
         num_hidden_layers=n_layers,
         num_attention_heads=4,

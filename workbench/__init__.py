@@ -10,6 +10,13 @@ Example:
 
 from ._version import __version__
 from .activations import read_residuals
+from .diagnostics import (
+    d_prime,
+    pairs_to_settle,
+    separability,
+    separability_from_activations,
+    stability_curve,
+)
 from .embedded import EMBEDDED_MODELS, cache_dir, ensure_checkpoint
 from .errors import (
     EmbeddedModelMissingError,
@@ -37,6 +44,8 @@ from .vectors import (
     VectorFileError,
     VectorMismatchError,
     compute_instruction_vector,
+    difference_stats,
+    pair_activations,
 )
 
 __all__ = [
@@ -60,6 +69,8 @@ __all__ = [
     "base_queries",
     "cache_dir",
     "compute_instruction_vector",
+    "d_prime",
+    "difference_stats",
     "ensure_checkpoint",
     "format_prompt",
     "generate",
@@ -68,7 +79,12 @@ __all__ = [
     "load_model",
     "make_pairs",
     "model_info",
+    "pair_activations",
+    "pairs_to_settle",
     "read_residuals",
+    "separability",
+    "separability_from_activations",
+    "stability_curve",
     "steer",
     "tokenize_prompts",
 ]

@@ -8,6 +8,7 @@ Memory therefore grows with prompts x layers x d_model, not with sequence length
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
@@ -17,9 +18,14 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .prompts import tokenize_prompts
+from . import kv
+from .prompts import encode_prompts, pad_left
 
 RESID_HOOK = "blocks.{layer}.hook_resid_post"
+
+
+class _StopForward(Exception):
+    """Raised by the hook of the last needed layer to skip the rest of the model."""
 
 
 def check_layers(model: Any, layers: Sequence[int] | None) -> list[int]:
@@ -65,6 +71,17 @@ def reduce_positions(
     return x[:, -position:].mean(1)
 
 
+def shared_prefix_length(token_lists: Sequence[Sequence[int]], keep: int = 1) -> int:
+    """Length of the token prefix common to all lists, leaving >= `keep` tokens in each."""
+    first = token_lists[0]
+    n = min(len(t) for t in token_lists) - keep
+    for i in range(max(n, 0)):
+        tok = first[i]
+        if any(t[i] != tok for t in token_lists):
+            return i
+    return max(n, 0)
+
+
 def read_residuals(
     model: Any,
     prompts: Sequence[str],
@@ -73,6 +90,7 @@ def read_residuals(
     position: str | int = "last",
     batch_size: int = 16,
     hook_name: str = RESID_HOOK,
+    share_prefix: bool = True,
     progress: bool = False,
 ) -> Float[Tensor, "n_prompts n_layers d_model"]:
     """Residual stream of formatted prompts at one read position, for several layers.
@@ -83,6 +101,9 @@ def read_residuals(
         position: ``"last"`` (the token right before the answer), ``"mean"``, or an
             int k for the mean over the last k tokens.
         hook_name: hook template with ``{layer}``; ``blocks.{layer}.hook_resid_post``.
+        share_prefix: run the token prefix shared by all prompts (typically the chat
+            template's system prompt) once and reuse its KV cache. Exact up to float
+            rounding; not used for ``position="mean"``, which needs every position.
 
     Returns:
         float32 CPU tensor ``[n_prompts, len(layers), d_model]``.
@@ -97,29 +118,57 @@ def read_residuals(
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     names = [hook_name.format(layer=layer) for layer in layers]
-    unknown = [n for n in names if n not in model.hook_dict]
+    # hook_dict is rebuilt on every access on the bridge; read it once.
+    known = model.hook_dict
+    unknown = [n for n in names if n not in known]
     if unknown:
         raise ValueError(f"unknown hook name(s) {unknown} for this model")
+    token_lists = encode_prompts(model, prompts)
+    shortest = min(len(t) for t in token_lists)
+    if isinstance(position, int) and shortest < position:
+        raise ValueError(
+            f"position={position} reads the last {position} tokens but a prompt has only {shortest}"
+        )
+    prefix = 0
+    if share_prefix and position != "mean" and len(prompts) > 1:
+        prefix = shared_prefix_length(
+            token_lists, keep=position if isinstance(position, int) else 1
+        )
     out = torch.empty(len(prompts), len(layers), model.cfg.d_model, dtype=torch.float32)
-    batches = range(0, len(prompts), batch_size)
-    for start in tqdm(batches, desc="reading activations", disable=not progress, leave=False):
-        chunk = prompts[start : start + batch_size]
-        input_ids, mask = tokenize_prompts(model, chunk)
-        if isinstance(position, int) and int(mask.sum(1).min()) < position:
-            raise ValueError(
-                f"position={position} reads the last {position} tokens but a prompt in "
-                f"this batch has only {int(mask.sum(1).min())}"
-            )
-        rows = slice(start, start + len(chunk))
+    # Hooks are added once for all batches: adding them resolves the bridge's hook
+    # aliases, which costs more than a small model's forward pass if done per batch.
+    batch: dict[str, Any] = {"rows": None}
+    stop_col = layers.index(max(layers))
+    n_needed = max(layers) + 1
 
-        def store(
-            x: Tensor, hook: Any, col: int, _rows: slice = rows, _mask: Tensor = mask
-        ) -> None:
-            # Bridge hooks report their canonical name (blocks.l.hook_out), not the
-            # alias we registered, so the column is bound per hook instead.
-            out[_rows, col] = reduce_positions(x, _mask, position).float().cpu()
+    def store(x: Tensor, hook: Any, col: int) -> None:
+        # Bridge hooks report their canonical name (blocks.l.hook_out), not the
+        # alias we registered, so the column is bound per hook instead.
+        if batch["rows"] is not None:
+            out[batch["rows"], col] = reduce_positions(x, batch["mask"], position).float().cpu()
+        if col == stop_col:
+            # Neither backend's stop_at_layer skips the unembedding when the last
+            # layer is needed; stopping here saves it (a quarter of a small model).
+            raise _StopForward
 
-        hooks = [(n, partial(store, col=i)) for i, n in enumerate(names)]
-        with torch.inference_mode(), model.hooks(fwd_hooks=hooks):
-            model(input_ids, attention_mask=mask, stop_at_layer=max(layers) + 1)
+    hooks = [(n, partial(store, col=i)) for i, n in enumerate(names)]
+    device = model.cfg.device
+    starts = range(0, len(prompts), batch_size)
+    with torch.inference_mode(), model.hooks(fwd_hooks=hooks):
+        if prefix:
+            prefix_cache = kv.new_cache(model, 1)
+            prefix_ids = torch.tensor([token_lists[0][:prefix]], device=device)
+            with contextlib.suppress(_StopForward):
+                kv.forward(model, prefix_ids, torch.ones_like(prefix_ids), prefix_cache)
+        for start in tqdm(starts, desc="reading activations", disable=not progress, leave=False):
+            chunk = [t[prefix:] for t in token_lists[start : start + batch_size]]
+            input_ids, mask = pad_left(model, chunk)
+            batch.update(rows=slice(start, start + len(chunk)), mask=mask)
+            with contextlib.suppress(_StopForward):
+                if prefix:
+                    cache = kv.expand_cache(model, prefix_cache, len(chunk), n_needed)
+                    ones = torch.ones(len(chunk), prefix, dtype=mask.dtype, device=device)
+                    kv.forward(model, input_ids, torch.cat([ones, mask], dim=1), cache)
+                else:
+                    model(input_ids, attention_mask=mask)
     return out

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -41,7 +45,77 @@ def bench_load() -> None:
         emit("load", backend=backend, first_s=first, cached_s=cached, ratio=first / cached)
 
 
-BENCHMARKS: dict[str, Callable[[], None]] = {"load": bench_load}
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def extract_child(method: str, n_pairs: int) -> dict[str, float]:
+    """One extraction method in this process; returns seconds and extra peak RSS."""
+    import torch
+
+    from .activations import RESID_HOOK
+    from .models import load_model
+    from .pairs import make_pairs
+    from .prompts import format_prompt
+    from .vectors import compute_instruction_vector
+
+    model = load_model()
+    pairs = make_pairs("lowercase", split="train", n=n_pairs)
+    # Warm up kernels and allocator on both code paths' shapes before measuring.
+    compute_instruction_vector(model, pairs[:2], batch_size=4)
+    base = _peak_rss_mb()
+    t0 = time.perf_counter()
+    if method == "workbench":
+        compute_instruction_vector(model, pairs, batch_size=16)
+    else:
+        # The naive loop: one run_with_cache per prompt, every hook cached, slice later.
+        names = [RESID_HOOK.format(layer=layer) for layer in range(model.cfg.n_layers)]
+        sides = {"with": [], "without": []}
+        for p in pairs:
+            for side, text in (("with", p.with_instruction), ("without", p.without_instruction)):
+                ids = model.tokenizer(
+                    format_prompt(model, text), return_tensors="pt", add_special_tokens=False
+                )["input_ids"]
+                with torch.inference_mode():
+                    _, cache = model.run_with_cache(ids)
+                sides[side].append(torch.stack([cache[n][0, -1] for n in names]))
+                del cache
+        (torch.stack(sides["with"]) - torch.stack(sides["without"])).mean(0)
+    return {"seconds": time.perf_counter() - t0, "peak_mb": _peak_rss_mb() - base}
+
+
+def _run_child(method: str, n_pairs: int) -> dict[str, float]:
+    code = (
+        "import json, warnings; warnings.simplefilter('ignore');"
+        "from workbench.bench import extract_child;"
+        f"print('RESULT', json.dumps(extract_child({method!r}, {n_pairs})))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout
+    line = next(x for x in out.splitlines() if x.startswith("RESULT "))
+    return json.loads(line[len("RESULT ") :])
+
+
+def bench_extract(n_pairs: int = 32) -> None:
+    """compute_instruction_vector vs a naive per-prompt run_with_cache loop.
+
+    Each method runs in its own process so its peak memory can be read cleanly.
+    """
+    ours = _run_child("workbench", n_pairs)
+    naive = _run_child("naive", n_pairs)
+    emit(
+        "extract",
+        speedup=naive["seconds"] / ours["seconds"],
+        pairs_per_s=n_pairs / ours["seconds"],
+        naive_pairs_per_s=n_pairs / naive["seconds"],
+        peak_mb=ours["peak_mb"],
+        naive_peak_mb=naive["peak_mb"],
+        n_pairs=n_pairs,
+    )
+
+
+BENCHMARKS: dict[str, Callable[[], None]] = {"load": bench_load, "extract": bench_extract}
 
 
 def run_benchmarks(names: Sequence[str] = ()) -> None:

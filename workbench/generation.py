@@ -10,7 +10,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from .models import model_info
+from . import kv
 from .prompts import format_prompt, tokenize_prompts
 from .steering import SteeringTerm, _as_terms, build_hooks, position_window
 
@@ -58,35 +58,6 @@ def eos_ids(model: Any) -> set[int]:
     elif extra:
         ids.update(extra)
     return {i for i in ids if i is not None}
-
-
-class _Decoder:
-    """Incremental forward passes over a KV cache, for either backend."""
-
-    def __init__(self, model: Any, batch: int) -> None:
-        self.model = model
-        self.hooked = model_info(model).backend == "hooked"
-        if self.hooked:
-            from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
-
-            self.cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, batch)
-        else:
-            from transformers import DynamicCache
-
-            self.cache = DynamicCache()
-
-    def __call__(
-        self, new_ids: Int[Tensor, "batch new"], full_mask: Int[Tensor, "batch total"]
-    ) -> Float[Tensor, "batch d_vocab"]:
-        if self.hooked:
-            # HookedTransformer keeps the mask of earlier positions in its cache.
-            new_mask = full_mask[:, -new_ids.shape[1] :]
-            logits = self.model(new_ids, attention_mask=new_mask, past_kv_cache=self.cache)
-        else:
-            logits = self.model(
-                new_ids, attention_mask=full_mask, past_key_values=self.cache, use_cache=True
-            )
-        return logits[:, -1].float()
 
 
 def _sample(
@@ -231,7 +202,7 @@ def _generate_batch(
     batch, width = input_ids.shape
     stop_ids = torch.tensor(sorted(eos_ids(model)), device=input_ids.device)
     pad = model.tokenizer.pad_token_id
-    decoder = _Decoder(model, batch)
+    cache = kv.new_cache(model, batch)
     generated = torch.empty(batch, 0, dtype=torch.long, device=input_ids.device)
     done = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
     lengths = [max_new_tokens] * batch
@@ -239,7 +210,7 @@ def _generate_batch(
     hooks = build_hooks(model, per_row, shared)
     with model.hooks(fwd_hooks=hooks):
         with position_window(0, width):
-            logits = decoder(input_ids, mask)
+            logits = kv.forward(model, input_ids, mask, cache)[:, -1].float()
         for step in range(max_new_tokens):
             nxt = _sample(logits, do_sample, temperature, top_p, generators)
             nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
@@ -260,5 +231,5 @@ def _generate_batch(
                 break
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             with position_window(width + step, width):
-                logits = decoder(nxt[:, None], mask)
+                logits = kv.forward(model, nxt[:, None], mask, cache)[:, -1].float()
     return [generated[i, : lengths[i]].tolist() for i in range(batch)]

@@ -45,34 +45,43 @@ def format_prompt(
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+def encode_prompts(model: Any, prompts: Sequence[str]) -> list[list[int]]:
+    """Token ids of formatted prompts, unpadded.
+
+    Special tokens (BOS) are added only for plain prompts: a chat template already
+    writes the ones it wants.
+    """
+    if isinstance(prompts, str) or len(prompts) == 0:
+        raise ValueError(f"prompts must be a non-empty list of strings, got {prompts!r}")
+    add_special = model_info(model).prompt_style == "plain"
+    return model.tokenizer(list(prompts), add_special_tokens=add_special)["input_ids"]
+
+
+def pad_left(
+    model: Any, token_lists: Sequence[Sequence[int]]
+) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
+    """Left-pad token lists into ``(input_ids, attention_mask)`` on the model's device.
+
+    Left padding puts every prompt's last token in the final column, which is where
+    reading and generation both happen.
+    """
+    width = max(len(t) for t in token_lists)
+    pad = model.tokenizer.pad_token_id
+    ids = torch.tensor([[pad] * (width - len(t)) + list(t) for t in token_lists])
+    mask = torch.tensor([[0] * (width - len(t)) + [1] * len(t) for t in token_lists])
+    device = model.cfg.device
+    return ids.to(device), mask.to(device)
+
+
 def tokenize_prompts(
     model: Any, prompts: Sequence[str]
 ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
     """Tokenize formatted prompts, left-padded, on the model's device.
 
-    Left padding puts every prompt's last token in the final column, which is
-    where reading and generation both happen. Special tokens (BOS) are added only
-    for plain prompts: a chat template already writes the ones it wants.
-
     Returns:
         ``(input_ids, attention_mask)``, both ``[batch, pos]``.
+
+    Example:
+        >>> ids, mask = tokenize_prompts(model, [format_prompt(model, "Hi")])  # doctest: +SKIP
     """
-    if isinstance(prompts, str) or len(prompts) == 0:
-        raise ValueError(f"prompts must be a non-empty list of strings, got {prompts!r}")
-    tokenizer = model.tokenizer
-    add_special = model_info(model).prompt_style == "plain"
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        enc = tokenizer(
-            list(prompts), return_tensors="pt", padding=True, add_special_tokens=add_special
-        )
-    finally:
-        tokenizer.padding_side = side
-    device = model.cfg.device
-    return enc["input_ids"].to(device), enc["attention_mask"].to(device)
-
-
-def positions_for_mask(attention_mask: Int[Tensor, "batch pos"]) -> Int[Tensor, "batch pos"]:
-    """Position ids that count only real tokens, so left padding does not shift RoPE."""
-    return (torch.cumsum(attention_mask, dim=-1) - 1).clamp(min=0)
+    return pad_left(model, encode_prompts(model, prompts))

@@ -269,6 +269,84 @@ def _architecture(model: Any) -> str:
     return str(arch or "")
 
 
+def pair_activations(
+    model: Any,
+    pairs: Sequence[Pair | tuple[str, str]],
+    *,
+    layers: Sequence[int] | None = None,
+    position: str | int = "last",
+    batch_size: int = 16,
+    prompt_style: str | None = None,
+    progress: bool = False,
+) -> tuple[Float[Tensor, "n_pairs n_layers d_model"], Float[Tensor, "n_pairs n_layers d_model"]]:
+    """Residual stream of both sides of each pair: ``(with, without)``.
+
+    Both sides are formatted with `format_prompt`; prompts of similar length are
+    batched together to waste less compute on padding.
+    """
+    pairs = as_pairs(pairs)
+    layers = check_layers(model, layers)
+    with_prompts = [format_prompt(model, p.with_instruction, style=prompt_style) for p in pairs]
+    without_prompts = [
+        format_prompt(model, p.without_instruction, style=prompt_style) for p in pairs
+    ]
+    prompts = with_prompts + without_prompts
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    acts_sorted = read_residuals(
+        model,
+        [prompts[i] for i in order],
+        layers=layers,
+        position=position,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    acts = torch.empty_like(acts_sorted)
+    acts[torch.tensor(order)] = acts_sorted
+    return acts[: len(pairs)], acts[len(pairs) :]
+
+
+@dataclass(frozen=True, eq=False)
+class DifferenceStats:
+    """Aggregates of paired activations (see `difference_stats`)."""
+
+    diffs: Float[Tensor, "n_layers d_model"]
+    directions: Float[Tensor, "n_layers d_model"]
+    mean_proj_with: Float[Tensor, " n_layers"]
+    mean_proj_without: Float[Tensor, " n_layers"]
+
+
+def difference_stats(
+    acts_with: Float[Tensor, "n_pairs n_layers d_model"],
+    acts_without: Float[Tensor, "n_pairs n_layers d_model"],
+) -> DifferenceStats:
+    """Mean difference, unit direction and mean projections per layer (pure function).
+
+    Example:
+        >>> stats = difference_stats(torch.ones(4, 2, 8), torch.zeros(4, 2, 8))
+        >>> stats.mean_proj_with.tolist()  # sqrt(8) at both layers
+        [2.828427314758301, 2.828427314758301]
+    """
+    if acts_with.shape != acts_without.shape:
+        raise ValueError(
+            f"with/without activations differ in shape: {tuple(acts_with.shape)} vs "
+            f"{tuple(acts_without.shape)}"
+        )
+    if acts_with.shape[0] == 0:
+        raise ValueError("no pairs: activations have zero rows")
+    diffs = (acts_with - acts_without).mean(0)
+    norms = diffs.norm(dim=-1, keepdim=True)
+    if bool((norms == 0).any()):
+        zero = torch.nonzero(norms[:, 0] == 0).flatten().tolist()
+        raise ValueError(f"the mean difference is exactly zero at layer rows {zero}; no direction")
+    directions = diffs / norms
+    return DifferenceStats(
+        diffs=diffs,
+        directions=directions,
+        mean_proj_with=torch.einsum("nld,ld->nl", acts_with, directions).mean(0),
+        mean_proj_without=torch.einsum("nld,ld->nl", acts_without, directions).mean(0),
+    )
+
+
 def compute_instruction_vector(
     model: Any,
     pairs: Sequence[Pair | tuple[str, str]],
@@ -292,6 +370,7 @@ def compute_instruction_vector(
         pairs: `Pair`s (e.g. from `make_pairs`, carrying instruction id and kwargs)
             or ``(with, without)`` strings.
         instruction_id, kwargs: override what the pairs carry.
+        keep_pair_diffs: keep the per-pair differences (for the diagnostics).
 
     Returns:
         An `InstructionVector` with ``diffs``/``directions`` of shape
@@ -305,42 +384,26 @@ def compute_instruction_vector(
     pairs = as_pairs(pairs)
     layers = check_layers(model, layers)
     position = check_position(position)
-    with_prompts = [format_prompt(model, p.with_instruction, style=prompt_style) for p in pairs]
-    without_prompts = [
-        format_prompt(model, p.without_instruction, style=prompt_style) for p in pairs
-    ]
-    prompts = with_prompts + without_prompts
-    # Batching prompts of similar length wastes less compute on padding.
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    acts_sorted = read_residuals(
+    acts_with, acts_without = pair_activations(
         model,
-        [prompts[i] for i in order],
+        pairs,
         layers=layers,
         position=position,
         batch_size=batch_size,
+        prompt_style=prompt_style,
         progress=progress,
     )
-    acts = torch.empty_like(acts_sorted)
-    acts[torch.tensor(order)] = acts_sorted
-    n = len(pairs)
-    acts_with, acts_without = acts[:n], acts[n:]
-    per_pair = acts_with - acts_without  # [n_pairs, n_layers, d_model]
-    diffs = per_pair.mean(0)
-    norms = diffs.norm(dim=-1, keepdim=True)
-    if bool((norms == 0).any()):
-        zero = [layers[i] for i in torch.nonzero(norms[:, 0] == 0).flatten().tolist()]
-        raise ValueError(f"the mean difference is exactly zero at layers {zero}; no direction")
-    directions = diffs / norms
+    stats = difference_stats(acts_with, acts_without)
     info = model_info(model)
     ids = {p.instruction_id for p in pairs}
     first = pairs[0]
     return InstructionVector(
-        diffs=diffs,
-        directions=directions,
-        mean_proj_with=torch.einsum("nld,ld->nl", acts_with, directions).mean(0),
-        mean_proj_without=torch.einsum("nld,ld->nl", acts_without, directions).mean(0),
+        diffs=stats.diffs,
+        directions=stats.directions,
+        mean_proj_with=stats.mean_proj_with,
+        mean_proj_without=stats.mean_proj_without,
         layers=tuple(layers),
-        n_pairs=n,
+        n_pairs=len(pairs),
         model_name=info.name,
         fingerprint=info.fingerprint,
         model_n_layers=model.cfg.n_layers,
@@ -348,5 +411,5 @@ def compute_instruction_vector(
         instruction_id=instruction_id or (first.instruction_id if len(ids) == 1 else None),
         kwargs=dict(kwargs if kwargs is not None else first.kwargs),
         position=position,
-        pair_diffs=per_pair if keep_pair_diffs else None,
+        pair_diffs=(acts_with - acts_without) if keep_pair_diffs else None,
     )

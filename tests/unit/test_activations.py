@@ -1,0 +1,84 @@
+"""Reading the residual stream: padding invariance, positions, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from workbench import format_prompt, read_residuals
+
+TEXTS = ["hi", "a somewhat longer prompt here", "mid length one", "x"]
+
+
+def _prompts(model):
+    return [format_prompt(model, t) for t in TEXTS]
+
+
+def test_batched_equals_one_at_a_time(tiny_model):
+    prompts = _prompts(tiny_model)
+    batched = read_residuals(tiny_model, prompts, batch_size=4)
+    single = torch.cat([read_residuals(tiny_model, [p], batch_size=1) for p in prompts])
+    assert batched.shape == (4, 3, 32)
+    torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-5)
+
+
+def test_last_token_matches_run_with_cache(tiny_model):
+    prompt = _prompts(tiny_model)[1]
+    ours = read_residuals(tiny_model, [prompt], layers=[2, 0])
+    tokens = tiny_model.tokenizer(prompt, add_special_tokens=False, return_tensors="pt")
+    _, cache = tiny_model.run_with_cache(tokens["input_ids"])
+    torch.testing.assert_close(ours[0, 0], cache["blocks.2.hook_resid_post"][0, -1])
+    torch.testing.assert_close(ours[0, 1], cache["blocks.0.hook_resid_post"][0, -1])
+
+
+def test_mean_and_last_k_positions(tiny_model):
+    prompt = _prompts(tiny_model)[1]
+    tokens = tiny_model.tokenizer(prompt, add_special_tokens=False, return_tensors="pt")
+    _, cache = tiny_model.run_with_cache(tokens["input_ids"])
+    full = cache["blocks.1.hook_resid_post"][0]
+    # Batched with a shorter prompt, so padding is present and must be ignored.
+    batch = [prompt, _prompts(tiny_model)[0]]
+    mean = read_residuals(tiny_model, batch, layers=[1], position="mean")[0, 0]
+    last3 = read_residuals(tiny_model, batch, layers=[1], position=3)[0, 0]
+    torch.testing.assert_close(mean, full.mean(0), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(last3, full[-3:].mean(0), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"layers": [3]}, "layer 3 is out of range"),
+        ({"layers": [-1]}, "layer -1 is out of range"),
+        ({"layers": []}, "layers is empty"),
+        ({"layers": [1, 1]}, "duplicates"),
+        ({"position": "first"}, "position 'first'"),
+        ({"position": 0}, "position 0"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"hook_name": "blocks.{layer}.hook_nothing"}, "unknown hook name"),
+    ],
+)
+def test_bad_arguments_are_named(tiny_model, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        read_residuals(tiny_model, _prompts(tiny_model), **kwargs)
+
+
+def test_last_k_longer_than_prompt_is_refused(tiny_model):
+    with pytest.raises(ValueError, match="last 500 tokens"):
+        read_residuals(tiny_model, _prompts(tiny_model), position=500)
+
+
+@pytest.mark.parametrize("position", ["last", 2])
+def test_shared_prefix_cache_gives_the_same_activations(tiny_model, position):
+    prompts = _prompts(tiny_model)
+    shared = read_residuals(tiny_model, prompts, position=position, batch_size=3)
+    plain = read_residuals(tiny_model, prompts, position=position, share_prefix=False)
+    torch.testing.assert_close(shared, plain, atol=1e-5, rtol=1e-5)
+
+
+def test_shared_prefix_length():
+    from workbench.activations import shared_prefix_length
+
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 5]]) == 2
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2  # keeps one token to read
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 4]], keep=3) == 1
+    assert shared_prefix_length([[7], [8]]) == 0

@@ -1,0 +1,168 @@
+"""How trustworthy is an instruction vector? Stability and separability.
+
+(The norm of the mean difference per layer is `InstructionVector.norms()`.)
+
+All functions return plain tensors or pandas DataFrames; figures live in `analyses`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from .pairs import Pair
+from .vectors import InstructionVector, pair_activations
+
+
+def _pair_diffs(source: InstructionVector | Tensor) -> Float[Tensor, "n_pairs n_layers d_model"]:
+    if isinstance(source, InstructionVector):
+        if source.pair_diffs is None:
+            raise ValueError(
+                "this vector has no per-pair differences; compute it with keep_pair_diffs=True"
+            )
+        return source.pair_diffs
+    if source.ndim != 3:
+        raise ValueError(
+            f"pair diffs must be [n_pairs, n_layers, d_model], got {tuple(source.shape)}"
+        )
+    return source
+
+
+def _layers(source: InstructionVector | Tensor, n_layers: int) -> list[int]:
+    return list(source.layers) if isinstance(source, InstructionVector) else list(range(n_layers))
+
+
+def stability_curve(
+    source: InstructionVector | Tensor,
+    *,
+    sizes: Sequence[int] | None = None,
+    n_draws: int = 20,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Split-half stability of the direction as a function of the number of pairs.
+
+    For each size k, draw two *disjoint* random subsets of k pairs `n_draws` times and
+    take the cosine between their mean differences, per layer. The largest size
+    possible (half the pairs) is the classic split-half stability.
+
+    Args:
+        source: a vector computed with ``keep_pair_diffs=True``, or per-pair
+            differences ``[n_pairs, n_layers, d_model]``.
+        sizes: subset sizes (default: 1, 2, 4, … up to half the pairs).
+
+    Returns:
+        DataFrame with columns ``layer``, ``n_pairs`` (k), ``cosine`` (mean over
+        draws) and ``cosine_std``.
+
+    Example:
+        >>> curve = stability_curve(vec)  # doctest: +SKIP
+        >>> curve[curve.n_pairs == curve.n_pairs.max()]  # split-half per layer  # doctest: +SKIP
+    """
+    diffs = _pair_diffs(source)
+    n, n_layers, _ = diffs.shape
+    if n < 2:
+        raise ValueError(f"stability needs at least 2 pairs, got {n}")
+    half = n // 2
+    if sizes is None:
+        sizes = sorted({min(2**i, half) for i in range(half.bit_length() + 1)})
+    bad = [k for k in sizes if not 1 <= k <= half]
+    if bad:
+        raise ValueError(f"subset sizes {bad} must be between 1 and {half} (half of {n} pairs)")
+    gen = torch.Generator().manual_seed(seed)
+    layers = _layers(source, n_layers)
+    rows = []
+    for k in sizes:
+        cos = torch.empty(n_draws, n_layers)
+        for d in range(n_draws):
+            perm = torch.randperm(n, generator=gen)
+            a = diffs[perm[:k]].mean(0)
+            b = diffs[perm[k : 2 * k]].mean(0)
+            cos[d] = torch.nn.functional.cosine_similarity(a, b, dim=-1)
+        for i, layer in enumerate(layers):
+            rows.append(
+                {
+                    "layer": layer,
+                    "n_pairs": k,
+                    "cosine": float(cos[:, i].mean()),
+                    "cosine_std": float(cos[:, i].std()) if n_draws > 1 else 0.0,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def pairs_to_settle(curve: pd.DataFrame, threshold: float = 0.9) -> pd.DataFrame:
+    """Smallest subset size whose split-half cosine reaches `threshold`, per layer.
+
+    Returns a DataFrame with ``layer`` and ``n_pairs`` (NA where it never settles
+    within the pairs given; then more pairs are needed).
+    """
+    rows = []
+    for layer, group in curve.groupby("layer", sort=True):
+        ok = group[group["cosine"] >= threshold]
+        rows.append({"layer": layer, "n_pairs": int(ok["n_pairs"].min()) if len(ok) else pd.NA})
+    return pd.DataFrame(rows).astype({"n_pairs": "Int64"})
+
+
+def auc(
+    pos: Float[Tensor, "n_pos n_layers"], neg: Float[Tensor, "n_neg n_layers"]
+) -> Float[Tensor, " n_layers"]:
+    """Area under the ROC curve per column: P(pos > neg), ties counting one half."""
+    greater = (pos[:, None, :] > neg[None, :, :]).float()
+    ties = (pos[:, None, :] == neg[None, :, :]).float()
+    return (greater + 0.5 * ties).mean(dim=(0, 1))
+
+
+def d_prime(
+    pos: Float[Tensor, "n_pos n_layers"], neg: Float[Tensor, "n_neg n_layers"]
+) -> Float[Tensor, " n_layers"]:
+    """Sensitivity index: mean gap over the pooled standard deviation, per column."""
+    pooled = ((pos.var(0) + neg.var(0)) / 2).sqrt()
+    return (pos.mean(0) - neg.mean(0)) / pooled
+
+
+def separability_from_activations(
+    directions: Float[Tensor, "n_layers d_model"],
+    acts_with: Float[Tensor, "n_pairs n_layers d_model"],
+    acts_without: Float[Tensor, "n_pairs n_layers d_model"],
+    layers: Sequence[int] | None = None,
+) -> pd.DataFrame:
+    """AUC and d' of with vs without activations projected on each layer's direction."""
+    proj_with = torch.einsum("nld,ld->nl", acts_with, directions)
+    proj_without = torch.einsum("nld,ld->nl", acts_without, directions)
+    layers = list(layers) if layers is not None else list(range(directions.shape[0]))
+    return pd.DataFrame(
+        {
+            "layer": layers,
+            "auc": auc(proj_with, proj_without).tolist(),
+            "d_prime": d_prime(proj_with, proj_without).tolist(),
+            "mean_proj_with": proj_with.mean(0).tolist(),
+            "mean_proj_without": proj_without.mean(0).tolist(),
+        }
+    )
+
+
+def separability(
+    model: Any,
+    vec: InstructionVector,
+    held_out: Sequence[Pair | tuple[str, str]],
+    *,
+    batch_size: int = 16,
+) -> pd.DataFrame:
+    """Per-layer separability of with vs without along the vector's directions.
+
+    Use pairs the vector was *not* computed from (e.g. the validation split), so the
+    figure measures generalisation rather than fit.
+
+    Example:
+        >>> separability(model, vec, make_pairs("one_sentence", split="validation"))  # doctest: +SKIP
+    """
+    vec.check_model(model)
+    acts_with, acts_without = pair_activations(
+        model, held_out, layers=vec.layers, position=vec.position, batch_size=batch_size
+    )
+    return separability_from_activations(vec.directions, acts_with, acts_without, vec.layers)
