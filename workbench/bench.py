@@ -11,6 +11,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from .embedded import CACHE_ENV
 
@@ -115,7 +116,158 @@ def bench_extract(n_pairs: int = 32) -> None:
     )
 
 
-BENCHMARKS: dict[str, Callable[[], None]] = {"load": bench_load, "extract": bench_extract}
+def _throughput(fn: Callable[[], list[list[int]]]) -> tuple[float, int]:
+    """New tokens per second of `fn`, which returns the generated token lists."""
+    t0 = time.perf_counter()
+    tokens = fn()
+    seconds = time.perf_counter() - t0
+    n = sum(len(t) for t in tokens)
+    return n / seconds, n
+
+
+def bench_generate(n_prompts: int = 16, max_new_tokens: int = 128, n_reference: int = 4) -> None:
+    """Steered `generate` vs unsteered Hugging Face `generate`, the reference loop, hooked.
+
+    Same prompts and batching for every contender; throughput is new tokens per
+    second. The reference loop (batch 1, no cache, full recompute per token) runs on
+    the first `n_reference` prompts only: its cost grows quadratically with length.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from .embedded import ensure_checkpoint
+    from .generation import generate
+    from .models import load_model
+    from .pairs import base_queries, make_pairs
+    from .prompts import format_prompt, tokenize_prompts
+    from .reference import reference_generate
+    from .steering import SteeringTerm
+    from .vectors import compute_instruction_vector
+
+    bridge = load_model()
+    prompts = [q.text for q in base_queries()[:n_prompts]]
+    vec = compute_instruction_vector(bridge, make_pairs("one_sentence", n=32), layers=[14])
+    term = SteeringTerm(vec, layer=14, mode="project")
+
+    def ours(model: Any, which: list[str] = prompts) -> list[list[int]]:
+        return generate(
+            model,
+            which,
+            steering=term,
+            max_new_tokens=max_new_tokens,
+            batch_size=n_prompts,
+            return_tokens=True,
+        ).tokens
+
+    hf = AutoModelForCausalLM.from_pretrained(ensure_checkpoint("smollm2-135m-instruct"))
+    hf.eval()
+    ids, mask = tokenize_prompts(bridge, [format_prompt(bridge, p) for p in prompts])
+    eos = bridge.tokenizer.eos_token_id
+
+    def hf_generate() -> list[list[int]]:
+        with torch.inference_mode():
+            out = hf.generate(
+                ids,
+                attention_mask=mask,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=bridge.tokenizer.pad_token_id,
+            )
+        rows = out[:, ids.shape[1] :].tolist()
+        return [r[: r.index(eos) + 1] if eos in r else r for r in rows]
+
+    ours(bridge, prompts[:2])  # warm-up
+    hf_generate()
+    ours_tps, ours_n = _throughput(lambda: ours(bridge))
+    hf_tps, hf_n = _throughput(hf_generate)
+    emit(
+        "generate",
+        steered_vs_hf=ours_tps / hf_tps,
+        steered_tok_s=ours_tps,
+        hf_tok_s=hf_tps,
+        steered_tokens=ours_n,
+        hf_tokens=hf_n,
+    )
+
+    ref_prompts = prompts[:n_reference]
+    ref_tps, _ = _throughput(
+        lambda: [reference_generate(bridge, p, term, max_new_tokens) for p in ref_prompts]
+    )
+    ours_ref_tps, _ = _throughput(lambda: ours(bridge, ref_prompts))
+    emit(
+        "generate",
+        speedup_vs_reference=ours_tps / ref_tps,
+        ref_tok_s=ref_tps,
+        same_prompts_speedup=ours_ref_tps / ref_tps,
+        ref_prompts=n_reference,
+    )
+
+    hooked = load_model(backend="hooked")
+    hooked_tps, _ = _throughput(lambda: ours(hooked))
+    emit("generate", hooked_vs_bridge=hooked_tps / ours_tps, hooked_tok_s=hooked_tps)
+
+
+def bench_sweep(n_layers: int = 6, n_prompts: int = 8, max_new_tokens: int = 32) -> None:
+    """A layers x prompts sweep as per-row batches vs one generation per layer."""
+    from .generation import generate
+    from .models import load_model
+    from .pairs import base_queries, make_pairs
+    from .steering import SteeringTerm
+    from .vectors import compute_instruction_vector
+
+    model = load_model()
+    layers = list(range(4, 4 + 2 * n_layers, 2))
+    vec = compute_instruction_vector(model, make_pairs("one_sentence", n=32), layers=layers)
+    prompts = [q.text for q in base_queries("validation")[:n_prompts]]
+    rows_prompts = [p for _ in layers for p in prompts]
+    rows_terms = [[SteeringTerm(vec, layer=layer, mode="add")] for layer in layers for _ in prompts]
+
+    def per_row() -> list[list[int]]:
+        return generate(
+            model,
+            rows_prompts,
+            steering=rows_terms,
+            batch_size=len(rows_prompts),
+            max_new_tokens=max_new_tokens,
+            return_tokens=True,
+        ).tokens
+
+    def per_layer() -> list[list[int]]:
+        out: list[list[int]] = []
+        for layer in layers:
+            out += generate(
+                model,
+                prompts,
+                steering=SteeringTerm(vec, layer=layer, mode="add"),
+                batch_size=n_prompts,
+                max_new_tokens=max_new_tokens,
+                return_tokens=True,
+            ).tokens
+        return out
+
+    generate(model, prompts[:2], max_new_tokens=4)  # warm-up
+    t0 = time.perf_counter()
+    a = per_row()
+    t_row = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    b = per_layer()
+    t_layer = time.perf_counter() - t0
+    emit(
+        "sweep",
+        rows_per_batch=len(rows_prompts),
+        ratio=t_layer / t_row,
+        per_row_s=t_row,
+        per_layer_s=t_layer,
+        same_tokens=int(a == b),
+    )
+
+
+BENCHMARKS: dict[str, Callable[[], None]] = {
+    "load": bench_load,
+    "extract": bench_extract,
+    "generate": bench_generate,
+    "sweep": bench_sweep,
+}
 
 
 def run_benchmarks(names: Sequence[str] = ()) -> None:

@@ -210,7 +210,7 @@ def _generate_batch(
     hooks = build_hooks(model, per_row, shared)
     with model.hooks(fwd_hooks=hooks):
         with position_window(0, width):
-            logits = kv.forward(model, input_ids, mask, cache)[:, -1].float()
+            logits = kv.next_token_logits(model, input_ids, mask, cache)
         for step in range(max_new_tokens):
             nxt = _sample(logits, do_sample, temperature, top_p, generators)
             nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
@@ -231,5 +231,5 @@ def _generate_batch(
                 break
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             with position_window(width + step, width):
-                logits = kv.forward(model, nxt[:, None], mask, cache)[:, -1].float()
+                logits = kv.next_token_logits(model, nxt[:, None], mask, cache)
     return [generated[i, : lengths[i]].tolist() for i in range(batch)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from .models import model_info
@@ -45,6 +45,34 @@ def forward(
         # HookedTransformer keeps the mask of cached positions inside its cache.
         return model(new_ids, attention_mask=full_mask[:, -new_ids.shape[1] :], past_kv_cache=cache)
     return model(new_ids, attention_mask=full_mask, past_key_values=cache, use_cache=True)
+
+
+def next_token_logits(
+    model: Any,
+    new_ids: Int[Tensor, "batch new"],
+    full_mask: Int[Tensor, "batch total"],
+    cache: Any,
+) -> Float[Tensor, "batch d_vocab"]:
+    """Like `forward`, but only the last position's logits, in float32.
+
+    On the bridge, Hugging Face then unembeds only that position (`logits_to_keep=1`),
+    which saves most of the prompt pass's unembedding for large vocabularies.
+    """
+    if is_hooked(model):
+        logits = forward(model, new_ids, full_mask, cache)
+    else:
+        # Passing positions skips the bridge's per-call signature inspection; they
+        # equal its own derivation from the mask on every real (unmasked) token.
+        positions = (full_mask.cumsum(-1) - 1).clamp(min=0)[:, -new_ids.shape[1] :]
+        logits = model(
+            new_ids,
+            attention_mask=full_mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+    return logits[:, -1].float()
 
 
 def expand_cache(model: Any, cache: Any, batch: int, n_layers: int) -> Any:

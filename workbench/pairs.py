@@ -191,7 +191,7 @@ def make_pairs(
     ]
 
 
-def as_pairs(items: Iterable[Pair | tuple[str, str]]) -> list[Pair]:
+def as_pairs(items: Iterable[Any]) -> list[Pair]:
     """Normalise user input (`Pair`s or ``(with, without)`` string tuples) to `Pair`s.
 
     Raises `ValueError` for an empty list, a malformed item, or a pair whose two

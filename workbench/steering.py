@@ -79,7 +79,7 @@ class SteeringTerm:
     vector: InstructionVector | Tensor
     layer: int | None = None
     mode: str | SteerFn = "project"
-    weight: float | None = None
+    weight: float | int | None = None
     positions: str = "all"
     hook_name: str | None = None
 

@@ -1,0 +1,278 @@
+"""Steering hooks and steered generation on tiny models: exactness and bad input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from workbench import (
+    SteeringTerm,
+    VectorMismatchError,
+    compute_instruction_vector,
+    format_prompt,
+    generate,
+    steer,
+    tokenize_prompts,
+)
+from workbench.reference import reference_generate
+
+PROMPTS = ["hello there", "a", "tell me a story about owls", "why?", "abc def ghi", "zz"]
+PAIRS = [
+    ("Tell me about owls. Answer in lowercase.", "Tell me about owls."),
+    ("Describe rain. Answer in lowercase.", "Describe rain."),
+    ("Name a fruit. Use only lowercase letters.", "Name a fruit."),
+]
+N_NEW = 10
+
+
+@pytest.fixture(scope="module")
+def vecs(tiny_models):
+    return {b: compute_instruction_vector(m, PAIRS) for b, m in tiny_models.items()}
+
+
+def _vec(model, vecs):
+    return vecs[model._workbench_info.backend]
+
+
+def _tokens(model, prompts=PROMPTS, **kwargs):
+    return generate(model, prompts, max_new_tokens=N_NEW, return_tokens=True, **kwargs).tokens
+
+
+def _no_hooks_left(model) -> bool:
+    return all(not hp.fwd_hooks and not hp.bwd_hooks for hp in model.hook_dict.values())
+
+
+TERM_SETS = {
+    "none": lambda v: None,
+    "add": lambda v: SteeringTerm(v, layer=1, mode="add", weight=6.0),
+    "project": lambda v: SteeringTerm(v, layer=1, mode="project"),
+    "ablate": lambda v: SteeringTerm(v, layer=0, mode="ablate"),
+    "two_terms": lambda v: [
+        SteeringTerm(v, layer=0, mode="add", weight=4.0),
+        SteeringTerm(v, layer=2, mode="project", weight=-3.0),
+    ],
+    "prompt_only": lambda v: SteeringTerm(v, layer=1, mode="add", weight=8.0, positions="prompt"),
+    "generated_only": lambda v: SteeringTerm(
+        v, layer=1, mode="add", weight=8.0, positions="generated"
+    ),
+}
+
+
+@pytest.mark.parametrize("name", TERM_SETS)
+def test_kv_cached_batched_generation_equals_reference_loop(tiny_model, vecs, name):
+    terms = TERM_SETS[name](_vec(tiny_model, vecs))
+    ours = _tokens(tiny_model, steering=terms)
+    oracle = [reference_generate(tiny_model, p, terms, N_NEW) for p in PROMPTS]
+    assert ours == oracle
+
+
+def test_steering_changes_the_output(tiny_model, vecs):
+    v = _vec(tiny_model, vecs)
+    assert _tokens(tiny_model, steering=SteeringTerm(v, layer=1, mode="add", weight=8.0)) != (
+        _tokens(tiny_model)
+    )
+
+
+def test_prompt_and_generated_positions_split_all(tiny_model, vecs):
+    """Under a cache, 'all' = 'prompt' on the prompt pass + 'generated' afterwards."""
+    v = _vec(tiny_model, vecs)
+    both = [
+        SteeringTerm(v, layer=1, mode="add", weight=8.0, positions="prompt"),
+        SteeringTerm(v, layer=1, mode="add", weight=8.0, positions="generated"),
+    ]
+    assert _tokens(tiny_model, steering=both) == _tokens(
+        tiny_model, steering=SteeringTerm(v, layer=1, mode="add", weight=8.0)
+    )
+
+
+def test_backends_generate_the_same_tokens(tiny_models, vecs):
+    for name, make in TERM_SETS.items():
+        out = {b: _tokens(m, steering=make(vecs[b])) for b, m in tiny_models.items()}
+        assert out["bridge"] == out["hooked"], name
+
+
+def test_batched_equals_one_at_a_time(tiny_model, vecs):
+    term = SteeringTerm(_vec(tiny_model, vecs), layer=1, mode="project")
+    batched = _tokens(tiny_model, steering=term, batch_size=4)
+    single = [_tokens(tiny_model, [p], steering=term)[0] for p in PROMPTS]
+    assert batched == single
+
+
+def test_per_row_steering_equals_separate_runs(tiny_model, vecs):
+    v = _vec(tiny_model, vecs)
+    rows = [
+        SteeringTerm(v, layer=0, mode="add", weight=5.0),
+        None,
+        [SteeringTerm(v, layer=2, mode="project"), SteeringTerm(v, layer=1, mode="ablate")],
+        SteeringTerm(v, layer=1, mode="add", weight=-5.0, positions="generated"),
+        SteeringTerm(v, layer=0, mode="add", weight=5.0),
+        [],
+    ]
+    batched = _tokens(tiny_model, steering=rows)
+    separate = [_tokens(tiny_model, [p], steering=r)[0] for p, r in zip(PROMPTS, rows, strict=True)]
+    assert batched == separate
+
+
+def test_weight_zero_is_no_steering_and_exit_restores(tiny_model, vecs):
+    v = _vec(tiny_model, vecs)
+    plain = _tokens(tiny_model)
+    assert _tokens(tiny_model, steering=SteeringTerm(v, layer=1, mode="add", weight=0.0)) == plain
+    ids, mask = tokenize_prompts(tiny_model, [format_prompt(tiny_model, p) for p in PROMPTS])
+    before = tiny_model(ids, attention_mask=mask)
+    with steer(tiny_model, SteeringTerm(v, layer=1, mode="add", weight=9.0)):
+        during = tiny_model(ids, attention_mask=mask)
+    after = tiny_model(ids, attention_mask=mask)
+    assert not torch.equal(before, during)
+    assert torch.equal(before, after)
+    assert _tokens(tiny_model) == plain
+
+
+def test_project_sets_the_component_and_ablate_removes_it(tiny_model, vecs):
+    v = _vec(tiny_model, vecs)
+    u = v.direction(1).to(tiny_model.cfg.device)
+    ids, _ = tokenize_prompts(tiny_model, ["hello world"])
+    for mode, weight, expected in [("project", 2.5, 2.5), ("ablate", None, 0.0)]:
+        seen = {}
+
+        def grab(x, hook, seen=seen):
+            seen["x"] = x.clone()
+
+        hooks = [("blocks.1.hook_resid_post", grab)]
+        with steer(tiny_model, SteeringTerm(v, layer=1, mode=mode, weight=weight)):
+            with tiny_model.hooks(fwd_hooks=hooks):
+                tiny_model(ids)
+        proj = seen["x"] @ u
+        torch.testing.assert_close(proj, torch.full_like(proj, expected), atol=1e-4, rtol=0)
+
+
+def test_custom_function_matches_builtin_ablate(tiny_model, vecs):
+    v = _vec(tiny_model, vecs)
+
+    def remove(x, u):
+        return x - (x @ u)[..., None] * u
+
+    custom = _tokens(tiny_model, steering=SteeringTerm(v, layer=1, mode=remove))
+    assert custom == _tokens(tiny_model, steering=SteeringTerm(v, layer=1, mode="ablate"))
+
+
+def test_add_defaults_to_the_mean_difference(tiny_model, vecs):
+    v = _vec(tiny_model, vecs)
+    norm = float(v.diff(1).norm())
+    assert _tokens(tiny_model, steering=SteeringTerm(v, layer=1, mode="add")) == _tokens(
+        tiny_model, steering=SteeringTerm(v, layer=1, mode="add", weight=norm)
+    )
+
+
+def test_tensor_vectors_and_selected_layer(tiny_model, vecs):
+    v = _vec(tiny_model, vecs)
+    as_tensor = SteeringTerm(v.diff(1), layer=1, mode="add", weight=3.0)
+    selected = SteeringTerm(v.select_layer(1), mode="add", weight=3.0)
+    assert _tokens(tiny_model, steering=as_tensor) == _tokens(tiny_model, steering=selected)
+    with pytest.raises(ValueError, match="no selected layer"):
+        generate(tiny_model, ["hi"], steering=SteeringTerm(v, mode="add"))
+
+
+def test_sampling_is_seeded_and_independent_of_batching(tiny_model):
+    kwargs = {"do_sample": True, "temperature": 1.5, "top_p": 0.9, "seed": 3}
+    a = _tokens(tiny_model, **kwargs)
+    assert a == _tokens(tiny_model, **kwargs)
+    assert a == _tokens(tiny_model, batch_size=2, **kwargs)
+    assert a != _tokens(tiny_model, **{**kwargs, "seed": 4})
+
+
+def test_stop_strings_cut_the_completion(tiny_model):
+    full = generate(tiny_model, PROMPTS, max_new_tokens=N_NEW)
+    text = next(t for t in full if len(t) > 4)
+    stop = text[2:4]
+    cut = generate(tiny_model, PROMPTS, max_new_tokens=N_NEW, stop=stop)
+    for whole, part in zip(full, cut, strict=True):
+        assert stop not in part
+        assert whole.startswith(part)
+    assert any(len(p) < len(w) for w, p in zip(full, cut, strict=True))
+
+
+def test_no_hook_remains_after_an_exception(tiny_model, vecs):
+    v = _vec(tiny_model, vecs)
+    with pytest.raises(RuntimeError, match="boom"):
+        with steer(tiny_model, SteeringTerm(v, layer=1)):
+            assert not _no_hooks_left(tiny_model)
+            raise RuntimeError("boom")
+    assert _no_hooks_left(tiny_model)
+
+    def explode(x, u):
+        raise RuntimeError("bad steering function")
+
+    with pytest.raises(RuntimeError, match="bad steering function"):
+        generate(tiny_model, PROMPTS, steering=SteeringTerm(v, layer=1, mode=explode))
+    assert _no_hooks_left(tiny_model)
+
+
+class _Counter:
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, x, hook):
+        self.calls += 1
+
+
+def _bad_cases(model, v):
+    wide = torch.ones(model.cfg.d_model + 1)
+    nan = v.diff(1).clone()
+    nan[0] = math.nan
+    inf = v.diff(1).clone()
+    inf[3] = math.inf
+    return [
+        ({"steering": SteeringTerm(wide, layer=1, mode="add")}, VectorMismatchError, "d_model"),
+        ({"steering": SteeringTerm(v, layer=7)}, ValueError, "layer 7"),
+        ({"steering": SteeringTerm(nan, layer=1, mode="add")}, ValueError, "NaN or inf"),
+        ({"steering": SteeringTerm(inf, layer=1, mode="add")}, ValueError, "NaN or inf"),
+        (
+            {"steering": SteeringTerm(v, layer=1, hook_name="blocks.{layer}.hook_nope")},
+            ValueError,
+            "unknown hook name 'blocks.1.hook_nope'",
+        ),
+        ({"max_new_tokens": 0}, ValueError, "max_new_tokens"),
+        ({"max_new_tokens": -3}, ValueError, "max_new_tokens"),
+        ({"prompts": ["x" * 300]}, ValueError, "context of 256 tokens"),
+        ({"steering": [None, SteeringTerm(v, layer=1)]}, ValueError, "2 entries for 6 prompts"),
+        ({"do_sample": True, "temperature": 0.0}, ValueError, "temperature"),
+        ({"top_p": 0.0}, ValueError, "top_p"),
+    ]
+
+
+def test_bad_input_fails_before_any_forward_pass(tiny_model, vecs):
+    v = _vec(tiny_model, vecs)
+    for kwargs, error, match in _bad_cases(tiny_model, v):
+        counter = _Counter()
+        prompts = kwargs.pop("prompts", PROMPTS)
+        with tiny_model.hooks(fwd_hooks=[("blocks.0.hook_resid_post", counter)]):
+            with pytest.raises(error, match=match):
+                generate(
+                    tiny_model, prompts, max_new_tokens=kwargs.pop("max_new_tokens", 4), **kwargs
+                )
+        assert counter.calls == 0, kwargs
+        assert _no_hooks_left(tiny_model)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"mode": "amplify"}, "mode 'amplify'"),
+        ({"positions": "middle"}, "positions 'middle'"),
+        ({"weight": math.inf}, "weight inf"),
+    ],
+)
+def test_bad_terms_are_refused_at_construction(vecs, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SteeringTerm(vecs["bridge"], layer=1, **kwargs)
+
+
+def test_tensor_vector_needs_layer_and_project_target():
+    with pytest.raises(ValueError, match="explicit layer"):
+        SteeringTerm(torch.ones(32), mode="add")
+    with pytest.raises(ValueError, match="needs weight"):
+        SteeringTerm(torch.ones(32), layer=1, mode="project")
+    with pytest.raises(TypeError, match="InstructionVector"):
+        SteeringTerm([1.0, 2.0], layer=1)
