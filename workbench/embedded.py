@@ -41,6 +41,9 @@ class EmbeddedModel:
     gguf_file: str | None
     instruct: bool
     description: str
+    # TransformerLens' official name, for HookedTransformer's config conversion of
+    # architectures it recognises by name only (None: convert from the checkpoint).
+    tl_name: str | None = None
 
     @property
     def install_command(self) -> str:
@@ -67,6 +70,7 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
             gguf_file=None,
             instruct=False,
             description="Gemma-3-270M base model (18 layers, d_model 640), Q4_K_M",
+            tl_name="google/gemma-3-270m",
         ),
     ]
 }

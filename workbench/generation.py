@@ -11,9 +11,11 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from . import kv
+from .models import model_info
 from .prompts import format_prompt, tokenize_prompts
 from .steering import SteeringTerm, _as_terms, build_hooks, position_window
 
+PLAIN_STOP = "\nQ:"
 Steering = SteeringTerm | Sequence[SteeringTerm | Sequence[SteeringTerm] | None] | None
 
 
@@ -111,7 +113,9 @@ def generate(
         max_new_tokens: tokens to generate at most per prompt.
         do_sample, temperature, top_p, seed: greedy by default; sampling uses one
             generator per prompt seeded with ``seed + prompt index``.
-        stop: string(s) that end a completion (the stop string is cut off).
+        stop: string(s) that end a completion (the stop string is cut off). The
+            default is ``"\nQ:"`` for plain ``Q: …\nA:`` prompts (a base model's next
+            question) and nothing for chat prompts; pass ``[]`` for no stop string.
 
     Returns:
         The completions, or a `Generation` with token ids when `return_tokens`.
@@ -133,7 +137,12 @@ def generate(
         raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
     if not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    style = prompt_style or model_info(model).prompt_style
+    if stop is None:
+        stop = PLAIN_STOP if style == "plain" and not formatted else []
+    stops = [stop] if isinstance(stop, str) else list(stop)
+    if any(not isinstance(s, str) or not s for s in stops):
+        raise ValueError(f"stop strings must be non-empty strings, got {stop!r}")
     shared, per_row = split_steering(steering, len(prompts))
     texts = prompts if formatted else [format_prompt(model, p, style=prompt_style) for p in prompts]
     # Validate everything before any forward pass: steering terms and lengths.

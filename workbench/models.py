@@ -64,13 +64,15 @@ def _resolve_device(device: torch.device | str | None) -> torch.device:
     return torch.device(device)
 
 
-def _resolve_source(name: str | Path) -> tuple[str, bool | None]:
-    """Map a user-given name to a loadable path or hub id, and its instruct flag if known."""
+def _resolve_source(name: str | Path) -> tuple[str, bool | None, str | None]:
+    """Map a user-given name to a loadable path or hub id, its instruct flag if known,
+    and its TransformerLens official name if it has one."""
     if not isinstance(name, (str, Path)):
         raise UnknownModelError(f"model name must be a string or path, got {name!r}")
     name = str(name)
     if name in EMBEDDED_MODELS:
-        return str(ensure_checkpoint(name)), EMBEDDED_MODELS[name].instruct
+        embedded = EMBEDDED_MODELS[name]
+        return str(ensure_checkpoint(name)), embedded.instruct, embedded.tl_name
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -78,7 +80,7 @@ def _resolve_source(name: str | Path) -> tuple[str, bool | None]:
                 f"{str(path)!r} is a directory but holds no config.json, so it is not a "
                 "Hugging Face checkpoint (save one with model.save_pretrained(dir))"
             )
-        return str(path), None
+        return str(path), None, None
     looks_like_path = name.startswith((".", "/", "~")) or path.suffix != ""
     if looks_like_path or "/" not in name or name.count("/") > 1:
         raise UnknownModelError(
@@ -86,7 +88,7 @@ def _resolve_source(name: str | Path) -> tuple[str, bool | None]:
             f"directory, and not a Hugging Face id of the form 'org/name'. "
             f"Embedded models: {sorted(EMBEDDED_MODELS)}"
         )
-    return name, None
+    return name, None, None
 
 
 def _embedding_fingerprint(weight: torch.Tensor) -> str:
@@ -98,7 +100,9 @@ def _embedding_fingerprint(weight: torch.Tensor) -> str:
     return h.hexdigest()[:16]
 
 
-def _load_bridge(source: str, device: torch.device, dtype: torch.dtype) -> Any:
+def _load_bridge(
+    source: str, device: torch.device, dtype: torch.dtype, tl_name: str | None = None
+) -> Any:
     from transformer_lens.model_bridge import TransformerBridge
 
     try:
@@ -112,7 +116,9 @@ def _load_bridge(source: str, device: torch.device, dtype: torch.dtype) -> Any:
     return model, _embedding_fingerprint(weight)
 
 
-def _load_hooked(source: str, device: torch.device, dtype: torch.dtype) -> Any:
+def _load_hooked(
+    source: str, device: torch.device, dtype: torch.dtype, tl_name: str | None = None
+) -> Any:
     from transformer_lens import HookedTransformer, HookedTransformerConfig
     from transformer_lens.loading_from_pretrained import (
         convert_hf_model_config,
@@ -125,16 +131,19 @@ def _load_hooked(source: str, device: torch.device, dtype: torch.dtype) -> Any:
             model = HookedTransformer.from_pretrained_no_processing(
                 source, device=device, dtype=dtype
             )
+            # No Hugging Face module here; TransformerLens may rescale W_E for some
+            # architectures (Gemma), so this fingerprint can differ from the bridge's.
+            fingerprint = _embedding_fingerprint(model.W_E)
         else:
             # HookedTransformer.from_pretrained only takes TransformerLens' list of
             # official names; its config and weight converters work on any supported
             # architecture, so build the model from them directly.
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
-            cfg_dict = convert_hf_model_config(source)
+            cfg_dict = convert_hf_model_config(tl_name or source)
             cfg = HookedTransformerConfig(**cfg_dict, dtype=dtype, device=str(device))
             hf = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
-            state_dict = get_pretrained_state_dict(source, cfg, hf_model=hf)
+            state_dict = get_pretrained_state_dict(tl_name or source, cfg, hf_model=hf)
             model = HookedTransformer(
                 cfg, tokenizer=AutoTokenizer.from_pretrained(source), move_to_device=False
             )
@@ -147,6 +156,9 @@ def _load_hooked(source: str, device: torch.device, dtype: torch.dtype) -> Any:
                 refactor_factored_attn_matrices=False,
             )
             model.to(device)
+            # Fingerprint the checkpoint's own embedding, as the bridge does, so both
+            # backends of one checkpoint agree (HookedTransformer rescales Gemma's W_E).
+            fingerprint = _embedding_fingerprint(hf.get_input_embeddings().weight)
             del hf
     except (ValueError, NotImplementedError, KeyError, AttributeError) as e:
         raise UnsupportedBackendError(
@@ -154,7 +166,7 @@ def _load_hooked(source: str, device: torch.device, dtype: torch.dtype) -> Any:
             "HookedTransformer only supports architectures TransformerLens re-implements; "
             "use backend='bridge', which wraps the Hugging Face modules directly."
         ) from e
-    return model, _embedding_fingerprint(model.W_E)
+    return model, fingerprint
 
 
 def load_model(
@@ -192,13 +204,13 @@ def load_model(
         raise ValueError(f"prompt_style {prompt_style!r} is not one of (None, 'chat', 'plain')")
     torch_dtype = _resolve_dtype(dtype)
     torch_device = _resolve_device(device)
-    source, instruct = _resolve_source(name)
+    source, instruct, tl_name = _resolve_source(name)
     with warnings.catch_warnings():
         # TransformerLens warns at length about features we do not use
         # (e.g. weight processing we deliberately skip).
         warnings.simplefilter("ignore", UserWarning)
         loader = _load_bridge if backend == "bridge" else _load_hooked
-        model, fingerprint = loader(source, torch_device, torch_dtype)
+        model, fingerprint = loader(source, torch_device, torch_dtype, tl_name)
     model.eval()
     tokenizer = model.tokenizer
     if tokenizer.pad_token_id is None:

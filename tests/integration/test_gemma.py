@@ -1,0 +1,48 @@
+"""The optional second embedded model, Gemma-3-270M (base): both backends, plain prompts."""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+
+import pytest
+import torch
+
+from workbench import (
+    EMBEDDED_MODELS,
+    compute_instruction_vector,
+    generate,
+    load_model,
+    make_pairs,
+    model_info,
+)
+
+GEMMA = EMBEDDED_MODELS["gemma-3-270m"]
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec(GEMMA.module) is None,
+    reason=f"optional model not installed ({GEMMA.install_command} or pip install .[gemma])",
+)
+
+
+@pytest.fixture(scope="module")
+def gemmas():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {b: load_model("gemma-3-270m", backend=b) for b in ("bridge", "hooked")}
+
+
+def test_gemma_loads_on_both_backends_as_a_base_model(gemmas):
+    infos = {b: model_info(m) for b, m in gemmas.items()}
+    assert {i.prompt_style for i in infos.values()} == {"plain"}
+    assert infos["bridge"].fingerprint == infos["hooked"].fingerprint
+    assert gemmas["bridge"].cfg.n_layers == 18
+
+
+def test_gemma_backends_agree(gemmas):
+    pairs = make_pairs("french", n=6)
+    vecs = {b: compute_instruction_vector(m, pairs, layers=[4, 9]) for b, m in gemmas.items()}
+    cos = torch.nn.functional.cosine_similarity(vecs["bridge"].diffs, vecs["hooked"].diffs, dim=-1)
+    assert float(cos.min()) > 0.999
+    outs = {b: generate(m, ["Name three colours."], max_new_tokens=12) for b, m in gemmas.items()}
+    assert outs["bridge"] == outs["hooked"]
+    assert "\nQ:" not in outs["bridge"][0]
