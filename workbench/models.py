@@ -155,7 +155,7 @@ def _load_hooked(
                 fold_value_biases=False,
                 refactor_factored_attn_matrices=False,
             )
-            model.to(device)
+            model.to(device, print_details=False)
             # Fingerprint the checkpoint's own embedding, as the bridge does, so both
             # backends of one checkpoint agree (HookedTransformer rescales Gemma's W_E).
             fingerprint = _embedding_fingerprint(hf.get_input_embeddings().weight)

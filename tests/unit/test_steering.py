@@ -276,3 +276,10 @@ def test_tensor_vector_needs_layer_and_project_target():
         SteeringTerm(torch.ones(32), layer=1, mode="project")
     with pytest.raises(TypeError, match="InstructionVector"):
         SteeringTerm([1.0, 2.0], layer=1)
+
+
+def test_preformatted_prompts_are_used_as_given(tiny_model):
+    formatted = [format_prompt(tiny_model, p) for p in PROMPTS]
+    assert _tokens(tiny_model, formatted, formatted=True) == _tokens(tiny_model)
+    plain = [format_prompt(tiny_model, p, style="plain") for p in PROMPTS]
+    assert _tokens(tiny_model, plain, formatted=True) == _tokens(tiny_model, prompt_style="plain")
