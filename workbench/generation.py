@@ -13,7 +13,7 @@ from torch import Tensor
 from . import kv
 from .models import model_info
 from .prompts import format_prompt, tokenize_prompts
-from .steering import SteeringTerm, _as_terms, build_hooks, position_window
+from .steering import SteeringTerm, as_terms, build_hooks, position_window
 
 PLAIN_STOP = "\nQ:"
 Steering = SteeringTerm | Sequence[SteeringTerm | Sequence[SteeringTerm] | None] | None
@@ -41,13 +41,13 @@ def split_steering(
     have one entry per prompt. Otherwise its terms apply to every prompt together.
     """
     if steering is None or isinstance(steering, SteeringTerm):
-        return _as_terms(steering), None
+        return as_terms(steering), None
     items = list(steering)
     if any(item is None or isinstance(item, (list, tuple)) for item in items):
         if len(items) != n_prompts:
             raise ValueError(f"per-row steering has {len(items)} entries for {n_prompts} prompts")
-        return [], [_as_terms(item) for item in items]
-    return _as_terms(items), None
+        return [], [as_terms(item) for item in items]
+    return as_terms(items), None
 
 
 def eos_ids(model: Any) -> set[int]:

@@ -35,16 +35,30 @@ def forward(
     new_ids: Int[Tensor, "batch new"],
     full_mask: Int[Tensor, "batch total"],
     cache: Any,
+    *,
+    last_only: bool = False,
 ) -> Any:
     """Run `new_ids` after the cached positions; returns logits ``[batch, new, d_vocab]``.
 
     Position ids come from the mask on both backends, so left padding and gaps
-    between a shared prefix and padded suffixes do not shift positions.
+    between a shared prefix and padded suffixes do not shift positions. With
+    `last_only`, the bridge unembeds only the last position (``[batch, 1, d_vocab]``).
     """
     if is_hooked(model):
         # HookedTransformer keeps the mask of cached positions inside its cache.
         return model(new_ids, attention_mask=full_mask[:, -new_ids.shape[1] :], past_kv_cache=cache)
-    return model(new_ids, attention_mask=full_mask, past_key_values=cache, use_cache=True)
+    # Passing positions skips the bridge's per-call signature inspection; they equal
+    # its own derivation from the mask on every real (unmasked) token.
+    positions = (full_mask.cumsum(-1) - 1).clamp(min=0)[:, -new_ids.shape[1] :]
+    extra = {"logits_to_keep": 1} if last_only else {}
+    return model(
+        new_ids,
+        attention_mask=full_mask,
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=True,
+        **extra,
+    )
 
 
 def next_token_logits(
@@ -53,26 +67,8 @@ def next_token_logits(
     full_mask: Int[Tensor, "batch total"],
     cache: Any,
 ) -> Float[Tensor, "batch d_vocab"]:
-    """Like `forward`, but only the last position's logits, in float32.
-
-    On the bridge, Hugging Face then unembeds only that position (`logits_to_keep=1`),
-    which saves most of the prompt pass's unembedding for large vocabularies.
-    """
-    if is_hooked(model):
-        logits = forward(model, new_ids, full_mask, cache)
-    else:
-        # Passing positions skips the bridge's per-call signature inspection; they
-        # equal its own derivation from the mask on every real (unmasked) token.
-        positions = (full_mask.cumsum(-1) - 1).clamp(min=0)[:, -new_ids.shape[1] :]
-        logits = model(
-            new_ids,
-            attention_mask=full_mask,
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-    return logits[:, -1].float()
+    """The last position's logits in float32 (the bridge unembeds only that position)."""
+    return forward(model, new_ids, full_mask, cache, last_only=True)[:, -1].float()
 
 
 def expand_cache(model: Any, cache: Any, batch: int, n_layers: int) -> Any:

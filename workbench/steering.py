@@ -166,7 +166,7 @@ def resolve(model: Any, term: SteeringTerm) -> ResolvedTerm:
     return ResolvedTerm(hook_name, u, a, c, term.positions, None)
 
 
-def _as_terms(terms: SteeringTerm | Sequence[SteeringTerm] | None) -> list[SteeringTerm]:
+def as_terms(terms: SteeringTerm | Sequence[SteeringTerm] | None) -> list[SteeringTerm]:
     if terms is None:
         return []
     if isinstance(terms, SteeringTerm):
@@ -304,7 +304,7 @@ def steer(
     """
     rows = None
     if per_row is not None:
-        rows = [_as_terms(r) for r in per_row]
-    hooks = build_hooks(model, rows, _as_terms(terms))
+        rows = [as_terms(r) for r in per_row]
+    hooks = build_hooks(model, rows, as_terms(terms))
     with model.hooks(fwd_hooks=hooks):
         yield model
