@@ -28,6 +28,19 @@ from .prompts import format_prompt
 FORMAT_NAME = "workbench.instruction_vector"
 FORMAT_VERSION = 1
 _TENSOR_FIELDS = ("diffs", "directions", "mean_proj_with", "mean_proj_without")
+_REQUIRED_META = (
+    "layers",
+    "d_model",
+    "n_pairs",
+    "model_name",
+    "fingerprint",
+    "model_n_layers",
+    "instruction_id",
+    "kwargs",
+    "hook_name",
+    "position",
+    "selected_layer",
+)
 
 
 class VectorFileError(ValueError):
@@ -179,6 +192,18 @@ class InstructionVector:
                 f"{str(path)!r} has format version {meta['format_version']}; this workbench "
                 f"reads up to {FORMAT_VERSION}"
             )
+        missing = [key for key in _REQUIRED_META if key not in meta]
+        if missing:
+            raise VectorFileError(f"{str(path)!r} has incomplete metadata: missing {missing}")
+        n, d = len(meta["layers"]), meta["d_model"]
+        expected = {"diffs": (n, d), "directions": (n, d), "mean_proj_with": (n,)}
+        expected["mean_proj_without"] = (n,)
+        wrong = {k: tuple(tensors[k].shape) for k, v in expected.items() if tensors[k].shape != v}
+        if wrong:
+            raise VectorFileError(
+                f"{str(path)!r}: tensor shapes {wrong} contradict its metadata "
+                f"({n} layers, d_model {d})"
+            )
         vec = cls(
             **{name: tensors[name] for name in _TENSOR_FIELDS},
             layers=tuple(meta["layers"]),
@@ -194,10 +219,6 @@ class InstructionVector:
             pair_diffs=tensors.get("pair_diffs"),
             selected_layer=meta["selected_layer"],
         )
-        if vec.diffs.shape != (len(vec.layers), meta["d_model"]):
-            raise VectorFileError(
-                f"{str(path)!r}: tensor shape {tuple(vec.diffs.shape)} contradicts its metadata"
-            )
         if model is not None:
             vec.check_model(model)
         return vec
