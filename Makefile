@@ -35,7 +35,7 @@ test: lint
 	$(PY) -m pytest
 
 bench: $(STAMP)
-	$(PY) -m workbench bench
+	$(PY) -m benchmarks
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache

@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 import plotly.graph_objects as go
 
-from workbench.vectors import write_atomic
+from workbench.errors import InvalidArgumentError
+from workbench.files import write_atomic
 
 
 def plot_layer_profile(
@@ -16,11 +17,16 @@ def plot_layer_profile(
     """Line plot of the per-layer norm and mean projections from `layer_table`.
 
     Example:
-        >>> fig = plot_layer_profile(layer_table(vec)); fig.show()  # doctest: +SKIP
+        >>> from analyses import layer_table
+        >>> fig = plot_layer_profile(layer_table(vec))  # fig.show() in Jupyter
+        >>> len(fig.data)
+        3
     """
     missing = {"layer", "norm", "mean_proj_with", "mean_proj_without"} - set(table.columns)
     if missing:
-        raise ValueError(f"table lacks columns {sorted(missing)}; build it with layer_table()")
+        raise InvalidArgumentError(
+            f"table lacks columns {sorted(missing)}; build it with layer_table()"
+        )
     fig = go.Figure()
     traces = [
         ("norm", "‖mean difference‖", "solid"),

@@ -14,7 +14,8 @@ def layer_table(vec: InstructionVector) -> pd.DataFrame:
     (with minus without, which equals the norm for the last-token read).
 
     Example:
-        >>> layer_table(vec).head()  # doctest: +SKIP
+        >>> layer_table(vec).columns.tolist()
+        ['layer', 'norm', 'mean_proj_with', 'mean_proj_without', 'gap']
     """
     return pd.DataFrame(
         {

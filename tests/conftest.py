@@ -9,9 +9,14 @@ import pytest
 import torch
 
 from tests.tiny import make_tiny_checkpoint
-from workbench import load_model
+from workbench import compute_instruction_vector, load_model, model_info
 
 BACKENDS = ("bridge", "hooked")
+LOWERCASE_PAIRS = [
+    ("Tell me about owls. Answer in lowercase.", "Tell me about owls."),
+    ("Describe rain. Answer in lowercase.", "Describe rain."),
+    ("Name a fruit. Use only lowercase letters.", "Name a fruit."),
+]
 
 
 @pytest.fixture(autouse=True)
@@ -40,6 +45,18 @@ def tiny_models(tiny_dir: Path) -> dict:
 @pytest.fixture(scope="session", params=BACKENDS)
 def tiny_model(request: pytest.FixtureRequest, tiny_models: dict):
     return tiny_models[request.param]
+
+
+@pytest.fixture(scope="session")
+def tiny_vecs(tiny_models: dict) -> dict:
+    """A lowercase vector at every layer of each backend's tiny model (read-only)."""
+    return {b: compute_instruction_vector(m, LOWERCASE_PAIRS) for b, m in tiny_models.items()}
+
+
+@pytest.fixture
+def tiny_vec(tiny_model, tiny_vecs: dict):
+    """`tiny_vecs` for the backend of the `tiny_model` under test."""
+    return tiny_vecs[model_info(tiny_model).backend]
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ Memory therefore grows with prompts x layers x d_model, not with sequence length
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import partial
 from typing import Any
 
@@ -19,9 +19,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from . import kv
+from .errors import ArgumentTypeError, InvalidArgumentError
+from .options import RESID_HOOK, check_int, check_read_position
 from .prompts import encode_prompts, pad_left
-
-RESID_HOOK = "blocks.{layer}.hook_resid_post"
+from .vectors import check_hooks
 
 
 class _StopForward(Exception):
@@ -29,32 +30,29 @@ class _StopForward(Exception):
 
 
 def check_layers(model: Any, layers: Sequence[int] | None) -> list[int]:
-    """Validate layer indices against the model (None means every layer)."""
+    """Validate layer indices against the model (None means every layer).
+
+    Example:
+        >>> check_layers(model, [2, 0])
+        [2, 0]
+    """
     n_layers = model.cfg.n_layers
     if layers is None:
         return list(range(n_layers))
+    if isinstance(layers, (str, bytes)) or not isinstance(layers, Iterable):
+        raise ArgumentTypeError(f"layers must be a list of ints or None, got {layers!r}")
     layers = list(layers)
     if not layers:
-        raise ValueError("layers is empty; pass None for every layer")
+        raise InvalidArgumentError("layers is empty; pass None for every layer")
     for layer in layers:
-        if not isinstance(layer, int) or isinstance(layer, bool) or not 0 <= layer < n_layers:
-            raise ValueError(
+        check_int("layer", layer)
+        if not 0 <= layer < n_layers:
+            raise InvalidArgumentError(
                 f"layer {layer!r} is out of range: the model has {n_layers} layers (0..{n_layers - 1})"
             )
     if len(set(layers)) != len(layers):
-        raise ValueError(f"layers {layers} contain duplicates")
+        raise InvalidArgumentError(f"layers {layers} contain duplicates")
     return layers
-
-
-def check_position(position: str | int) -> str | int:
-    """`"last"`, `"mean"` (all real prompt tokens), or an int k (mean of the last k tokens)."""
-    if position in ("last", "mean"):
-        return position
-    if isinstance(position, int) and not isinstance(position, bool) and position >= 1:
-        return position
-    raise ValueError(
-        f"position {position!r} is not 'last', 'mean' or a positive int k (mean of last k tokens)"
-    )
 
 
 def reduce_positions(
@@ -90,6 +88,7 @@ def read_residuals(
     position: str | int = "last",
     batch_size: int = 16,
     hook_name: str = RESID_HOOK,
+    prompt_style: str | None = None,
     share_prefix: bool = True,
     progress: bool = False,
 ) -> Float[Tensor, "n_prompts n_layers d_model"]:
@@ -101,6 +100,8 @@ def read_residuals(
         position: ``"last"`` (the token right before the answer), ``"mean"``, or an
             int k for the mean over the last k tokens.
         hook_name: hook template with ``{layer}``; ``blocks.{layer}.hook_resid_post``.
+        prompt_style: the style the prompts were formatted in (default: the
+            model's); it decides whether a BOS token is added.
         share_prefix: run the token prefix shared by all prompts (typically the chat
             template's system prompt) once and reuse its KV cache. Exact up to float
             rounding; not used for ``position="mean"``, which needs every position.
@@ -109,24 +110,19 @@ def read_residuals(
         float32 CPU tensor ``[n_prompts, len(layers), d_model]``.
 
     Example:
-        >>> acts = read_residuals(model, [format_prompt(model, "Hi")], layers=[3, 5])  # doctest: +SKIP
-        >>> acts.shape  # doctest: +SKIP
-        torch.Size([1, 2, 576])
+        >>> acts = read_residuals(model, [format_prompt(model, "Hi")], layers=[0, 2])
+        >>> acts.shape
+        torch.Size([1, 2, 32])
     """
     layers = check_layers(model, layers)
-    position = check_position(position)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    position = check_read_position(position)
+    check_int("batch_size", batch_size, low=1)
     names = [hook_name.format(layer=layer) for layer in layers]
-    # hook_dict is rebuilt on every access on the bridge; read it once.
-    known = model.hook_dict
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise ValueError(f"unknown hook name(s) {unknown} for this model")
-    token_lists = encode_prompts(model, prompts)
+    check_hooks(model, names)
+    token_lists = encode_prompts(model, prompts, style=prompt_style)
     shortest = min(len(t) for t in token_lists)
     if isinstance(position, int) and shortest < position:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"position={position} reads the last {position} tokens but a prompt has only {shortest}"
         )
     prefix = 0
@@ -134,7 +130,21 @@ def read_residuals(
         prefix = shared_prefix_length(
             token_lists, keep=position if isinstance(position, int) else 1
         )
-    out = torch.empty(len(prompts), len(layers), model.cfg.d_model, dtype=torch.float32)
+    return _read(model, token_lists, names, layers, position, prefix, batch_size, progress)
+
+
+def _read(
+    model: Any,
+    token_lists: list[list[int]],
+    names: list[str],
+    layers: list[int],
+    position: str | int,
+    prefix: int,
+    batch_size: int,
+    progress: bool,
+) -> Float[Tensor, "n_prompts n_layers d_model"]:
+    """Run validated prompts in batches, keeping the read position of each hook."""
+    out = torch.empty(len(token_lists), len(layers), model.cfg.d_model, dtype=torch.float32)
     # Hooks are added once for all batches: adding them resolves the bridge's hook
     # aliases, which costs more than a small model's forward pass if done per batch.
     batch: dict[str, Any] = {"rows": None}
@@ -153,7 +163,7 @@ def read_residuals(
 
     hooks = [(n, partial(store, col=i)) for i, n in enumerate(names)]
     device = model.cfg.device
-    starts = range(0, len(prompts), batch_size)
+    starts = range(0, len(token_lists), batch_size)
     with torch.inference_mode(), model.hooks(fwd_hooks=hooks):
         if prefix:
             prefix_cache = kv.new_cache(model, 1)

@@ -1,41 +1,63 @@
-"""Command line: ``python -m workbench demo|extract|bench``."""
+"""Command line: ``python -m workbench demo|extract|bench``.
+
+Bad input ends in one line on stderr and exit status 2, never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import re
+import sys
 from pathlib import Path
+
+from .errors import InvalidArgumentError, WorkbenchError
+
+_LAYER_PART = re.compile(r"^(\d+)(?:-(\d+))?$")
 
 
 def _layers(text: str) -> list[int]:
-    """Parse ``"10,12,14"`` or ``"8-20"`` into layer indices."""
+    """Parse ``"10,12,14"`` or ``"8-20"`` into layer indices.
+
+    Example:
+        >>> _layers("8-10,14")
+        [8, 9, 10, 14]
+        >>> _layers("a-b")
+        Traceback (most recent call last):
+        ...
+        workbench.errors.InvalidArgumentError: --layers 'a-b': 'a-b' is not a layer (e.g. 14) or an ascending range (e.g. 8-20)
+    """
     layers: list[int] = []
     for part in text.split(","):
-        if "-" in part:
-            lo, hi = part.split("-", 1)
-            layers.extend(range(int(lo), int(hi) + 1))
-        else:
-            layers.append(int(part))
+        match = _LAYER_PART.match(part.strip())
+        if not match or (match[2] is not None and int(match[2]) < int(match[1])):
+            raise InvalidArgumentError(
+                f"--layers {text!r}: {part!r} is not a layer (e.g. 14) or an ascending range "
+                "(e.g. 8-20)"
+            )
+        lo, hi = int(match[1]), int(match[2] if match[2] is not None else match[1])
+        layers.extend(range(lo, hi + 1))
     return layers
 
 
 def _extract(args: argparse.Namespace) -> None:
+    from .extraction import compute_instruction_vector
     from .models import load_model
     from .pairs import instruction, make_pairs
-    from .vectors import compute_instruction_vector
 
     values: dict[str, str | int] = {}
     for item in args.set:
         if "=" not in item:
-            raise SystemExit(f"--set expects NAME=VALUE, got {item!r}")
+            raise InvalidArgumentError(f"--set expects NAME=VALUE, got {item!r}")
         name, value = item.split("=", 1)
         values[name] = int(value) if value.isdigit() else value
-    instr = instruction(args.instruction, **values)
+    # Everything that can be checked without the model is checked before loading it.
+    pairs = make_pairs(instruction(args.instruction, **values), split=args.split, n=args.pairs)
+    layers = _layers(args.layers) if args.layers is not None else None
     model = load_model(args.model, backend=args.backend, device=args.device, dtype=args.dtype)
-    pairs = make_pairs(instr, split=args.split, n=args.pairs)
     vec = compute_instruction_vector(
         model,
         pairs,
-        layers=_layers(args.layers) if args.layers else None,
+        layers=layers,
         batch_size=args.batch_size,
         keep_pair_diffs=args.keep_pair_diffs,
         progress=True,
@@ -43,8 +65,9 @@ def _extract(args: argparse.Namespace) -> None:
     path = vec.save(args.out)
     print(f"wrote {path}: {vec.instruction_id} {dict(vec.kwargs)} from {vec.n_pairs} pairs")
     if args.gguf:
-        layers = [layer for layer in vec.layers if layer > 0]
-        print(f"wrote {vec.to_gguf(args.gguf, layers=layers)} (llama.cpp control vector)")
+        export = vec.to_gguf(args.gguf)
+        left_out = f"; left out layers {list(export.skipped)}" if export.skipped else ""
+        print(f"wrote {export.path} (llama.cpp control vector{left_out})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,6 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
 
     args = parser.parse_args(argv)
+    try:
+        _run(args)
+    except WorkbenchError as e:
+        print(f"workbench {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _run(args: argparse.Namespace) -> None:
     if args.command == "demo":
         from .demo import run_demo
 
@@ -88,7 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "extract":
         _extract(args)
     elif args.command == "bench":
-        from .bench import run_benchmarks
-
+        try:
+            from benchmarks.bench import run_benchmarks
+        except ImportError as e:
+            raise WorkbenchError(
+                "the benchmarks live in the source checkout's benchmarks/ folder; run this "
+                f"from the repository root (or use `make bench`): {e}"
+            ) from e
         run_benchmarks(args.names)
-    return 0

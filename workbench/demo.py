@@ -6,11 +6,11 @@ import textwrap
 import time
 from pathlib import Path
 
+from .extraction import compute_instruction_vector
 from .generation import generate
 from .models import load_model
 from .pairs import base_queries, make_pairs
-from .steering import SteeringTerm
-from .vectors import compute_instruction_vector
+from .terms import SteeringTerm
 
 # Measured on SmolLM2-135M-Instruct: adding the "one sentence" vector at layer 14
 # turns multi-sentence answers into single sentences without the instruction.

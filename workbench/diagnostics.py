@@ -15,19 +15,21 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from .errors import InvalidArgumentError
+from .extraction import pair_activations
 from .pairs import Pair
-from .vectors import InstructionVector, pair_activations
+from .vectors import InstructionVector
 
 
 def _pair_diffs(source: InstructionVector | Tensor) -> Float[Tensor, "n_pairs n_layers d_model"]:
     if isinstance(source, InstructionVector):
         if source.pair_diffs is None:
-            raise ValueError(
+            raise InvalidArgumentError(
                 "this vector has no per-pair differences; compute it with keep_pair_diffs=True"
             )
         return source.pair_diffs
     if source.ndim != 3:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"pair diffs must be [n_pairs, n_layers, d_model], got {tuple(source.shape)}"
         )
     return source
@@ -60,19 +62,22 @@ def stability_curve(
         draws) and ``cosine_std``.
 
     Example:
-        >>> curve = stability_curve(vec)  # doctest: +SKIP
-        >>> curve[curve.n_pairs == curve.n_pairs.max()]  # split-half per layer  # doctest: +SKIP
+        >>> curve = stability_curve(torch.randn(8, 3, 32), n_draws=4)
+        >>> sorted(set(curve.n_pairs))  # split-half at 4, half of 8 pairs
+        [1, 2, 4]
     """
     diffs = _pair_diffs(source)
     n, n_layers, _ = diffs.shape
     if n < 2:
-        raise ValueError(f"stability needs at least 2 pairs, got {n}")
+        raise InvalidArgumentError(f"stability needs at least 2 pairs, got {n}")
     half = n // 2
     if sizes is None:
         sizes = sorted({min(2**i, half) for i in range(half.bit_length() + 1)})
     bad = [k for k in sizes if not 1 <= k <= half]
     if bad:
-        raise ValueError(f"subset sizes {bad} must be between 1 and {half} (half of {n} pairs)")
+        raise InvalidArgumentError(
+            f"subset sizes {bad} must be between 1 and {half} (half of {n} pairs)"
+        )
     gen = torch.Generator().manual_seed(seed)
     layers = _layers(source, n_layers)
     rows = []
@@ -156,13 +161,22 @@ def separability(
     """Per-layer separability of with vs without along the vector's directions.
 
     Use pairs the vector was *not* computed from (e.g. the validation split), so the
-    figure measures generalisation rather than fit.
+    figure measures generalisation rather than fit. The pairs are read the way the
+    vector was built: same prompt style, read position and hook.
 
     Example:
-        >>> separability(model, vec, make_pairs("one_sentence", split="validation"))  # doctest: +SKIP
+        >>> table = separability(model, vec, make_pairs("lowercase", split="validation", n=4))
+        >>> list(table.columns)
+        ['layer', 'auc', 'd_prime', 'mean_proj_with', 'mean_proj_without']
     """
     vec.check_model(model)
     acts_with, acts_without = pair_activations(
-        model, held_out, layers=vec.layers, position=vec.position, batch_size=batch_size
+        model,
+        held_out,
+        layers=vec.layers,
+        position=vec.position,
+        prompt_style=vec.prompt_style,
+        hook_name=vec.hook_name,
+        batch_size=batch_size,
     )
     return separability_from_activations(vec.directions, acts_with, acts_without, vec.layers)

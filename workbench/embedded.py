@@ -14,16 +14,18 @@ import importlib.util
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from .errors import EmbeddedModelMissingError
+from .errors import EmbeddedModelMissingError, UnknownNameError, WorkbenchError
+from .files import remove_stale_temps, temp_name
 
 CACHE_ENV = "WORKBENCH_CACHE"
 MANIFEST = "workbench-manifest.json"
 # Bump when the checkpoint layout written by `build_checkpoint` changes.
-CACHE_FORMAT = 1
+# 2: the saved tokenizer adds BOS exactly when the GGUF's add_bos_token says so.
+CACHE_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,15 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
         ),
     ]
 }
+
+
+def embedded_model(name: str) -> EmbeddedModel:
+    """The `EmbeddedModel` called `name`; `UnknownNameError` lists the embedded names."""
+    if not isinstance(name, str) or name not in EMBEDDED_MODELS:
+        raise UnknownNameError(
+            f"unknown embedded model {name!r}; embedded models: {sorted(EMBEDDED_MODELS)}"
+        )
+    return EMBEDDED_MODELS[name]
 
 
 def cache_dir() -> Path:
@@ -154,16 +165,54 @@ def write_manifest(path: Path, **info: str) -> None:
     (path / MANIFEST).write_text(json.dumps(manifest, indent=2))
 
 
+def gguf_add_bos(gguf: Path) -> bool | None:
+    """The GGUF's ``tokenizer.ggml.add_bos_token`` flag, or None when the file has none."""
+    from gguf import GGUFReader
+
+    field = GGUFReader(gguf).get_field("tokenizer.ggml.add_bos_token")
+    return None if field is None else bool(field.contents())
+
+
+def tokenizer_adds_bos(tokenizer: Any) -> bool:
+    """Whether calling `tokenizer` on text puts a BOS token in front.
+
+    Read from the ids: in transformers 5.x the post-processor decides, and the
+    ``add_bos_token`` attribute can disagree with it.
+    """
+    bos = tokenizer.bos_token_id
+    ids = tokenizer("a")["input_ids"]
+    return bos is not None and len(ids) > 1 and ids[0] == bos
+
+
+def follow_gguf_bos(tokenizer: Any, add_bos: bool | None) -> None:
+    """Make `tokenizer` add a BOS exactly when the GGUF says llama.cpp does.
+
+    transformers 5.x decides BOS insertion with the tokenizer's post-processor, which
+    the ``add_bos_token`` setter rebuilds and ``tokenizer.json`` saves.
+    """
+    if add_bos is not None and tokenizer_adds_bos(tokenizer) != add_bos:
+        tokenizer.add_bos_token = add_bos
+
+
 def build_checkpoint(model: EmbeddedModel, dest: Path) -> Path:
-    """Dequantize the GGUF to an fp32 safetensors checkpoint at `dest`, atomically."""
+    """Dequantize the GGUF to an fp32 safetensors checkpoint at `dest`, atomically.
+
+    The build writes into a temporary sibling named by `workbench.files.temp_name`,
+    so a build that was killed leaves a directory the next build can recognise as
+    abandoned and delete (`remove_stale_temps`), instead of 250 MB that lingers.
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = locate_gguf(model)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    remove_stale_temps(dest)
+    tmp = temp_name(dest)
+    tmp.mkdir()
     try:
+        add_bos = gguf_add_bos(gguf)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        follow_gguf_bos(tokenizer, add_bos)
         hf = AutoModelForCausalLM.from_pretrained(
             gguf.parent, gguf_file=gguf.name, dtype=torch.float32
         )
@@ -173,11 +222,22 @@ def build_checkpoint(model: EmbeddedModel, dest: Path) -> Path:
             del hf.config.quantization_config
         hf.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        # Check what a later load sees, not the object we configured.
+        if (
+            add_bos is not None
+            and tokenizer_adds_bos(AutoTokenizer.from_pretrained(tmp)) != add_bos
+        ):
+            raise WorkbenchError(
+                f"the tokenizer built from {gguf.name} does not follow the file's "
+                f"add_bos_token={add_bos}; this transformers version cannot build "
+                f"{model.name!r} faithfully"
+            )
         write_manifest(
             tmp,
             model=model.name,
             source=f"{model.distribution}=={model.version}",
             gguf_sha256=_sha256(gguf),
+            add_bos_token=str(add_bos).lower(),
         )
         if dest.exists():
             shutil.rmtree(dest)
@@ -197,7 +257,7 @@ def ensure_checkpoint(name: str) -> Path:
     Example:
         >>> path = ensure_checkpoint("smollm2-135m-instruct")  # doctest: +SKIP
     """
-    model = EMBEDDED_MODELS[name]
+    model = embedded_model(name)
     dest = checkpoint_dir(model)
     if verify_checkpoint(dest):
         return dest

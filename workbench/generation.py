@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -11,12 +12,44 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from . import kv
+from .errors import ArgumentTypeError, InvalidArgumentError
 from .models import model_info
-from .prompts import format_prompt, tokenize_prompts
-from .steering import SteeringTerm, as_terms, build_hooks, position_window
+from .options import PromptStyle, check_choice, check_int
+from .prompts import check_prompts, encode_prompts, format_prompt, pad_left
+from .steering import SteeringPlan, position_window
+from .terms import Steering
+from .vectors import is_finite_number
 
 PLAIN_STOP = "\nQ:"
-Steering = SteeringTerm | Sequence[SteeringTerm | Sequence[SteeringTerm] | None] | None
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling options for `generate` (no `Sampling` means greedy decoding).
+
+    Attributes:
+        temperature: softmax temperature, > 0.
+        top_p: nucleus mass in (0, 1]; 1 keeps every token.
+        seed: seeds one generator per prompt (``seed + prompt index``), so a
+            prompt's sample does not depend on its batch. None draws a fresh seed,
+            reported in `Generation.seed` so the run can be repeated.
+
+    Example:
+        >>> Sampling(temperature=0.7, seed=3).top_p
+        1.0
+    """
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not is_finite_number(self.temperature) or not self.temperature > 0:
+            raise InvalidArgumentError(f"temperature must be > 0, got {self.temperature!r}")
+        if not is_finite_number(self.top_p) or not 0 < self.top_p <= 1:
+            raise InvalidArgumentError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if self.seed is not None:
+            check_int("seed", self.seed, low=0)
 
 
 @dataclass(frozen=True)
@@ -26,28 +59,12 @@ class Generation:
     Attributes:
         texts: decoded completions (prompt excluded), cut at EOS or a stop string.
         tokens: the generated token ids of each prompt, EOS included if produced.
+        seed: the base seed used when sampling (None for greedy decoding).
     """
 
     texts: list[str]
     tokens: list[list[int]]
-
-
-def split_steering(
-    steering: Steering, n_prompts: int
-) -> tuple[list[SteeringTerm], list[list[SteeringTerm]] | None]:
-    """Interpret `steering` as shared terms, or as one entry per prompt.
-
-    A list counts as per-row when it holds a None or a nested list; it must then
-    have one entry per prompt. Otherwise its terms apply to every prompt together.
-    """
-    if steering is None or isinstance(steering, SteeringTerm):
-        return as_terms(steering), None
-    items = list(steering)
-    if any(item is None or isinstance(item, (list, tuple)) for item in items):
-        if len(items) != n_prompts:
-            raise ValueError(f"per-row steering has {len(items)} entries for {n_prompts} prompts")
-        return [], [as_terms(item) for item in items]
-    return as_terms(items), None
+    seed: int | None = None
 
 
 def eos_ids(model: Any) -> set[int]:
@@ -64,27 +81,34 @@ def eos_ids(model: Any) -> set[int]:
 
 def _sample(
     logits: Float[Tensor, "batch d_vocab"],
-    do_sample: bool,
-    temperature: float,
-    top_p: float,
-    generators: list[torch.Generator] | None,
+    sampling: Sampling | None,
+    generators: list[torch.Generator],
 ) -> Int[Tensor, " batch"]:
-    if not do_sample:
+    if sampling is None:
         return logits.argmax(-1)
-    probs = torch.softmax(logits / temperature, dim=-1)
-    if top_p < 1.0:
+    probs = torch.softmax(logits / sampling.temperature, dim=-1)
+    if sampling.top_p < 1.0:
         sorted_p, idx = probs.sort(-1, descending=True)
         # Keep the smallest prefix whose mass reaches top_p (always at least one token).
-        drop = (sorted_p.cumsum(-1) - sorted_p) >= top_p
+        drop = (sorted_p.cumsum(-1) - sorted_p) >= sampling.top_p
         sorted_p = sorted_p.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter(-1, idx, sorted_p)
-    # One generator per prompt: a prompt's sample does not depend on its batch.
     return torch.stack(
-        [
-            torch.multinomial(p, 1, generator=g)[0]
-            for p, g in zip(probs, generators or [], strict=True)
-        ]
+        [torch.multinomial(p, 1, generator=g)[0] for p, g in zip(probs, generators, strict=True)]
     )
+
+
+def _generator(model: Any, seed: int) -> torch.Generator:
+    return torch.Generator(device=model.cfg.device).manual_seed(seed)
+
+
+def _stops(stop: Any, style: str, formatted: bool) -> list[str]:
+    if stop is None:
+        return [PLAIN_STOP] if style == "plain" and not formatted else []
+    stops = [stop] if isinstance(stop, str) else list(stop)
+    if any(not isinstance(s, str) or not s for s in stops):
+        raise InvalidArgumentError(f"stop strings must be non-empty strings, got {stop!r}")
+    return stops
 
 
 def generate(
@@ -93,99 +117,72 @@ def generate(
     *,
     steering: Steering = None,
     max_new_tokens: int = 64,
-    do_sample: bool = False,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    seed: int | None = None,
+    sampling: Sampling | None = None,
     batch_size: int = 16,
     stop: str | Sequence[str] | None = None,
     formatted: bool = False,
-    prompt_style: str | None = None,
+    prompt_style: PromptStyle | None = None,
     return_tokens: bool = False,
 ) -> list[str] | Generation:
     """Generate completions, optionally steered, batched with a KV cache.
 
     Args:
         prompts: user messages (formatted with `format_prompt` unless `formatted`).
-        steering: a `SteeringTerm`, a list of terms (all applied to every prompt),
-            or one entry per prompt (None, a term or a list of terms; the list must
-            contain a None or a nested list to be read per-row).
+        steering: a `SteeringTerm` or a list of them, applied to every prompt; or
+            `PerRow([...])` with one entry (None, a term, or a list) per prompt.
         max_new_tokens: tokens to generate at most per prompt.
-        do_sample, temperature, top_p, seed: greedy by default; sampling uses one
-            generator per prompt seeded with ``seed + prompt index``.
+        sampling: a `Sampling`; None (default) decodes greedily.
         stop: string(s) that end a completion (the stop string is cut off). The
             default is ``"\nQ:"`` for plain ``Q: …\nA:`` prompts (a base model's next
             question) and nothing for chat prompts; pass ``[]`` for no stop string.
+        prompt_style: ``"chat"`` or ``"plain"``; defaults to the model's.
 
     Returns:
         The completions, or a `Generation` with token ids when `return_tokens`.
 
     Example:
-        >>> generate(model, ["Name a colour."], steering=SteeringTerm(vec, layer=14))  # doctest: +SKIP
-        ['blue.']
+        >>> rows = PerRow([SteeringTerm(vec, layer=1, mode="add", weight=4.0), None])
+        >>> out = generate(model, ["Name a colour.", "Hi"], steering=rows, max_new_tokens=4)
+        >>> len(out)
+        2
     """
-    if isinstance(prompts, str):
-        prompts = [prompts]
-    prompts = list(prompts)
-    if not prompts:
-        raise ValueError("prompts is empty")
-    if not isinstance(max_new_tokens, int) or max_new_tokens <= 0:
-        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    if do_sample and not temperature > 0:
-        raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
-    if not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    style = prompt_style or model_info(model).prompt_style
-    if stop is None:
-        stop = PLAIN_STOP if style == "plain" and not formatted else []
-    stops = [stop] if isinstance(stop, str) else list(stop)
-    if any(not isinstance(s, str) or not s for s in stops):
-        raise ValueError(f"stop strings must be non-empty strings, got {stop!r}")
-    shared, per_row = split_steering(steering, len(prompts))
-    texts = prompts if formatted else [format_prompt(model, p, style=prompt_style) for p in prompts]
+    prompts = check_prompts([prompts] if isinstance(prompts, str) else prompts)
+    check_int("max_new_tokens", max_new_tokens, low=1)
+    check_int("batch_size", batch_size, low=1)
+    if sampling is not None and not isinstance(sampling, Sampling):
+        raise ArgumentTypeError(f"sampling must be a Sampling or None, got {sampling!r}")
+    style = check_choice(
+        "prompt_style", prompt_style or model_info(model).prompt_style, PromptStyle
+    )
+    stops = _stops(stop, style, formatted)
+    texts = prompts if formatted else [format_prompt(model, p, style=style) for p in prompts]
+    token_lists = encode_prompts(model, texts, style=style)
     # Validate everything before any forward pass: steering terms and lengths.
-    build_hooks(model, per_row, shared)
+    plan = SteeringPlan(model, steering)
+    if plan.n_rows is not None and plan.n_rows != len(prompts):
+        raise InvalidArgumentError(
+            f"PerRow steering has {plan.n_rows} entries for {len(prompts)} prompts"
+        )
     n_ctx = model.cfg.n_ctx
-    for i, text in enumerate(texts):
-        n = len(model.tokenizer(text, add_special_tokens=False)["input_ids"])
-        if n + max_new_tokens > n_ctx:
-            raise ValueError(
-                f"prompt {i} has {n} tokens; with max_new_tokens={max_new_tokens} it "
+    for i, ids in enumerate(token_lists):
+        if len(ids) + max_new_tokens > n_ctx:
+            raise InvalidArgumentError(
+                f"prompt {i} has {len(ids)} tokens; with max_new_tokens={max_new_tokens} it "
                 f"exceeds the model's context of {n_ctx} tokens"
             )
-    base_seed = 0 if seed is None else seed
+    seed = None
+    if sampling is not None:
+        seed = sampling.seed if sampling.seed is not None else secrets.randbits(48)
     out_tokens: list[list[int]] = []
-    out_texts: list[str] = []
     for start in range(0, len(texts), batch_size):
-        chunk = slice(start, start + batch_size)
-        rows = None if per_row is None else per_row[chunk]
-        gens = None
-        if do_sample:
-            gens = []
-            for i in range(start, min(start + batch_size, len(texts))):
-                g = torch.Generator(device=model.cfg.device)
-                g.manual_seed(base_seed + i)
-                gens.append(g)
-        toks = _generate_batch(
-            model,
-            texts[chunk],
-            shared,
-            rows,
-            max_new_tokens,
-            do_sample,
-            temperature,
-            top_p,
-            gens,
-            stops,
+        rows = slice(start, start + batch_size)
+        indices = range(start, min(start + batch_size, len(texts)))
+        gens = [] if seed is None else [_generator(model, seed + i) for i in indices]
+        out_tokens += _generate_batch(
+            model, token_lists[rows], plan.hooks(rows), max_new_tokens, sampling, gens, stops
         )
-        for row in toks:
-            out_tokens.append(row)
-            out_texts.append(_decode(model, row, stops))
-    if return_tokens:
-        return Generation(out_texts, out_tokens)
-    return out_texts
+    out_texts = [_decode(model, row, stops) for row in out_tokens]
+    return Generation(out_texts, out_tokens, seed) if return_tokens else out_texts
 
 
 def _decode(model: Any, tokens: list[int], stops: list[str]) -> str:
@@ -197,17 +194,14 @@ def _decode(model: Any, tokens: list[int], stops: list[str]) -> str:
 @torch.inference_mode()
 def _generate_batch(
     model: Any,
-    texts: list[str],
-    shared: list[SteeringTerm],
-    per_row: list[list[SteeringTerm]] | None,
+    token_lists: list[list[int]],
+    hooks: list[Any],
     max_new_tokens: int,
-    do_sample: bool,
-    temperature: float,
-    top_p: float,
-    generators: list[torch.Generator] | None,
+    sampling: Sampling | None,
+    generators: list[torch.Generator],
     stops: list[str],
 ) -> list[list[int]]:
-    input_ids, mask = tokenize_prompts(model, texts)
+    input_ids, mask = pad_left(model, token_lists)
     batch, width = input_ids.shape
     stop_ids = torch.tensor(sorted(eos_ids(model)), device=input_ids.device)
     pad = model.tokenizer.pad_token_id
@@ -216,12 +210,11 @@ def _generate_batch(
     done = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
     lengths = [max_new_tokens] * batch
     tail_len = max((len(s) for s in stops), default=0) + 1
-    hooks = build_hooks(model, per_row, shared)
     with model.hooks(fwd_hooks=hooks):
         with position_window(0, width):
             logits = kv.next_token_logits(model, input_ids, mask, cache)
         for step in range(max_new_tokens):
-            nxt = _sample(logits, do_sample, temperature, top_p, generators)
+            nxt = _sample(logits, sampling, generators)
             nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
             generated = torch.cat([generated, nxt[:, None]], dim=1)
             finished_now = ~done & torch.isin(nxt, stop_ids)

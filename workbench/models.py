@@ -11,6 +11,13 @@ Two backends expose the same TransformerLens API (`run_with_cache`, `hooks()`,
 
 Both are loaded with the checkpoint's raw weights (no LayerNorm folding, no
 centering) so that activations agree between them and with Hugging Face.
+
+BOS: TransformerLens reloads every tokenizer with ``add_bos_token=True``, so on
+SmolLM2 (whose tokenizer adds none) ``model.tokenizer(chat_text)`` began
+``<|im_start|> <|im_start|>``. `load_model` gives the tokenizer back the checkpoint's
+own behaviour and sets ``cfg.default_prepend_bos`` for the prompt style, so
+``model.tokenizer(text)``, ``model.to_tokens(text)`` and the workbench's own
+tokenization agree (see `workbench.prompts`).
 """
 
 from __future__ import annotations
@@ -23,11 +30,18 @@ from typing import Any
 
 import torch
 
-from .embedded import EMBEDDED_MODELS, ensure_checkpoint
-from .errors import UnknownModelError, UnsupportedBackendError
+from .embedded import EMBEDDED_MODELS, ensure_checkpoint, tokenizer_adds_bos
+from .errors import (
+    ArgumentTypeError,
+    InvalidArgumentError,
+    UnknownModelError,
+    UnsupportedBackendError,
+)
+from .options import Backend, PromptStyle, check_choice, choices
 
-BACKENDS: tuple[str, ...] = ("bridge", "hooked")
+BACKENDS: tuple[str, ...] = choices(Backend)
 _INFO_ATTR = "_workbench_info"
+_DTYPES = ("float32", "float16", "bfloat16", "float64")
 
 
 @dataclass(frozen=True)
@@ -50,25 +64,62 @@ class ModelInfo:
 def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
     if dtype is None:
         return torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    resolved = getattr(torch, str(dtype), None)
+    resolved = dtype if isinstance(dtype, torch.dtype) else None
+    if isinstance(dtype, str):
+        resolved = getattr(torch, dtype.removeprefix("torch."), None)
     if not isinstance(resolved, torch.dtype) or not resolved.is_floating_point:
-        raise ValueError(f"dtype {dtype!r} is not a torch floating-point dtype name")
+        raise InvalidArgumentError(
+            f"dtype {dtype!r} is not a torch floating-point dtype; use one of {_DTYPES}"
+        )
     return resolved
 
 
+def available_devices() -> list[str]:
+    """Device names this machine can load a model onto, e.g. ``['cpu', 'cuda:0']``."""
+    names = ["cpu"]
+    if torch.cuda.is_available():
+        names += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        names.append("mps")
+    return names
+
+
 def _resolve_device(device: torch.device | str | None) -> torch.device:
+    """The torch device to load onto, refused up front if this machine lacks it.
+
+    Without this check a CUDA request on a CPU-only machine ends deep inside torch
+    as a bare AssertionError ("Torch not compiled with CUDA enabled").
+    """
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    available = available_devices()
+    if not isinstance(device, (str, torch.device)):
+        raise ArgumentTypeError(
+            f"device must be a str or torch.device, got {type(device).__name__} {device!r}; "
+            f"available: {available}"
+        )
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, ValueError) as e:
+        raise InvalidArgumentError(
+            f"device {device!r} is not a torch device name; available: {available}"
+        ) from e
+    missing_gpu = resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count()
+    if resolved.type not in available or missing_gpu:
+        raise InvalidArgumentError(
+            f"device {str(device)!r} is not available on this machine; available: {available}"
+        )
+    return resolved
 
 
 def _resolve_source(name: str | Path) -> tuple[str, bool | None, str | None]:
     """Map a user-given name to a loadable path or hub id, its instruct flag if known,
     and its TransformerLens official name if it has one."""
     if not isinstance(name, (str, Path)):
-        raise UnknownModelError(f"model name must be a string or path, got {name!r}")
+        raise ArgumentTypeError(
+            f"model name must be a str or Path, got {type(name).__name__} {name!r}"
+        )
     name = str(name)
     if name in EMBEDDED_MODELS:
         embedded = EMBEDDED_MODELS[name]
@@ -117,7 +168,11 @@ def _load_bridge(
 
 
 def _load_hooked(
-    source: str, device: torch.device, dtype: torch.dtype, tl_name: str | None = None
+    source: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    tl_name: str | None = None,
+    tokenizer: Any = None,
 ) -> Any:
     from transformer_lens import HookedTransformer, HookedTransformerConfig
     from transformer_lens.loading_from_pretrained import (
@@ -145,7 +200,9 @@ def _load_hooked(
             hf = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
             state_dict = get_pretrained_state_dict(tl_name or source, cfg, hf_model=hf)
             model = HookedTransformer(
-                cfg, tokenizer=AutoTokenizer.from_pretrained(source), move_to_device=False
+                cfg,
+                tokenizer=tokenizer or AutoTokenizer.from_pretrained(source),
+                move_to_device=False,
             )
             model.load_and_process_state_dict(
                 state_dict,
@@ -172,10 +229,10 @@ def _load_hooked(
 def load_model(
     name: str | Path = "smollm2-135m-instruct",
     *,
-    backend: str = "bridge",
+    backend: Backend = "bridge",
     device: torch.device | str | None = None,
     dtype: torch.dtype | str | None = None,
-    prompt_style: str | None = None,
+    prompt_style: PromptStyle | None = None,
 ) -> Any:
     """Load a model as a TransformerLens model, offline for embedded names.
 
@@ -185,8 +242,9 @@ def load_model(
             ``"google/gemma-2-2b-it"`` (downloads unless already in the HF cache).
         backend: ``"bridge"`` (TransformerBridge, default) or ``"hooked"``
             (HookedTransformer).
-        device: defaults to CUDA when available, else CPU.
-        dtype: torch dtype or its name; defaults to float32.
+        device: defaults to CUDA when available, else CPU. A device this machine
+            lacks is refused before anything loads (`available_devices()` lists them).
+        dtype: torch floating-point dtype or its name; defaults to float32.
         prompt_style: ``"chat"`` or ``"plain"``; defaults to chat for instruction-tuned
             models with a chat template and plain otherwise.
 
@@ -194,23 +252,34 @@ def load_model(
         A `TransformerBridge` or `HookedTransformer` in eval mode; `model_info(model)`
         returns its `ModelInfo`.
 
+    BOS: ``model.tokenizer`` adds a BOS token exactly when the checkpoint's own
+    tokenizer does (TransformerLens would force one), and ``cfg.default_prepend_bos``
+    is set so that ``model.to_tokens(format_prompt(model, p))`` gives the workbench's
+    own ids for the model's prompt style: a chat template's text as written (it
+    carries its BOS), plain text with the tokenizer's BOS if it adds one. For raw
+    text on a chat model pass ``to_tokens(text, prepend_bos=True)`` if you want one.
+
     Example:
         >>> model = load_model()  # doctest: +SKIP
         >>> _, cache = model.run_with_cache("Hi", names_filter="blocks.3.hook_resid_post")  # doctest: +SKIP
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend {backend!r} is not one of {BACKENDS}")
-    if prompt_style not in (None, "chat", "plain"):
-        raise ValueError(f"prompt_style {prompt_style!r} is not one of (None, 'chat', 'plain')")
+    check_choice("backend", backend, Backend)
+    if prompt_style is not None:
+        check_choice("prompt_style", prompt_style, PromptStyle)
     torch_dtype = _resolve_dtype(dtype)
     torch_device = _resolve_device(device)
     source, instruct, tl_name = _resolve_source(name)
+    own_tokenizer = _own_tokenizer(source)
     with warnings.catch_warnings():
         # TransformerLens warns at length about features we do not use
         # (e.g. weight processing we deliberately skip).
         warnings.simplefilter("ignore", UserWarning)
-        loader = _load_bridge if backend == "bridge" else _load_hooked
-        model, fingerprint = loader(source, torch_device, torch_dtype, tl_name)
+        if backend == "bridge":
+            model, fingerprint = _load_bridge(source, torch_device, torch_dtype, tl_name)
+        else:
+            model, fingerprint = _load_hooked(
+                source, torch_device, torch_dtype, tl_name, own_tokenizer
+            )
     model.eval()
     tokenizer = model.tokenizer
     if tokenizer.pad_token_id is None:
@@ -218,8 +287,37 @@ def load_model(
     has_template = bool(getattr(tokenizer, "chat_template", None))
     if prompt_style is None:
         prompt_style = "chat" if has_template and instruct is not False else "plain"
+    _follow_checkpoint_bos(model, own_tokenizer, prompt_style)
     attach_info(model, ModelInfo(str(name), backend, prompt_style, fingerprint))
     return model
+
+
+def _own_tokenizer(source: str) -> Any:
+    """The checkpoint's tokenizer as Hugging Face loads it, or None if it has none."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError):
+        return None
+
+
+def _follow_checkpoint_bos(model: Any, own_tokenizer: Any, prompt_style: str) -> None:
+    """Undo TransformerLens' forced BOS and set ``to_tokens``' default for the style.
+
+    TransformerLens reloads the tokenizer with ``add_bos_token=True`` whatever the
+    checkpoint says; the checkpoint's own setting is what the model was used with.
+    """
+    tokenizer = model.tokenizer
+    if own_tokenizer is not None:
+        wanted = tokenizer_adds_bos(own_tokenizer)
+        if tokenizer_adds_bos(tokenizer) != wanted:
+            tokenizer.add_bos_token = wanted
+    adds_bos = tokenizer_adds_bos(tokenizer)
+    model.cfg.tokenizer_prepends_bos = adds_bos
+    # A chat template writes the BOS it wants, so to_tokens must not add another;
+    # plain text gets the BOS the tokenizer adds, if any.
+    model.cfg.default_prepend_bos = adds_bos and prompt_style == "plain"
 
 
 def attach_info(model: Any, info: ModelInfo) -> None:

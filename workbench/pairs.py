@@ -17,8 +17,11 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from .errors import ArgumentTypeError, InvalidArgumentError, UnknownNameError, nearest
+from .options import Split, check_choice, check_int, choices
+
 DATASET_VERSION = "1"
-SPLITS = ("train", "validation", "test")
+SPLITS: tuple[str, ...] = choices(Split)
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
@@ -65,18 +68,25 @@ class Instruction:
     def render(self, **values: Any) -> Instruction:
         """Fill placeholders, e.g. ``instruction("include_keyword").render(keyword="ocean")``.
 
-        Missing values come from `defaults`; unknown names raise `ValueError`.
+        Missing values come from `defaults`; unknown names raise `InvalidArgumentError`,
+        and a count (``num_bullets``, ``num_sentences``) must be an int of at least 1.
         """
         unknown = set(values) - self.placeholders
         if unknown:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"instruction {self.name!r} has no placeholder(s) {sorted(unknown)}; "
                 f"it takes {sorted(self.placeholders)}"
             )
+        for key, default in self.defaults.items():
+            # Counts (bullets, sentences) end up in IFEval kwargs and in the phrasing.
+            if isinstance(default, int) and key in values:
+                check_int(key, values[key], low=1)
         filled = {**self.defaults, **values}
         missing = self.placeholders - set(filled)
         if missing:
-            raise ValueError(f"instruction {self.name!r} needs values for {sorted(missing)}")
+            raise InvalidArgumentError(
+                f"instruction {self.name!r} needs values for {sorted(missing)}"
+            )
         if "num_sentences" in filled:
             filled["num_sentences_plus_one"] = int(filled["num_sentences"]) + 1
         return Instruction(
@@ -119,10 +129,10 @@ def _instructions() -> dict[str, Instruction]:
     return {r["name"]: Instruction(**{**r, "phrasings": tuple(r["phrasings"])}) for r in rows}
 
 
-def base_queries(split: str | None = None) -> list[BaseQuery]:
+def base_queries(split: Split | None = None) -> list[BaseQuery]:
     """Bundled base queries, optionally of one split (``train``/``validation``/``test``)."""
-    if split is not None and split not in SPLITS:
-        raise ValueError(f"split {split!r} is not one of {SPLITS}")
+    if split is not None:
+        check_choice("split", split, Split)
     return [q for q in _queries() if split is None or q.split == split]
 
 
@@ -139,15 +149,22 @@ def instruction(name: str, **values: Any) -> Instruction:
         {'num_bullets': 4}
     """
     table = _instructions()
+    if not isinstance(name, str):
+        raise ArgumentTypeError(
+            f"instruction name must be a str, got {type(name).__name__} {name!r}"
+        )
     if name not in table:
-        raise KeyError(f"unknown instruction {name!r}; bundled: {sorted(table)}")
+        raise UnknownNameError(
+            f"unknown instruction {name!r}; did you mean one of {nearest(name, table)}? "
+            f"Bundled: {sorted(table)}"
+        )
     return table[name].render(**values)
 
 
 def make_pairs(
     instr: Instruction | str,
     *,
-    split: str = "train",
+    split: Split = "train",
     n: int | None = None,
     queries: Sequence[BaseQuery | str] | None = None,
 ) -> list[Pair]:
@@ -166,18 +183,20 @@ def make_pairs(
     """
     if isinstance(instr, str):
         instr = instruction(instr)
+    if not isinstance(instr, Instruction):
+        raise ArgumentTypeError(
+            f"instr must be an Instruction or a bundled instruction's name, "
+            f"got {type(instr).__name__} {instr!r}"
+        )
     if instr.placeholders:
-        raise ValueError(f"instruction {instr.name!r} still has placeholders; call .render()")
-    if queries is None:
-        qs: list[BaseQuery] = base_queries(split)
-    else:
-        qs = [
-            q if isinstance(q, BaseQuery) else BaseQuery(f"user{i}", q, "user", "user")
-            for i, q in enumerate(queries)
-        ]
+        raise InvalidArgumentError(
+            f"instruction {instr.name!r} still has placeholders "
+            f"{sorted(instr.placeholders)}; call .render()"
+        )
+    check_choice("split", split, Split)
+    qs = base_queries(split) if queries is None else _user_queries(queries)
     if n is not None:
-        if n < 1:
-            raise ValueError(f"n must be at least 1, got {n}")
+        check_int("n", n, low=1)
         qs = qs[:n]
     return [
         Pair(
@@ -191,32 +210,72 @@ def make_pairs(
     ]
 
 
+def _user_queries(queries: Any) -> list[BaseQuery]:
+    if isinstance(queries, (str, bytes)) or not isinstance(queries, Sequence):
+        raise ArgumentTypeError(
+            f"queries must be a list of str or BaseQuery, got {type(queries).__name__} "
+            f"{queries!r}; wrap one query in a list: [query]"
+        )
+    if not queries:
+        raise InvalidArgumentError("queries is empty: pass at least one query, or None")
+    qs = []
+    for i, q in enumerate(queries):
+        if isinstance(q, str):
+            q = BaseQuery(f"user{i}", q, "user", "user")
+        elif not isinstance(q, BaseQuery):
+            raise ArgumentTypeError(
+                f"query {i} must be a str or BaseQuery, got {type(q).__name__} {q!r}"
+            )
+        qs.append(q)
+    return qs
+
+
+def _as_pair(i: int, item: Any) -> Pair:
+    if isinstance(item, Pair):
+        sides: tuple[Any, ...] = (item.with_instruction, item.without_instruction)
+    elif isinstance(item, (tuple, list)):
+        if len(item) != 2:
+            raise InvalidArgumentError(
+                f"pair {i} must be a (with, without) tuple of 2 str, got {len(item)} "
+                f"item(s): {item!r}"
+            )
+        sides = tuple(item)
+    else:
+        raise ArgumentTypeError(
+            f"pair {i} must be a Pair or a (with, without) tuple of str, "
+            f"got {type(item).__name__} {item!r}"
+        )
+    for side, text in zip(("with", "without"), sides, strict=True):
+        if not isinstance(text, str):
+            raise ArgumentTypeError(
+                f"pair {i}: the {side}-instruction side must be a str, "
+                f"got {type(text).__name__} {text!r}"
+            )
+    if sides[0] == sides[1]:
+        raise InvalidArgumentError(
+            f"pair {i} has identical with/without sides ({sides[0]!r}); "
+            "its difference would be zero"
+        )
+    return item if isinstance(item, Pair) else Pair(*sides)
+
+
 def as_pairs(items: Iterable[Any]) -> list[Pair]:
     """Normalise user input (`Pair`s or ``(with, without)`` string tuples) to `Pair`s.
 
-    Raises `ValueError` for an empty list, a malformed item, or a pair whose two
-    sides are identical (its difference would be exactly zero).
+    Raises `InvalidArgumentError` for an empty list, a tuple that is not two
+    sides, or a pair whose two sides are identical (its difference would be exactly
+    zero), and `ArgumentTypeError` for an item or side of the wrong type.
+
+    Example:
+        >>> as_pairs([("Describe rain. Be brief.", "Describe rain.")])[0].without_instruction
+        'Describe rain.'
     """
-    pairs: list[Pair] = []
-    for i, item in enumerate(items):
-        if isinstance(item, Pair):
-            pair = item
-        elif (
-            isinstance(item, (tuple, list))
-            and len(item) == 2
-            and all(isinstance(s, str) for s in item)
-        ):
-            pair = Pair(item[0], item[1])
-        else:
-            raise ValueError(
-                f"pair {i} must be a Pair or a (with, without) tuple of strings, got {item!r}"
-            )
-        if pair.with_instruction == pair.without_instruction:
-            raise ValueError(
-                f"pair {i} has identical with/without sides ({pair.with_instruction!r}); "
-                "its difference would be zero"
-            )
-        pairs.append(pair)
+    if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Iterable):
+        raise ArgumentTypeError(
+            f"pairs must be a list of Pair or (with, without) tuples, "
+            f"got {type(items).__name__} {items!r}"
+        )
+    pairs = [_as_pair(i, item) for i, item in enumerate(items)]
     if not pairs:
-        raise ValueError("no pairs given: an instruction vector needs at least one pair")
+        raise InvalidArgumentError("no pairs given: an instruction vector needs at least one pair")
     return pairs

@@ -14,21 +14,26 @@ import torch
 from .generation import eos_ids
 from .prompts import encode_prompts, format_prompt
 from .steering import position_window, steer
+from .terms import Steering
 
 
 @torch.inference_mode()
-def reference_generate(model: Any, prompt: str, terms: Any, max_new_tokens: int) -> list[int]:
-    """Greedy tokens for one user prompt; `terms` is a term, a list of terms, or None.
+def reference_generate(
+    model: Any, prompt: str, steering: Steering, max_new_tokens: int
+) -> list[int]:
+    """Greedy tokens for one user prompt; `steering` is a term, a list of terms, or None.
 
     Example:
-        >>> reference_generate(model, "Name a colour.", SteeringTerm(vec, layer=14), 8)  # doctest: +SKIP
+        >>> tokens = reference_generate(model, "Name a colour.", SteeringTerm(vec, layer=1), 3)
+        >>> len(tokens) <= 3
+        True
     """
     text = format_prompt(model, prompt)
     ids = torch.tensor([encode_prompts(model, [text])[0]], device=model.cfg.device)
     width = ids.shape[1]
     stop = eos_ids(model)
     out: list[int] = []
-    with steer(model, terms), position_window(0, width):
+    with steer(model, steering), position_window(0, width):
         for _ in range(max_new_tokens):
             logits = model(ids)
             nxt = int(logits[0, -1].argmax())

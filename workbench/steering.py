@@ -1,29 +1,23 @@
-"""Steering hooks: add, project or ablate a direction in the residual stream.
+"""Steering hooks: terms resolved against a model, applied through ``model.hooks()``.
 
-Every built-in mode is one formula, applied per row and position:
+Where steering applies, for every way of running the model:
 
-    x <- x + m * (a + c * (x . u)) * u
+- ``positions="all"`` (the default) steers every position of every forward pass:
+  a plain ``model(tokens)``, ``run_with_cache``, TransformerLens' ``model.generate``
+  and `generate` alike. Under a KV cache each position is computed once, in the pass
+  that first sees it, so this equals a full recompute with the hook everywhere.
+- ``positions="prompt"`` / ``"generated"`` need to know where the prompt ends.
+  Only `generate` (and the reference loop) tell the hooks, per forward pass; any
+  other forward pass with such a term raises `PositionsError` instead of guessing.
 
-with u the unit direction and m the position mask:
-
-- ``add``:     a = w, c = 0      (w defaults to the norm of the mean difference, so
-  the default adds the mean difference itself; negative w subtracts)
-- ``project``: a = z̄, c = -1     (sets the component along u to z̄, the mean
-  with-instruction projection, or to w when a weight is given)
-- ``ablate``:  a = 0, c = -1     (removes the component along u)
-
-Positions: a forward pass's positions are *prompt* positions unless `generate` says
-otherwise. Under a KV cache every position is computed exactly once, in the pass
-that first sees it, so steering ``"all"`` positions gives exactly what a full
-recompute with the hook on every position gives, and ``"prompt"`` / ``"generated"``
-select the prompt tokens / the tokens the model produced.
+Every term is checked against the model (vector shape, layers, hook, finite
+coefficients in the model's dtype) before any hook is added.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -33,76 +27,26 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from .activations import RESID_HOOK
-from .vectors import InstructionVector, VectorMismatchError
+from .errors import InvalidArgumentError, PositionsError, VectorMismatchError, nearest
+from .options import RESID_HOOK
+from .terms import SteerFn, Steering, SteeringTerm, split_steering
+from .vectors import InstructionVector
 
-MODES = ("add", "project", "ablate")
-POSITIONS = ("all", "prompt", "generated")
-SteerFn = Callable[[Tensor, Tensor], Tensor]
-
-# (absolute column of the pass's first position, number of prompt columns).
-# Outside `generate` every position is a prompt position.
-_WINDOW: contextvars.ContextVar[tuple[int, int | float]] = contextvars.ContextVar(
-    "workbench_steering_window", default=(0, math.inf)
+# (absolute column of the pass's first position, number of prompt columns), set by
+# `generate` around each forward pass; None everywhere else.
+_WINDOW: contextvars.ContextVar[tuple[int, int] | None] = contextvars.ContextVar(
+    "workbench_steering_window", default=None
 )
 
 
 @contextlib.contextmanager
-def position_window(offset: int, prompt_width: int | float) -> Iterator[None]:
+def position_window(offset: int, prompt_width: int) -> Iterator[None]:
     """Tell steering hooks which absolute columns the next forward passes cover."""
     token = _WINDOW.set((offset, prompt_width))
     try:
         yield
     finally:
         _WINDOW.reset(token)
-
-
-@dataclass(frozen=True, eq=False)
-class SteeringTerm:
-    """One steering intervention.
-
-    Args:
-        vector: an `InstructionVector`, or a ``[d_model]`` tensor used as a mean
-            difference (direction = v/|v|; ``project`` then needs an explicit weight).
-        layer: the layer to steer; None means the vector's `selected_layer`.
-        mode: ``"add"``, ``"project"``, ``"ablate"``, or a function
-            ``f(x [rows, pos, d_model], u [d_model]) -> x``.
-        weight: see the module docstring; None takes the vector's own statistic.
-        positions: ``"all"`` (default), ``"prompt"`` or ``"generated"``.
-        hook_name: hook template with ``{layer}``; defaults to the vector's hook.
-
-    Example:
-        >>> with steer(model, SteeringTerm(vec, layer=14)):  # doctest: +SKIP
-        ...     logits = model(tokens)
-    """
-
-    vector: InstructionVector | Tensor
-    layer: int | None = None
-    mode: str | SteerFn = "project"
-    weight: float | int | None = None
-    positions: str = "all"
-    hook_name: str | None = None
-
-    def __post_init__(self) -> None:
-        if not (callable(self.mode) or self.mode in MODES):
-            raise ValueError(f"mode {self.mode!r} is not one of {MODES} or a callable")
-        if self.positions not in POSITIONS:
-            raise ValueError(f"positions {self.positions!r} is not one of {POSITIONS}")
-        if self.weight is not None and not math.isfinite(float(self.weight)):
-            raise ValueError(f"weight {self.weight!r} is not a finite number")
-        if isinstance(self.vector, Tensor):
-            if self.vector.ndim != 1:
-                raise ValueError(
-                    f"a tensor vector must be 1-D [d_model], got shape {tuple(self.vector.shape)}"
-                )
-            if self.layer is None:
-                raise ValueError("a tensor vector needs an explicit layer")
-            if self.mode == "project" and self.weight is None:
-                raise ValueError("mode='project' with a tensor vector needs weight (the target)")
-        elif not isinstance(self.vector, InstructionVector):
-            raise TypeError(
-                f"vector must be an InstructionVector or a tensor, got {type(self.vector).__name__}"
-            )
 
 
 @dataclass(frozen=True, eq=False)
@@ -117,71 +61,78 @@ class ResolvedTerm:
     fn: SteerFn | None
 
 
-def resolve(model: Any, term: SteeringTerm) -> ResolvedTerm:
-    """Check `term` against `model` and compute its coefficients (no hooks added)."""
-    d_model, n_layers = model.cfg.d_model, model.cfg.n_layers
+def _source(model: Any, term: SteeringTerm) -> tuple[int, Tensor, str, dict[str, float]]:
+    """The term's layer, mean difference, hook template and default coefficients."""
     vec = term.vector
     if isinstance(vec, InstructionVector):
         layer = term.layer if term.layer is not None else vec.selected_layer
         if layer is None:
-            raise ValueError(
-                "SteeringTerm has layer=None and the vector has no selected layer yet; "
-                "pass layer=... or call vector.select_layer(...)"
-            )
-        if vec.d_model != d_model:
-            raise VectorMismatchError(
-                f"vector has d_model={vec.d_model} (from {vec.model_name!r}); "
-                f"the model has d_model={d_model}"
+            raise InvalidArgumentError(
+                "SteeringTerm has layer=None and the vector has no selected layer; "
+                f"pass layer= (one of {list(vec.layers)}) or use vector.select_layer(...)"
             )
         row = vec.row(layer)
         diff = vec.diffs[row]
-        template = term.hook_name or vec.hook_name
-        default_a = {"add": float(diff.norm()), "project": float(vec.mean_proj_with[row])}
-    else:
-        layer, diff, template = term.layer, term.vector, term.hook_name or RESID_HOOK
-        if diff.shape[0] != d_model:
-            raise VectorMismatchError(
-                f"vector has d_model={diff.shape[0]}; the model has d_model={d_model}"
-            )
-        default_a = {"add": float(diff.norm())}
-    if not isinstance(layer, int) or not 0 <= layer < n_layers:
-        raise ValueError(f"layer {layer!r} is out of range: the model has {n_layers} layers")
-    if not bool(torch.isfinite(diff).all()):
-        raise ValueError(f"the vector at layer {layer} contains NaN or inf")
+        defaults = {"add": float(diff.norm()), "project": float(vec.mean_proj_with[row])}
+        return layer, diff, term.hook_name or vec.hook_name, defaults
+    if vec.shape[0] != model.cfg.d_model:
+        raise VectorMismatchError(
+            f"vector has d_model={vec.shape[0]}; the model has d_model={model.cfg.d_model}"
+        )
+    if not bool(torch.isfinite(vec).all()):
+        raise InvalidArgumentError(f"the vector for layer {term.layer} contains NaN or inf")
+    return term.layer, vec, term.hook_name or RESID_HOOK, {"add": float(vec.norm())}
+
+
+def resolve(model: Any, term: SteeringTerm, known_hooks: Sequence[str]) -> ResolvedTerm:
+    """Check `term` against `model` and compute its coefficients (no hooks added)."""
+    layer, diff, template, defaults = _source(model, term)
+    n_layers = model.cfg.n_layers
+    if not 0 <= layer < n_layers:
+        raise InvalidArgumentError(
+            f"layer {layer} is out of range: the model has {n_layers} layers (0..{n_layers - 1})"
+        )
     norm = diff.norm()
     if float(norm) == 0:
-        raise ValueError(f"the vector at layer {layer} is zero; it has no direction")
+        raise InvalidArgumentError(f"the vector at layer {layer} is zero; it has no direction")
     hook_name = template.format(layer=layer)
-    if hook_name not in model.hook_dict:
-        raise ValueError(f"unknown hook name {hook_name!r} for this model")
+    if hook_name not in known_hooks:
+        raise VectorMismatchError(
+            f"unknown hook name {hook_name!r} for this model; nearest valid names: "
+            f"{nearest(hook_name, known_hooks)}"
+        )
     u = (diff / norm).to(device=model.cfg.device, dtype=torch.float32)
     mode = term.mode
     if callable(mode):
         return ResolvedTerm(hook_name, u, 0.0, 0.0, term.positions, mode)
     if mode == "ablate":
         a, c = 0.0, -1.0
+    elif mode == "add":
+        a, c = (term.weight if term.weight is not None else defaults["add"]), 0.0
     else:
-        a = float(term.weight) if term.weight is not None else default_a[mode]
-        c = 0.0 if mode == "add" else -1.0
-    return ResolvedTerm(hook_name, u, a, c, term.positions, None)
-
-
-def as_terms(terms: SteeringTerm | Sequence[SteeringTerm] | None) -> list[SteeringTerm]:
-    if terms is None:
-        return []
-    if isinstance(terms, SteeringTerm):
-        return [terms]
-    out = list(terms)
-    for t in out:
-        if not isinstance(t, SteeringTerm):
-            raise TypeError(f"expected SteeringTerm, got {type(t).__name__}: {t!r}")
-    return out
+        a, c = (term.target if term.target is not None else defaults["project"]), -1.0
+    dtype = model.cfg.dtype
+    if not bool(torch.isfinite(u.to(dtype) * torch.tensor(float(a), dtype=dtype)).all()):
+        name = {"add": "weight", "project": "target"}[mode]
+        raise InvalidArgumentError(
+            f"{name} {a!r} at layer {layer} overflows the model's dtype {dtype}; "
+            "steering would turn the residual stream into inf/NaN"
+        )
+    return ResolvedTerm(hook_name, u, float(a), c, term.positions, None)
 
 
 def _position_mask(positions: str, n_pos: int, device: torch.device) -> Tensor | None:
     if positions == "all":
         return None
-    offset, prompt_width = _WINDOW.get()
+    window = _WINDOW.get()
+    if window is None:
+        raise PositionsError(
+            f"a SteeringTerm with positions={positions!r} ran in a forward pass that does not "
+            "say where the prompt ends (a plain model(...) call, run_with_cache, or "
+            "TransformerLens' model.generate). Use workbench.generate(...), which marks "
+            "prompt and generated tokens, or positions='all'."
+        )
+    offset, prompt_width = window
     cols = torch.arange(offset, offset + n_pos, device=device)
     is_prompt = cols < prompt_width
     return is_prompt if positions == "prompt" else ~is_prompt
@@ -206,7 +157,7 @@ class _Slot:
         self.fns = [r.fn if r is not None else None for r in rows]
         self.custom = any(f is not None for f in self.fns)
 
-    def apply(self, x: Float[Tensor, "batch pos d_model"]) -> Tensor:
+    def apply(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
         pmask = _position_mask(self.positions, x.shape[1], x.device)
         if self.custom:
             return self._apply_custom(x, pmask)
@@ -226,85 +177,108 @@ class _Slot:
         for i, (fn, xi) in enumerate(zip(self.fns, chunks, strict=True)):
             if fn is not None:
                 new = fn(xi, self.u[i].to(x.dtype))
-                if new.shape != xi.shape:
-                    raise ValueError(
-                        f"custom steering function returned shape {tuple(new.shape)}, "
-                        f"expected {tuple(xi.shape)}"
+                if not isinstance(new, Tensor) or new.shape != xi.shape:
+                    shape = tuple(new.shape) if isinstance(new, Tensor) else type(new).__name__
+                    raise InvalidArgumentError(
+                        f"custom steering function returned {shape}, expected a tensor of "
+                        f"shape {tuple(xi.shape)}"
                     )
                 xi = new if pmask is None else torch.where(pmask[None, :, None], new, xi)
             rows.append(xi)
         return torch.cat(rows)
 
 
-def build_hooks(
-    model: Any, per_row: Sequence[Sequence[SteeringTerm]] | None, shared: Sequence[SteeringTerm]
-) -> list[tuple[str, Callable[..., Tensor]]]:
-    """Resolve terms into TransformerLens forward hooks (validates everything first).
-
-    `shared` terms apply to every row; `per_row[i]` applies to row i only, and the
-    hooks then require batches of exactly ``len(per_row)`` rows.
-    """
-    resolved_shared = [resolve(model, t) for t in shared]
-    resolved_rows = [[resolve(model, t) for t in row] for row in (per_row or [])]
+def _row_slots(rows: list[list[ResolvedTerm]]) -> dict[str, list[_Slot]]:
+    """Slot k at a hook holds each row's k-th term there, grouped by positions."""
+    keyed: dict[tuple[str, str], list[list[ResolvedTerm | None]]] = {}
+    for i, row in enumerate(rows):
+        counts: dict[tuple[str, str], int] = {}
+        for r in row:
+            key = (r.hook_name, r.positions)
+            k = counts.get(key, 0)
+            counts[key] = k + 1
+            slots = keyed.setdefault(key, [])
+            while len(slots) <= k:
+                slots.append([None] * len(rows))
+            slots[k][i] = r
     by_hook: dict[str, list[_Slot]] = {}
-    for r in resolved_shared:
-        by_hook.setdefault(r.hook_name, []).append(_Slot([r], r.positions))
-    if per_row is not None:
-        n_rows = len(resolved_rows)
-        # Slot k at a hook holds each row's k-th term at that hook, grouped by positions.
-        keyed: dict[tuple[str, str], list[list[ResolvedTerm]]] = {}
-        for i, row in enumerate(resolved_rows):
-            counts: dict[tuple[str, str], int] = {}
-            for r in row:
-                key = (r.hook_name, r.positions)
-                k = counts.get(key, 0)
-                counts[key] = k + 1
-                slots = keyed.setdefault(key, [])
-                while len(slots) <= k:
-                    slots.append([None] * n_rows)
-                slots[k][i] = r
-        for (hook_name, positions), slots in keyed.items():
-            for rows in slots:
-                by_hook.setdefault(hook_name, []).append(_Slot(rows, positions))
+    for (hook_name, positions), slots in keyed.items():
+        for members in slots:
+            by_hook.setdefault(hook_name, []).append(_Slot(members, positions))
+    return by_hook
 
-    def hook_fn(x: Tensor, hook: Any, items: list[_Slot], n_rows: int | None) -> Tensor:
-        if n_rows is not None and x.shape[0] != n_rows:
-            raise ValueError(
-                f"per-row steering was set up for {n_rows} rows but the batch has {x.shape[0]}"
-            )
-        for slot in items:
-            x = slot.apply(x)
-        return x
 
-    n_rows = len(per_row) if per_row is not None else None
-    return [(name, partial(hook_fn, items=items, n_rows=n_rows)) for name, items in by_hook.items()]
+def _hook_fn(x: Tensor, hook: Any, slots: list[_Slot], n_rows: int | None) -> Tensor:
+    if n_rows is not None and x.shape[0] != n_rows:
+        raise InvalidArgumentError(
+            f"per-row steering was set up for {n_rows} rows but the batch has {x.shape[0]}"
+        )
+    for slot in slots:
+        x = slot.apply(x)
+    return x
+
+
+class SteeringPlan:
+    """A steering argument resolved against a model once; builds hooks for any rows.
+
+    Everything is validated on construction, so a plan that exists can run.
+
+    Example:
+        >>> plan = SteeringPlan(model, PerRow([SteeringTerm(vec, layer=1), None]))
+        >>> plan.n_rows, [name for name, _ in plan.hooks()]
+        (2, ['blocks.1.hook_resid_post'])
+    """
+
+    def __init__(self, model: Any, steering: Steering) -> None:
+        shared, per_row = split_steering(steering)
+        known = list(model.hook_dict)  # rebuilt on every access on the bridge
+        checked: set[int] = set()
+        for term in shared + [t for row in per_row or [] for t in row]:
+            if isinstance(term.vector, InstructionVector) and id(term.vector) not in checked:
+                term.vector.check_model(model)
+                checked.add(id(term.vector))
+        self.shared = [resolve(model, t, known) for t in shared]
+        self.per_row = (
+            None
+            if per_row is None
+            else [[resolve(model, t, known) for t in row] for row in per_row]
+        )
+        self.n_rows = None if per_row is None else len(per_row)
+
+    def hooks(self, rows: slice | None = None) -> list[tuple[str, Callable[..., Tensor]]]:
+        """TransformerLens forward hooks; per-row plans take the batch's `rows` slice."""
+        by_hook: dict[str, list[_Slot]] = {}
+        for r in self.shared:
+            by_hook.setdefault(r.hook_name, []).append(_Slot([r], r.positions))
+        n_rows = None
+        if self.per_row is not None:
+            chosen = self.per_row if rows is None else self.per_row[rows]
+            n_rows = len(chosen)
+            for name, slots in _row_slots(chosen).items():
+                by_hook.setdefault(name, []).extend(slots)
+        return [
+            (name, partial(_hook_fn, slots=slots, n_rows=n_rows)) for name, slots in by_hook.items()
+        ]
 
 
 @contextlib.contextmanager
-def steer(
-    model: Any,
-    terms: SteeringTerm | Sequence[SteeringTerm] | None = None,
-    *,
-    per_row: Sequence[SteeringTerm | Sequence[SteeringTerm] | None] | None = None,
-) -> Iterator[Any]:
-    """Context manager that steers `model` with one or more terms.
+def steer(model: Any, steering: Steering) -> Iterator[Any]:
+    """Context manager that steers every forward pass of `model` inside the block.
 
     Hooks go through the model's own ``hooks()`` context, so they are removed when
-    the block exits, also when it raises. All terms are validated before any hook is
-    added.
+    the block exits, also when it raises. All terms are validated first.
 
     Args:
-        terms: a `SteeringTerm` or a list of them, applied to every row.
-        per_row: one entry per batch row (None, a term, or a list of terms);
-            forward passes must then have exactly that many rows.
+        steering: a `SteeringTerm` or a list of them (applied to every row), or
+            `PerRow([...])` (one entry per row; batches must have that many rows).
 
     Example:
-        >>> with steer(model, [SteeringTerm(fmt, layer=14), SteeringTerm(length, layer=10)]):  # doctest: +SKIP
-        ...     logits = model(tokens)
+        >>> ids, mask = tokenize_prompts(model, [format_prompt(model, "Hi")])
+        >>> with steer(model, [SteeringTerm(vec, layer=1), SteeringTerm(vec, layer=2, mode="add")]):
+        ...     logits = model(ids, attention_mask=mask)
+        >>> logits.shape[:2] == ids.shape
+        True
     """
-    rows = None
-    if per_row is not None:
-        rows = [as_terms(r) for r in per_row]
-    hooks = build_hooks(model, rows, as_terms(terms))
-    with model.hooks(fwd_hooks=hooks):
+    plan = SteeringPlan(model, steering)
+    with model.hooks(fwd_hooks=plan.hooks()):
         yield model

@@ -9,8 +9,9 @@ import pytest
 import torch
 from packaging.version import Version
 
-from workbench import format_prompt, model_info, tokenize_prompts
+from workbench import format_prompt, model_info
 from workbench.embedded import EMBEDDED_MODELS, checkpoint_dir, ensure_checkpoint, verify_checkpoint
+from workbench.prompts import tokenize_prompts
 
 PROMPTS = ["Write a haiku about the sea.", "What is the capital of France? Answer in French."]
 

@@ -9,13 +9,15 @@ import pytest
 import torch
 
 from workbench import (
-    EMBEDDED_MODELS,
     compute_instruction_vector,
+    format_prompt,
     generate,
     load_model,
     make_pairs,
     model_info,
 )
+from workbench.embedded import EMBEDDED_MODELS, gguf_add_bos, locate_gguf
+from workbench.prompts import encode_prompts
 
 GEMMA = EMBEDDED_MODELS["gemma-3-270m"]
 pytestmark = pytest.mark.skipif(
@@ -46,3 +48,14 @@ def test_gemma_backends_agree(gemmas):
     outs = {b: generate(m, ["Name three colours."], max_new_tokens=12) for b, m in gemmas.items()}
     assert outs["bridge"] == outs["hooked"]
     assert "\nQ:" not in outs["bridge"][0]
+
+
+def test_gemma_plain_prompts_start_with_the_one_bos_its_gguf_asks_for(gemmas):
+    # Gemma was trained with <bos> first; its GGUF says so, and every path must keep it.
+    assert gguf_add_bos(locate_gguf(GEMMA)) is True
+    for model in gemmas.values():
+        text = format_prompt(model, "Name three colours.")
+        ours = encode_prompts(model, [text])[0]
+        assert model.tokenizer(text)["input_ids"] == model.to_tokens(text)[0].tolist() == ours
+        bos = model.tokenizer.bos_token_id
+        assert ours[0] == bos and ours.count(bos) == 1

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
-from workbench import (
-    InstructionVector,
-    VectorFileError,
-    compute_instruction_vector,
-    difference_stats,
-    generate,
-    stability_curve,
-)
+from workbench import Sampling, compute_instruction_vector, generate, stability_curve
+from workbench.errors import ArgumentTypeError, InvalidArgumentError, VectorMismatchError
+from workbench.extraction import difference_stats
 
 PAIRS = [
     ("Tell me about owls. Be brief.", "Tell me about owls."),
@@ -24,44 +15,9 @@ PAIRS = [
 ]
 
 
-def _rewrite(path, change_meta=None, change_tensors=None):
-    raw = path.read_bytes()
-    header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
-    meta = json.loads(header["__metadata__"]["workbench"])
-    tensors = st_load(raw)
-    if change_meta:
-        change_meta(meta)
-    if change_tensors:
-        change_tensors(tensors)
-    path.write_bytes(st_save(tensors, metadata={"workbench": json.dumps(meta)}))
-
-
-@pytest.fixture
-def saved(tiny_model, tmp_path):
-    return compute_instruction_vector(tiny_model, PAIRS).save(tmp_path / "v.safetensors")
-
-
-def test_newer_format_version_is_refused(saved):
-    _rewrite(saved, change_meta=lambda m: m.update(format_version=99))
-    with pytest.raises(VectorFileError, match="format version 99"):
-        InstructionVector.load(saved)
-
-
-def test_missing_metadata_key_is_a_file_error(saved):
-    _rewrite(saved, change_meta=lambda m: m.pop("layers"))
-    with pytest.raises(VectorFileError, match=r"missing \['layers'\]"):
-        InstructionVector.load(saved)
-
-
-def test_tensor_shape_contradicting_metadata_is_refused(saved):
-    _rewrite(saved, change_tensors=lambda t: t.update(diffs=t["diffs"][:2]))
-    with pytest.raises(VectorFileError, match=r"'diffs': \(2, 32\).*contradict its metadata"):
-        InstructionVector.load(saved)
-
-
 def test_select_layer_outside_the_vector(tiny_model):
     vec = compute_instruction_vector(tiny_model, PAIRS, layers=[1, 2])
-    with pytest.raises(ValueError, match="not layer 0"):
+    with pytest.raises(VectorMismatchError, match=r"holds layers \[1, 2\], not layer 0"):
         vec.select_layer(0)
     assert vec.select_layer(2).selected_layer == 2
 
@@ -86,9 +42,9 @@ def test_stability_curve_rejects_bad_shapes_and_too_few_pairs():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"batch_size": 0}, "batch_size must be at least 1, got 0"),
+        ({"batch_size": 0}, "batch_size 0 is out of range"),
         ({"stop": [""]}, "non-empty strings"),
-        ({"prompts": []}, "prompts is empty"),
+        ({"prompts": []}, "non-empty list of str, got an empty one"),
     ],
 )
 def test_generate_rejects_bad_options(tiny_model, kwargs, match):
@@ -96,3 +52,19 @@ def test_generate_rejects_bad_options(tiny_model, kwargs, match):
     prompts = kwargs.pop("prompts", ["hi"])
     with pytest.raises(ValueError, match=match):
         generate(tiny_model, prompts, max_new_tokens=2, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"temperature": 0.0}, InvalidArgumentError, "temperature must be > 0, got 0.0"),
+        ({"temperature": float("nan")}, InvalidArgumentError, "temperature must be > 0"),
+        ({"top_p": 0.0}, InvalidArgumentError, r"top_p must be in \(0, 1\], got 0.0"),
+        ({"top_p": 1.5}, InvalidArgumentError, "top_p must be in"),
+        ({"seed": -1}, InvalidArgumentError, "seed -1 is out of range"),
+        ({"seed": 1.5}, ArgumentTypeError, "seed must be an int, got float 1.5"),
+    ],
+)
+def test_sampling_options_are_checked_once_at_construction(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        Sampling(**kwargs)

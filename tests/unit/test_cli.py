@@ -39,7 +39,8 @@ def test_extract_writes_vector_and_gguf(tiny_dir, tmp_path, capsys):
         "direction.1",
         "direction.2",
     ]
-    assert "keywords:existence" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "keywords:existence" in printed and "left out layers [0]" in printed
 
 
 def test_numeric_placeholders_become_ints(tiny_dir, tmp_path):
@@ -61,12 +62,36 @@ def test_numeric_placeholders_become_ints(tiny_dir, tmp_path):
             ]
         )
     assert InstructionVector.load(out).kwargs == {"num_bullets": 4}
-    with pytest.raises(SystemExit, match="NAME=VALUE"):
-        main(["extract", "bullets", "--set", "4", "--out", str(out)])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "4"], "--set expects NAME=VALUE, got '4'"),
+        (["--layers", "a-b"], "--layers 'a-b': 'a-b' is not a layer"),
+        (["--layers", "5-2"], "ascending range"),
+        (["--layers", ""], "--layers '': '' is not a layer"),
+        (["--layers", "0,7"], "layer 7 is out of range"),
+    ],
+)
+def test_bad_input_is_one_line_on_stderr_and_exit_2(tiny_dir, tmp_path, capsys, args, message):
+    out = tmp_path / "b.safetensors"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        code = main(["extract", "bullets", "--model", str(tiny_dir), "--out", str(out), *args])
+    err = capsys.readouterr().err
+    assert code == 2
+    # Model loading may draw its own progress bar above; the error is one last line.
+    errors = [line for line in err.splitlines() if "error" in line]
+    assert len(errors) == 1 and err.endswith(errors[0] + "\n")
+    assert errors[0].startswith("workbench extract: error: ") and message in errors[0]
+    assert "Traceback" not in err
+    assert not out.exists()
 
 
 def test_layer_ranges_parse():
     assert _layers("8-10,14") == [8, 9, 10, 14]
+    assert _layers(" 3 ") == [3]
 
 
 def test_unknown_benchmark_is_named():

@@ -5,15 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from workbench import (
-    compute_instruction_vector,
-    make_pairs,
-    pairs_to_settle,
-    separability,
-    separability_from_activations,
-    stability_curve,
-)
-from workbench.diagnostics import auc, d_prime
+from workbench import compute_instruction_vector, make_pairs, separability, stability_curve
+from workbench.diagnostics import auc, d_prime, pairs_to_settle, separability_from_activations
+from workbench.errors import InvalidArgumentError
+from workbench.extraction import pair_activations
 
 
 def _planted_diffs(signal: list[float], n: int = 64, d: int = 32):
@@ -42,12 +37,12 @@ def test_stability_rises_with_signal_and_pairs():
 
 def test_stability_needs_per_pair_differences(tiny_model):
     vec = compute_instruction_vector(tiny_model, make_pairs("concise", n=4))
-    with pytest.raises(ValueError, match="keep_pair_diffs=True"):
+    with pytest.raises(InvalidArgumentError, match="keep_pair_diffs=True"):
         stability_curve(vec)
     kept = compute_instruction_vector(tiny_model, make_pairs("concise", n=8), keep_pair_diffs=True)
     curve = stability_curve(kept, n_draws=3)
     assert set(curve.layer) == {0, 1, 2} and curve.n_pairs.max() == 4
-    with pytest.raises(ValueError, match="between 1 and 4"):
+    with pytest.raises(InvalidArgumentError, match="between 1 and 4"):
         stability_curve(kept, sizes=[5])
 
 
@@ -69,8 +64,16 @@ def test_separability_from_planted_activations():
     assert table.loc[1, "auc"] == pytest.approx(0.5)
 
 
-def test_separability_on_held_out_pairs(tiny_model):
+def test_separability_projects_held_out_pairs_on_the_vector_directions(tiny_model):
     vec = compute_instruction_vector(tiny_model, make_pairs("capitals", split="train", n=8))
-    table = separability(tiny_model, vec, make_pairs("capitals", split="validation", n=6))
+    held_out = make_pairs("capitals", split="validation", n=6)
+    table = separability(tiny_model, vec, held_out)
     assert list(table.layer) == [0, 1, 2]
-    assert table.auc.between(0, 1).all()
+    acts_with, acts_without = pair_activations(tiny_model, held_out)
+    expected = separability_from_activations(vec.directions, acts_with, acts_without)
+    for column in ("auc", "d_prime", "mean_proj_with", "mean_proj_without"):
+        assert table[column].tolist() == pytest.approx(expected[column].tolist(), abs=1e-4)
+    # On its own training pairs every layer's projection gap is the vector's norm.
+    fit = separability(tiny_model, vec, make_pairs("capitals", split="train", n=8))
+    gap = torch.tensor((fit.mean_proj_with - fit.mean_proj_without).tolist())
+    torch.testing.assert_close(gap, vec.norms(), atol=1e-4, rtol=1e-4)

@@ -11,20 +11,23 @@ import pytest
 import torch
 
 from tests.tiny import make_tiny_checkpoint
-from workbench import (
-    EMBEDDED_MODELS,
-    EmbeddedModelMissingError,
-    UnknownModelError,
-    UnsupportedBackendError,
-    load_model,
-    model_info,
-)
+from workbench import load_model, model_info
 from workbench.embedded import (
+    EMBEDDED_MODELS,
     MANIFEST,
     EmbeddedModel,
+    ensure_checkpoint,
     locate_gguf,
     verify_checkpoint,
     write_manifest,
+)
+from workbench.errors import (
+    ArgumentTypeError,
+    EmbeddedModelMissingError,
+    InvalidArgumentError,
+    UnknownModelError,
+    UnknownNameError,
+    UnsupportedBackendError,
 )
 
 
@@ -83,15 +86,50 @@ def test_directory_without_config_is_refused(tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"backend": "onnx"}, "backend 'onnx'"),
-        ({"dtype": "int8"}, "dtype 'int8'"),
+        ({"backend": "onnx"}, r"backend 'onnx' is not one of \('bridge', 'hooked'\)"),
+        ({"dtype": "int8"}, r"dtype 'int8' .* one of \('float32'"),
         ({"dtype": "float31"}, "dtype 'float31'"),
-        ({"prompt_style": "markdown"}, "prompt_style 'markdown'"),
+        ({"dtype": 16}, "dtype 16"),
+        (
+            {"prompt_style": "markdown"},
+            r"prompt_style 'markdown' is not one of \('chat', 'plain'\)",
+        ),
+        ({"device": "gpu"}, r"device 'gpu' is not a torch device name; available: \['cpu'"),
     ],
 )
-def test_bad_options_are_named(tiny_dir, kwargs, match):
-    with pytest.raises(ValueError, match=match):
+def test_bad_options_are_named_with_their_choices(tiny_dir, kwargs, match):
+    with pytest.raises(InvalidArgumentError, match=match):
         load_model(str(tiny_dir), **kwargs)
+
+
+def test_a_device_this_machine_lacks_is_refused_before_loading(tiny_dir, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(InvalidArgumentError) as err:
+        load_model(str(tiny_dir), device="cuda")
+    assert str(err.value) == "device 'cuda' is not available on this machine; available: ['cpu']"
+
+
+def test_a_gpu_index_beyond_the_count_is_refused(tiny_dir, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(InvalidArgumentError, match=r"device 'cuda:3' is not available.*'cuda:0'"):
+        load_model(str(tiny_dir), device="cuda:3")
+
+
+def test_device_and_name_of_the_wrong_type(tiny_dir):
+    with pytest.raises(ArgumentTypeError, match="device must be a str or torch.device, got int 0"):
+        load_model(str(tiny_dir), device=0)
+    with pytest.raises(ArgumentTypeError, match="model name must be a str or Path, got int 7"):
+        load_model(7)
+
+
+def test_unknown_embedded_name_lists_the_embedded_models():
+    with pytest.raises(UnknownNameError) as err:
+        ensure_checkpoint("smollm3")
+    assert str(err.value) == (
+        f"unknown embedded model 'smollm3'; embedded models: {sorted(EMBEDDED_MODELS)}"
+    )
 
 
 def test_hooked_backend_refuses_unsupported_architecture_and_names_the_bridge(tmp_path):

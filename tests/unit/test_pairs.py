@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from workbench import Pair, as_pairs, base_queries, instruction, instruction_names, make_pairs
-from workbench.pairs import SPLITS
+from workbench import Pair, base_queries, instruction, instruction_names, make_pairs
+from workbench.errors import ArgumentTypeError, InvalidArgumentError, UnknownNameError
+from workbench.pairs import SPLITS, as_pairs
 
 IFEVAL_STYLE = (
     "change_case:",
@@ -90,11 +91,26 @@ def test_kwargs_are_filled_with_typed_values():
     assert banned.kwargs == {"forbidden_words": ["very"]}
 
 
-def test_render_rejects_unknown_placeholder_and_unknown_name():
-    with pytest.raises(ValueError, match="colour"):
+def test_render_rejects_unknown_placeholder():
+    with pytest.raises(InvalidArgumentError, match=r"no placeholder\(s\) \['colour'\]"):
         instruction("bullets", colour="red")
-    with pytest.raises(KeyError, match="'shouting'"):
-        instruction("shouting")
+
+
+def test_render_rejects_counts_that_are_not_positive_ints():
+    with pytest.raises(ArgumentTypeError, match="num_bullets must be an int, got str 'four'"):
+        instruction("bullets", num_bullets="four")
+    with pytest.raises(InvalidArgumentError, match=r"num_sentences 0 is out of range \[1\.\.\]"):
+        instruction("max_sentences", num_sentences=0)
+
+
+def test_unknown_instruction_suggests_the_nearest_and_lists_all():
+    with pytest.raises(UnknownNameError) as err:
+        instruction("lowercas")
+    message = str(err.value)
+    assert message.startswith("unknown instruction 'lowercas'; did you mean one of ['lowercase'")
+    assert message.endswith(f"Bundled: {sorted(instruction_names())}")
+    with pytest.raises(ArgumentTypeError, match="instruction name must be a str, got int 3"):
+        instruction(3)
 
 
 def test_pairs_rotate_phrasings_and_keep_metadata():
@@ -112,17 +128,51 @@ def test_pairs_from_user_queries_and_splits():
     assert [p.without_instruction for p in pairs] == ["Tell me about owls.", "Describe rain."]
     test_ids = {p.query_id for p in make_pairs("concise", split="test")}
     assert test_ids == {q.id for q in base_queries("test")}
-    with pytest.raises(ValueError, match="split 'dev'"):
+
+
+def test_bad_split_and_count_are_named():
+    with pytest.raises(
+        InvalidArgumentError, match=r"split 'dev' is not one of \('train', 'validation', 'test'\)"
+    ):
         make_pairs("concise", split="dev")
-    with pytest.raises(ValueError, match="n must be at least 1"):
+    with pytest.raises(InvalidArgumentError, match="split 'dev'"):
+        base_queries("dev")
+    with pytest.raises(InvalidArgumentError, match=r"n 0 is out of range \[1\.\.\]"):
         make_pairs("concise", n=0)
+    with pytest.raises(ArgumentTypeError, match="n must be an int, got float 2.0"):
+        make_pairs("concise", n=2.0)
+
+
+def test_bad_user_queries_are_named():
+    with pytest.raises(ArgumentTypeError, match="got str 'Describe rain.'; wrap one query"):
+        make_pairs("concise", queries="Describe rain.")
+    with pytest.raises(ArgumentTypeError, match="query 1 must be a str or BaseQuery, got bytes"):
+        make_pairs("concise", queries=["Describe rain.", b"Tell me about owls."])
+    with pytest.raises(InvalidArgumentError, match="queries is empty"):
+        make_pairs("concise", queries=[])
+    with pytest.raises(ArgumentTypeError, match="instr must be an Instruction"):
+        make_pairs(None)
 
 
 def test_as_pairs_validates_user_input():
     assert as_pairs([("a b", "a")]) == [Pair("a b", "a")]
-    with pytest.raises(ValueError, match="no pairs"):
+    with pytest.raises(InvalidArgumentError, match="no pairs"):
         as_pairs([])
-    with pytest.raises(ValueError, match="identical"):
+    with pytest.raises(InvalidArgumentError, match="pair 0 has identical"):
         as_pairs([("same", "same")])
-    with pytest.raises(ValueError, match="pair 1"):
+    with pytest.raises(InvalidArgumentError, match=r"pair 1 .* got 1 item\(s\)"):
         as_pairs([("a b", "a"), ("only one",)])
+
+
+@pytest.mark.parametrize(
+    ("items", "match"),
+    [
+        ("a b", "pairs must be a list .* got str 'a b'"),
+        ([42], "pair 0 must be a Pair or a .* got int 42"),
+        ([("a b", b"a")], "pair 0: the without-instruction side must be a str, got bytes b'a'"),
+        ([Pair(None, "a")], "pair 0: the with-instruction side must be a str, got NoneType"),
+    ],
+)
+def test_as_pairs_names_the_wrong_type(items, match):
+    with pytest.raises(ArgumentTypeError, match=match):
+        as_pairs(items)

@@ -8,32 +8,20 @@ import pytest
 import torch
 
 from workbench import (
+    PerRow,
+    Sampling,
     SteeringTerm,
-    VectorMismatchError,
-    compute_instruction_vector,
+    WorkbenchError,
     format_prompt,
     generate,
     steer,
-    tokenize_prompts,
 )
+from workbench.errors import ArgumentTypeError, InvalidArgumentError, VectorMismatchError
+from workbench.prompts import tokenize_prompts
 from workbench.reference import reference_generate
 
 PROMPTS = ["hello there", "a", "tell me a story about owls", "why?", "abc def ghi", "zz"]
-PAIRS = [
-    ("Tell me about owls. Answer in lowercase.", "Tell me about owls."),
-    ("Describe rain. Answer in lowercase.", "Describe rain."),
-    ("Name a fruit. Use only lowercase letters.", "Name a fruit."),
-]
 N_NEW = 10
-
-
-@pytest.fixture(scope="module")
-def vecs(tiny_models):
-    return {b: compute_instruction_vector(m, PAIRS) for b, m in tiny_models.items()}
-
-
-def _vec(model, vecs):
-    return vecs[model._workbench_info.backend]
 
 
 def _tokens(model, prompts=PROMPTS, **kwargs):
@@ -51,7 +39,7 @@ TERM_SETS = {
     "ablate": lambda v: SteeringTerm(v, layer=0, mode="ablate"),
     "two_terms": lambda v: [
         SteeringTerm(v, layer=0, mode="add", weight=4.0),
-        SteeringTerm(v, layer=2, mode="project", weight=-3.0),
+        SteeringTerm(v, layer=2, mode="project", target=-3.0),
     ],
     "prompt_only": lambda v: SteeringTerm(v, layer=1, mode="add", weight=8.0, positions="prompt"),
     "generated_only": lambda v: SteeringTerm(
@@ -61,23 +49,23 @@ TERM_SETS = {
 
 
 @pytest.mark.parametrize("name", TERM_SETS)
-def test_kv_cached_batched_generation_equals_reference_loop(tiny_model, vecs, name):
-    terms = TERM_SETS[name](_vec(tiny_model, vecs))
+def test_kv_cached_batched_generation_equals_reference_loop(tiny_model, tiny_vec, name):
+    terms = TERM_SETS[name](tiny_vec)
     ours = _tokens(tiny_model, steering=terms)
     oracle = [reference_generate(tiny_model, p, terms, N_NEW) for p in PROMPTS]
     assert ours == oracle
 
 
-def test_steering_changes_the_output(tiny_model, vecs):
-    v = _vec(tiny_model, vecs)
+def test_steering_changes_the_output(tiny_model, tiny_vec):
+    v = tiny_vec
     assert _tokens(tiny_model, steering=SteeringTerm(v, layer=1, mode="add", weight=8.0)) != (
         _tokens(tiny_model)
     )
 
 
-def test_prompt_and_generated_positions_split_all(tiny_model, vecs):
+def test_prompt_and_generated_positions_split_all(tiny_model, tiny_vec):
     """Under a cache, 'all' = 'prompt' on the prompt pass + 'generated' afterwards."""
-    v = _vec(tiny_model, vecs)
+    v = tiny_vec
     both = [
         SteeringTerm(v, layer=1, mode="add", weight=8.0, positions="prompt"),
         SteeringTerm(v, layer=1, mode="add", weight=8.0, positions="generated"),
@@ -87,21 +75,21 @@ def test_prompt_and_generated_positions_split_all(tiny_model, vecs):
     )
 
 
-def test_backends_generate_the_same_tokens(tiny_models, vecs):
+def test_backends_generate_the_same_tokens(tiny_models, tiny_vecs):
     for name, make in TERM_SETS.items():
-        out = {b: _tokens(m, steering=make(vecs[b])) for b, m in tiny_models.items()}
+        out = {b: _tokens(m, steering=make(tiny_vecs[b])) for b, m in tiny_models.items()}
         assert out["bridge"] == out["hooked"], name
 
 
-def test_batched_equals_one_at_a_time(tiny_model, vecs):
-    term = SteeringTerm(_vec(tiny_model, vecs), layer=1, mode="project")
+def test_batched_equals_one_at_a_time(tiny_model, tiny_vec):
+    term = SteeringTerm(tiny_vec, layer=1, mode="project")
     batched = _tokens(tiny_model, steering=term, batch_size=4)
     single = [_tokens(tiny_model, [p], steering=term)[0] for p in PROMPTS]
     assert batched == single
 
 
-def test_per_row_steering_equals_separate_runs(tiny_model, vecs):
-    v = _vec(tiny_model, vecs)
+def test_per_row_steering_equals_separate_runs(tiny_model, tiny_vec):
+    v = tiny_vec
     rows = [
         SteeringTerm(v, layer=0, mode="add", weight=5.0),
         None,
@@ -110,13 +98,13 @@ def test_per_row_steering_equals_separate_runs(tiny_model, vecs):
         SteeringTerm(v, layer=0, mode="add", weight=5.0),
         [],
     ]
-    batched = _tokens(tiny_model, steering=rows)
+    batched = _tokens(tiny_model, steering=PerRow(rows))
     separate = [_tokens(tiny_model, [p], steering=r)[0] for p, r in zip(PROMPTS, rows, strict=True)]
     assert batched == separate
 
 
-def test_weight_zero_is_no_steering_and_exit_restores(tiny_model, vecs):
-    v = _vec(tiny_model, vecs)
+def test_weight_zero_is_no_steering_and_exit_restores(tiny_model, tiny_vec):
+    v = tiny_vec
     plain = _tokens(tiny_model)
     assert _tokens(tiny_model, steering=SteeringTerm(v, layer=1, mode="add", weight=0.0)) == plain
     ids, mask = tokenize_prompts(tiny_model, [format_prompt(tiny_model, p) for p in PROMPTS])
@@ -129,26 +117,26 @@ def test_weight_zero_is_no_steering_and_exit_restores(tiny_model, vecs):
     assert _tokens(tiny_model) == plain
 
 
-def test_project_sets_the_component_and_ablate_removes_it(tiny_model, vecs):
-    v = _vec(tiny_model, vecs)
+def test_project_sets_the_component_and_ablate_removes_it(tiny_model, tiny_vec):
+    v = tiny_vec
     u = v.direction(1).to(tiny_model.cfg.device)
     ids, _ = tokenize_prompts(tiny_model, ["hello world"])
-    for mode, weight, expected in [("project", 2.5, 2.5), ("ablate", None, 0.0)]:
+    for kwargs, expected in [({"mode": "project", "target": 2.5}, 2.5), ({"mode": "ablate"}, 0.0)]:
         seen = {}
 
         def grab(x, hook, seen=seen):
             seen["x"] = x.clone()
 
         hooks = [("blocks.1.hook_resid_post", grab)]
-        with steer(tiny_model, SteeringTerm(v, layer=1, mode=mode, weight=weight)):
+        with steer(tiny_model, SteeringTerm(v, layer=1, **kwargs)):
             with tiny_model.hooks(fwd_hooks=hooks):
                 tiny_model(ids)
         proj = seen["x"] @ u
         torch.testing.assert_close(proj, torch.full_like(proj, expected), atol=1e-4, rtol=0)
 
 
-def test_custom_function_matches_builtin_ablate(tiny_model, vecs):
-    v = _vec(tiny_model, vecs)
+def test_custom_function_matches_builtin_ablate(tiny_model, tiny_vec):
+    v = tiny_vec
 
     def remove(x, u):
         return x - (x @ u)[..., None] * u
@@ -157,16 +145,16 @@ def test_custom_function_matches_builtin_ablate(tiny_model, vecs):
     assert custom == _tokens(tiny_model, steering=SteeringTerm(v, layer=1, mode="ablate"))
 
 
-def test_add_defaults_to_the_mean_difference(tiny_model, vecs):
-    v = _vec(tiny_model, vecs)
+def test_add_defaults_to_the_mean_difference(tiny_model, tiny_vec):
+    v = tiny_vec
     norm = float(v.diff(1).norm())
     assert _tokens(tiny_model, steering=SteeringTerm(v, layer=1, mode="add")) == _tokens(
         tiny_model, steering=SteeringTerm(v, layer=1, mode="add", weight=norm)
     )
 
 
-def test_tensor_vectors_and_selected_layer(tiny_model, vecs):
-    v = _vec(tiny_model, vecs)
+def test_tensor_vectors_and_selected_layer(tiny_model, tiny_vec):
+    v = tiny_vec
     as_tensor = SteeringTerm(v.diff(1), layer=1, mode="add", weight=3.0)
     selected = SteeringTerm(v.select_layer(1), mode="add", weight=3.0)
     assert _tokens(tiny_model, steering=as_tensor) == _tokens(tiny_model, steering=selected)
@@ -175,11 +163,11 @@ def test_tensor_vectors_and_selected_layer(tiny_model, vecs):
 
 
 def test_sampling_is_seeded_and_independent_of_batching(tiny_model):
-    kwargs = {"do_sample": True, "temperature": 1.5, "top_p": 0.9, "seed": 3}
-    a = _tokens(tiny_model, **kwargs)
-    assert a == _tokens(tiny_model, **kwargs)
-    assert a == _tokens(tiny_model, batch_size=2, **kwargs)
-    assert a != _tokens(tiny_model, **{**kwargs, "seed": 4})
+    sampling = Sampling(temperature=1.5, top_p=0.9, seed=3)
+    a = _tokens(tiny_model, sampling=sampling)
+    assert a == _tokens(tiny_model, sampling=sampling)
+    assert a == _tokens(tiny_model, batch_size=2, sampling=sampling)
+    assert a != _tokens(tiny_model, sampling=Sampling(temperature=1.5, top_p=0.9, seed=4))
 
 
 def test_stop_strings_cut_the_completion(tiny_model):
@@ -193,8 +181,8 @@ def test_stop_strings_cut_the_completion(tiny_model):
     assert any(len(p) < len(w) for w, p in zip(full, cut, strict=True))
 
 
-def test_no_hook_remains_after_an_exception(tiny_model, vecs):
-    v = _vec(tiny_model, vecs)
+def test_no_hook_remains_after_an_exception(tiny_model, tiny_vec):
+    v = tiny_vec
     with pytest.raises(RuntimeError, match="boom"):
         with steer(tiny_model, SteeringTerm(v, layer=1)):
             assert not _no_hooks_left(tiny_model)
@@ -225,25 +213,42 @@ def _bad_cases(model, v):
     inf[3] = math.inf
     return [
         ({"steering": SteeringTerm(wide, layer=1, mode="add")}, VectorMismatchError, "d_model"),
-        ({"steering": SteeringTerm(v, layer=7)}, ValueError, "layer 7"),
-        ({"steering": SteeringTerm(nan, layer=1, mode="add")}, ValueError, "NaN or inf"),
-        ({"steering": SteeringTerm(inf, layer=1, mode="add")}, ValueError, "NaN or inf"),
+        ({"steering": SteeringTerm(v, layer=7)}, VectorMismatchError, "not layer 7"),
+        (
+            {"steering": SteeringTerm(wide[:32], layer=7, mode="add")},
+            InvalidArgumentError,
+            "layer 7",
+        ),
+        ({"steering": SteeringTerm(nan, layer=1, mode="add")}, InvalidArgumentError, "NaN or inf"),
+        ({"steering": SteeringTerm(inf, layer=1, mode="add")}, InvalidArgumentError, "NaN or inf"),
         (
             {"steering": SteeringTerm(v, layer=1, hook_name="blocks.{layer}.hook_nope")},
-            ValueError,
-            "unknown hook name 'blocks.1.hook_nope'",
+            VectorMismatchError,
+            r"unknown hook name 'blocks.1.hook_nope'.*nearest valid names: \['blocks.1.",
         ),
-        ({"max_new_tokens": 0}, ValueError, "max_new_tokens"),
-        ({"max_new_tokens": -3}, ValueError, "max_new_tokens"),
-        ({"prompts": ["x" * 300]}, ValueError, "context of 256 tokens"),
-        ({"steering": [None, SteeringTerm(v, layer=1)]}, ValueError, "2 entries for 6 prompts"),
-        ({"do_sample": True, "temperature": 0.0}, ValueError, "temperature"),
-        ({"top_p": 0.0}, ValueError, "top_p"),
+        ({"max_new_tokens": 0}, InvalidArgumentError, "max_new_tokens 0 is out of range"),
+        ({"max_new_tokens": -3}, InvalidArgumentError, "max_new_tokens -3"),
+        ({"max_new_tokens": 2.0}, ArgumentTypeError, "max_new_tokens must be an int"),
+        ({"prompts": ["x" * 300]}, InvalidArgumentError, "context of 256 tokens"),
+        ({"steering": [None, SteeringTerm(v, layer=1)]}, ArgumentTypeError, "PerRow"),
+        (
+            {"steering": PerRow([None, SteeringTerm(v, layer=1)])},
+            InvalidArgumentError,
+            "2 entries for 6 prompts",
+        ),
+        (
+            {"steering": SteeringTerm(v, layer=1, mode="add", weight=1e39)},
+            InvalidArgumentError,
+            "weight 1e[+]39 at layer 1 overflows the model's dtype torch.float32",
+        ),
+        ({"prompts": [b"bytes"]}, ArgumentTypeError, "prompt 0 must be a str, got bytes"),
+        ({"prompts": b"bytes"}, ArgumentTypeError, "got a bare bytes"),
+        ({"sampling": {"temperature": 0.5}}, ArgumentTypeError, "Sampling"),
     ]
 
 
-def test_bad_input_fails_before_any_forward_pass(tiny_model, vecs):
-    v = _vec(tiny_model, vecs)
+def test_bad_input_fails_before_any_forward_pass(tiny_model, tiny_vec):
+    v = tiny_vec
     for kwargs, error, match in _bad_cases(tiny_model, v):
         counter = _Counter()
         prompts = kwargs.pop("prompts", PROMPTS)
@@ -256,25 +261,38 @@ def test_bad_input_fails_before_any_forward_pass(tiny_model, vecs):
         assert _no_hooks_left(tiny_model)
 
 
+def test_every_bad_input_error_is_a_workbench_error(tiny_model, tiny_vec):
+    for kwargs, error, _ in _bad_cases(tiny_model, tiny_vec):
+        assert issubclass(error, WorkbenchError), (kwargs, error)
+
+
 @pytest.mark.parametrize(
-    ("kwargs", "match"),
+    ("kwargs", "error", "match"),
     [
-        ({"mode": "amplify"}, "mode 'amplify'"),
-        ({"positions": "middle"}, "positions 'middle'"),
-        ({"weight": math.inf}, "weight inf"),
+        ({"mode": "amplify"}, InvalidArgumentError, r"mode 'amplify' is not one of \('add'"),
+        ({"positions": "middle"}, InvalidArgumentError, r"positions 'middle' is not one of"),
+        ({"mode": "add", "weight": math.inf}, InvalidArgumentError, "weight inf"),
+        ({"mode": "add", "weight": "2"}, InvalidArgumentError, "weight '2' is not a finite"),
+        ({"layer": 14.0}, ArgumentTypeError, "layer must be an int, got float 14.0"),
+        ({"layer": -1}, InvalidArgumentError, "layer -1 is out of range"),
+        ({"mode": "ablate", "weight": 2.0}, InvalidArgumentError, "takes neither"),
+        ({"mode": "project", "weight": 2.0}, InvalidArgumentError, "takes target="),
+        ({"mode": "add", "target": 2.0}, InvalidArgumentError, "takes weight="),
+        ({"mode": lambda x, u: x, "weight": 1.0}, InvalidArgumentError, "a function mode"),
+        ({"hook_name": "blocks.1.hook_resid_post"}, InvalidArgumentError, "template"),
     ],
 )
-def test_bad_terms_are_refused_at_construction(vecs, kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        SteeringTerm(vecs["bridge"], layer=1, **kwargs)
+def test_bad_terms_are_refused_at_construction(tiny_vecs, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        SteeringTerm(tiny_vecs["bridge"], **{"layer": 1, **kwargs})
 
 
 def test_tensor_vector_needs_layer_and_project_target():
-    with pytest.raises(ValueError, match="explicit layer"):
+    with pytest.raises(InvalidArgumentError, match="explicit layer"):
         SteeringTerm(torch.ones(32), mode="add")
-    with pytest.raises(ValueError, match="needs weight"):
+    with pytest.raises(InvalidArgumentError, match="needs target="):
         SteeringTerm(torch.ones(32), layer=1, mode="project")
-    with pytest.raises(TypeError, match="InstructionVector"):
+    with pytest.raises(ArgumentTypeError, match="InstructionVector"):
         SteeringTerm([1.0, 2.0], layer=1)
 
 

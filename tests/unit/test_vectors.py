@@ -1,26 +1,15 @@
-"""Instruction vectors: the aggregation, backends, persistence, GGUF export, bad input."""
+"""Instruction vectors: the aggregation, backends, invariants of the dataclass, bad input."""
 
 from __future__ import annotations
 
-import json
-import warnings
+import dataclasses
 
-import gguf
-import numpy as np
 import pytest
 import torch
 
-from tests.tiny import make_tiny_checkpoint
-from workbench import (
-    InstructionVector,
-    PromptFormatError,
-    VectorFileError,
-    VectorMismatchError,
-    compute_instruction_vector,
-    difference_stats,
-    load_model,
-    make_pairs,
-)
+from workbench import compute_instruction_vector, load_model, make_pairs
+from workbench.errors import ArgumentTypeError, InvalidArgumentError, PromptFormatError, VectorError
+from workbench.extraction import difference_stats
 
 PAIRS = [
     ("Tell me about owls. Answer in lowercase.", "Tell me about owls."),
@@ -76,108 +65,32 @@ def test_backends_give_the_same_vector(tiny_models):
     assert vecs["bridge"].fingerprint == vecs["hooked"].fingerprint
 
 
-def test_save_load_round_trip(tiny_model, tmp_path):
-    vec = compute_instruction_vector(
-        tiny_model, make_pairs("bullets", n=4), keep_pair_diffs=True
-    ).select_layer(1)
-    path = vec.save(tmp_path / "sub" / "bullets.safetensors")
-    loaded = InstructionVector.load(path, model=tiny_model)
-    for name in ("diffs", "directions", "mean_proj_with", "mean_proj_without", "pair_diffs"):
-        assert torch.equal(getattr(loaded, name), getattr(vec, name)), name
-    assert loaded.kwargs == {"num_bullets": 3}
-    assert loaded.instruction_id == "detectable_format:number_bullet_lists"
-    assert (loaded.layers, loaded.selected_layer, loaded.n_pairs) == ((0, 1, 2), 1, 4)
-    # Metadata lives in the safetensors header as JSON; no pickle anywhere.
-    raw = path.read_bytes()
-    header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
-    meta = json.loads(header["__metadata__"]["workbench"])
-    assert meta["hook_names"] == [f"blocks.{layer}.hook_resid_post" for layer in range(3)]
-    assert meta["d_model"] == 32 and meta["fingerprint"] == vec.fingerprint
-    assert [p.name for p in path.parent.iterdir()] == ["bullets.safetensors"]
+class _Counter:
+    def __init__(self):
+        self.calls = 0
 
-
-@pytest.fixture
-def saved(tiny_model, tmp_path):
-    return compute_instruction_vector(tiny_model, PAIRS).save(tmp_path / "v.safetensors")
-
-
-@pytest.mark.parametrize("cut", [0, 7, 100, -10])
-def test_truncated_file_is_a_clear_error(saved, cut):
-    data = saved.read_bytes()
-    saved.write_bytes(data[:cut] if cut >= 0 else data[:cut])
-    with pytest.raises(VectorFileError, match="not a readable workbench vector"):
-        InstructionVector.load(saved)
-
-
-def test_foreign_safetensors_file_is_refused(tmp_path):
-    from safetensors.torch import save_file
-
-    path = tmp_path / "other.safetensors"
-    save_file({"weight": torch.zeros(2, 2)}, str(path))
-    with pytest.raises(VectorFileError, match="not a readable workbench vector|not a workbench"):
-        InstructionVector.load(path)
-
-
-def test_mismatched_model_is_refused(saved, tmp_path):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        deeper = load_model(str(make_tiny_checkpoint(tmp_path / "deep", n_layers=4)))
-    with pytest.raises(VectorMismatchError, match="3-layer model"):
-        InstructionVector.load(saved, model=deeper)
-
-
-def test_mismatched_width_is_refused(saved, smol_like_width):
-    with pytest.raises(VectorMismatchError, match="d_model=32"):
-        InstructionVector.load(saved, model=smol_like_width)
-
-
-def test_other_weights_warn_but_load(saved, tmp_path):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        other = load_model(str(make_tiny_checkpoint(tmp_path / "other", seed=7)))
-    with pytest.warns(UserWarning, match="transfer"):
-        vec = InstructionVector.load(saved, model=other)
-    assert vec.d_model == 32
-
-
-def test_gguf_control_vector_round_trip(tiny_model, tmp_path):
-    vec = compute_instruction_vector(tiny_model, PAIRS)
-    path = vec.to_gguf(tmp_path / "cv.gguf", layers=[1, 2], scale=2.0)
-    reader = gguf.GGUFReader(str(path))
-    tensors = {t.name: np.asarray(t.data) for t in reader.tensors}
-    assert sorted(tensors) == ["direction.1", "direction.2"]
-    for layer in (1, 2):
-        data = tensors[f"direction.{layer}"].reshape(-1)
-        assert data.shape == (32,)
-        np.testing.assert_allclose(data, 2.0 * vec.diff(layer).numpy(), rtol=1e-6)
-    arch = reader.fields["general.architecture"]
-    assert bytes(arch.parts[arch.data[0]]).decode() == "controlvector"
-    hint = reader.fields["controlvector.model_hint"]
-    assert bytes(hint.parts[hint.data[0]]).decode() == "llama"
-    count = reader.fields["controlvector.layer_count"]
-    assert int(count.parts[count.data[0]][0]) == 2
-
-
-def test_gguf_refuses_layer_zero_and_writes_nothing(tiny_model, tmp_path):
-    vec = compute_instruction_vector(tiny_model, PAIRS)
-    with pytest.raises(ValueError, match="layer 0"):
-        vec.to_gguf(tmp_path / "cv.gguf", layers=[0, 1])
-    assert list(tmp_path.iterdir()) == []
+    def __call__(self, x, hook):
+        self.calls += 1
 
 
 @pytest.mark.parametrize(
-    ("pairs", "kwargs", "match"),
+    ("pairs", "kwargs", "error", "match"),
     [
-        ([], {}, "no pairs"),
-        ([("same text", "same text")], {}, "identical"),
-        (PAIRS, {"layers": [5]}, "layer 5 is out of range"),
-        (PAIRS, {"position": "middle"}, "position 'middle'"),
+        ([], {}, InvalidArgumentError, "no pairs"),
+        ([("same text", "same text")], {}, InvalidArgumentError, "identical"),
+        (PAIRS, {"layers": [5]}, InvalidArgumentError, "layer 5 is out of range"),
+        (PAIRS, {"layers": [1.0]}, ArgumentTypeError, "layer must be an int, got float 1.0"),
+        (PAIRS, {"layers": "12"}, ArgumentTypeError, "layers must be a list"),
+        (PAIRS, {"position": "middle"}, InvalidArgumentError, r"position 'middle' is not one of"),
+        (PAIRS, {"prompt_style": "yaml"}, InvalidArgumentError, "prompt_style 'yaml'"),
     ],
 )
-def test_bad_input_is_a_clear_error(tiny_model, tmp_path, pairs, kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        compute_instruction_vector(tiny_model, pairs, **kwargs)
-    assert list(tmp_path.iterdir()) == []
+def test_bad_input_is_refused_before_any_forward_pass(tiny_model, pairs, kwargs, error, match):
+    counter = _Counter()
+    with tiny_model.hooks(fwd_hooks=[("blocks.0.hook_resid_post", counter)]):
+        with pytest.raises(error, match=match):
+            compute_instruction_vector(tiny_model, pairs, **kwargs)
+    assert counter.calls == 0
 
 
 def test_chat_format_without_template_is_refused(tiny_plain_dir):
@@ -186,3 +99,41 @@ def test_chat_format_without_template_is_refused(tiny_plain_dir):
         compute_instruction_vector(model, PAIRS, prompt_style="chat")
     # The plain format works on the same model.
     assert compute_instruction_vector(model, PAIRS).diffs.shape == (3, 32)
+
+
+@pytest.fixture(scope="module")
+def good(tiny_models):
+    return compute_instruction_vector(tiny_models["bridge"], PAIRS, keep_pair_diffs=True)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"layers": (-1, 0, 1)}, r"layers: \[-1\] are not layer indices of a 3-layer model"),
+        ({"layers": (0, 0, 1)}, r"layers: \[0, 0, 1\] contain duplicates"),
+        ({"layers": (0, 1)}, r"diffs: has shape \(3, 32\), expected \(2, 32\)"),
+        ({"layers": ()}, "layers: must be a non-empty list"),
+        ({"layers": (0, 1.0, 2)}, r"layers: \[1.0\] are not layer indices"),
+        ({"selected_layer": 99}, "selected_layer: 99 is not one of the layers"),
+        ({"hook_name": "blocks.{lay}.x"}, r"hook_name: 'blocks.\{lay\}.x' is not a template"),
+        ({"hook_name": "blocks.{layer}.{x}"}, "cannot be formatted"),
+        ({"position": "middle"}, "position: position 'middle' is not one of"),
+        ({"prompt_style": "yaml"}, "prompt_style: prompt_style 'yaml'"),
+        ({"n_pairs": 0}, "n_pairs: must be a positive int, got 0"),
+        ({"model_n_layers": "3"}, "model_n_layers: must be a positive int"),
+        ({"kwargs": ["a"]}, "kwargs: must be a mapping"),
+        ({"mean_proj_with": torch.full((3,), float("nan"))}, "mean_proj_with: contains NaN"),
+        ({"directions": torch.ones(3, 32)}, "directions: rows must be unit vectors"),
+        ({"pair_diffs": torch.zeros(5, 3, 32)}, r"pair_diffs: has shape \(5, 3, 32\)"),
+    ],
+)
+def test_a_vector_with_contradicting_fields_cannot_exist(good, change, match):
+    with pytest.raises(VectorError, match=match):
+        dataclasses.replace(good, **change)
+
+
+def test_the_vector_records_how_it_was_read(tiny_plain_dir):
+    model = load_model(str(tiny_plain_dir))
+    vec = compute_instruction_vector(model, PAIRS, position=2, layers=[2])
+    assert (vec.prompt_style, vec.position, vec.layers) == ("plain", 2, (2,))
+    assert vec.hook_name == "blocks.{layer}.hook_resid_post"

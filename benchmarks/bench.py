@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .embedded import CACHE_ENV
+from workbench.embedded import CACHE_ENV
 
 
 def emit(name: str, **values: float | int | str) -> None:
@@ -26,7 +26,7 @@ def emit(name: str, **values: float | int | str) -> None:
 
 def bench_load() -> None:
     """First load (GGUF dequantization + cache write) vs cached load, per backend."""
-    from .models import load_model
+    from workbench.models import load_model
 
     for backend in ("bridge", "hooked"):
         with tempfile.TemporaryDirectory() as tmp:
@@ -83,11 +83,11 @@ def extract_child(method: str, n_pairs: int) -> dict[str, float]:
     """One extraction method in this process; returns seconds and extra peak RSS."""
     import torch
 
-    from .activations import RESID_HOOK
-    from .models import load_model
-    from .pairs import make_pairs
-    from .prompts import format_prompt
-    from .vectors import compute_instruction_vector
+    from workbench.extraction import compute_instruction_vector
+    from workbench.models import load_model
+    from workbench.options import RESID_HOOK
+    from workbench.pairs import make_pairs
+    from workbench.prompts import format_prompt
 
     model = load_model()
     pairs = make_pairs("lowercase", split="train", n=n_pairs)
@@ -122,7 +122,7 @@ def extract_child(method: str, n_pairs: int) -> dict[str, float]:
 def _run_child(method: str, n_pairs: int) -> dict[str, float]:
     code = (
         "import json, warnings; warnings.simplefilter('ignore');"
-        "from workbench.bench import extract_child;"
+        "from benchmarks.bench import extract_child;"
         f"print('RESULT', json.dumps(extract_child({method!r}, {n_pairs})))"
     )
     out = subprocess.run(
@@ -159,6 +159,34 @@ def _throughput(fn: Callable[[], list[list[int]]]) -> tuple[float, int]:
     return n / seconds, n
 
 
+def _hf_generator(model: Any, prompts: list[str], max_new_tokens: int) -> Callable[[], Any]:
+    """Unsteered Hugging Face `generate` on the embedded checkpoint, same batch as ours."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from workbench.embedded import ensure_checkpoint
+    from workbench.prompts import format_prompt, tokenize_prompts
+
+    hf = AutoModelForCausalLM.from_pretrained(ensure_checkpoint("smollm2-135m-instruct"))
+    hf.eval()
+    ids, mask = tokenize_prompts(model, [format_prompt(model, p) for p in prompts])
+    eos = model.tokenizer.eos_token_id
+
+    def hf_generate() -> list[list[int]]:
+        with torch.inference_mode():
+            out = hf.generate(
+                ids,
+                attention_mask=mask,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=model.tokenizer.pad_token_id,
+            )
+        rows = out[:, ids.shape[1] :].tolist()
+        return [r[: r.index(eos) + 1] if eos in r else r for r in rows]
+
+    return hf_generate
+
+
 def bench_generate(
     n_prompts: int = 16, max_new_tokens: int = 128, n_reference: int = 4, repeats: int = 2
 ) -> None:
@@ -168,67 +196,43 @@ def bench_generate(
     second. The reference loop (batch 1, no cache, full recompute per token) runs on
     the first `n_reference` prompts only: its cost grows quadratically with length.
     """
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from .embedded import ensure_checkpoint
-    from .generation import generate
-    from .models import load_model
-    from .pairs import base_queries, make_pairs
-    from .prompts import format_prompt, tokenize_prompts
-    from .reference import reference_generate
-    from .steering import SteeringTerm
-    from .vectors import compute_instruction_vector
+    from workbench.extraction import compute_instruction_vector
+    from workbench.generation import generate
+    from workbench.models import load_model
+    from workbench.pairs import base_queries, make_pairs
+    from workbench.reference import reference_generate
+    from workbench.terms import SteeringTerm
 
     bridge = load_model()
     prompts = [q.text for q in base_queries()[:n_prompts]]
     vec = compute_instruction_vector(bridge, make_pairs("one_sentence", n=32), layers=[14])
     term = SteeringTerm(vec, layer=14, mode="project")
 
-    def ours(model: Any, which: list[str] = prompts) -> list[list[int]]:
-        return generate(
+    def ours(model: Any, which: list[str] = prompts, steering: Any = term) -> list[list[int]]:
+        out = generate(
             model,
             which,
-            steering=term,
+            steering=steering,
             max_new_tokens=max_new_tokens,
             batch_size=n_prompts,
             return_tokens=True,
-        ).tokens
+        )
+        return out.tokens
 
-    hf = AutoModelForCausalLM.from_pretrained(ensure_checkpoint("smollm2-135m-instruct"))
-    hf.eval()
-    ids, mask = tokenize_prompts(bridge, [format_prompt(bridge, p) for p in prompts])
-    eos = bridge.tokenizer.eos_token_id
-
-    def hf_generate() -> list[list[int]]:
-        with torch.inference_mode():
-            out = hf.generate(
-                ids,
-                attention_mask=mask,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=bridge.tokenizer.pad_token_id,
-            )
-        rows = out[:, ids.shape[1] :].tolist()
-        return [r[: r.index(eos) + 1] if eos in r else r for r in rows]
-
-    def plain() -> list[list[int]]:
-        return generate(
-            bridge,
-            prompts,
-            max_new_tokens=max_new_tokens,
-            batch_size=n_prompts,
-            return_tokens=True,
-        ).tokens
-
+    hf_generate = _hf_generator(bridge, prompts, max_new_tokens)
     ours(bridge, prompts[:2])  # warm-up
     hf_generate()
     # Interleaved rounds, best of each: on a shared machine a slow moment then hits
     # every contender alike instead of skewing one ratio.
     best: dict[str, float] = {"ours": 0.0, "hf": 0.0, "plain": 0.0}
     counts: dict[str, int] = {}
+    contenders = {
+        "ours": lambda: ours(bridge),
+        "hf": hf_generate,
+        "plain": lambda: ours(bridge, steering=None),
+    }
     for _ in range(repeats):
-        for name, fn in (("ours", lambda: ours(bridge)), ("hf", hf_generate), ("plain", plain)):
+        for name, fn in contenders.items():
             tps, counts[name] = _throughput(fn)
             best[name] = max(best[name], tps)
     ours_tps, hf_tps, plain_tps = best["ours"], best["hf"], best["plain"]
@@ -265,11 +269,11 @@ def bench_generate(
 
 def bench_sweep(n_layers: int = 6, n_prompts: int = 8, max_new_tokens: int = 32) -> None:
     """A layers x prompts sweep as per-row batches vs one generation per layer."""
-    from .generation import generate
-    from .models import load_model
-    from .pairs import base_queries, make_pairs
-    from .steering import SteeringTerm
-    from .vectors import compute_instruction_vector
+    from workbench.extraction import compute_instruction_vector
+    from workbench.generation import generate
+    from workbench.models import load_model
+    from workbench.pairs import base_queries, make_pairs
+    from workbench.terms import PerRow, SteeringTerm
 
     model = load_model()
     layers = list(range(4, 4 + 2 * n_layers, 2))
@@ -282,7 +286,7 @@ def bench_sweep(n_layers: int = 6, n_prompts: int = 8, max_new_tokens: int = 32)
         return generate(
             model,
             rows_prompts,
-            steering=rows_terms,
+            steering=PerRow(rows_terms),
             batch_size=len(rows_prompts),
             max_new_tokens=max_new_tokens,
             return_tokens=True,

@@ -1,0 +1,1 @@
+"""Benchmarks of the workbench, kept out of the library package (``make bench``)."""

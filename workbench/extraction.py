@@ -1,0 +1,183 @@
+"""Computing instruction vectors from pairs: read both sides, take mean differences."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from .activations import check_layers, read_residuals
+from .errors import InvalidArgumentError
+from .models import model_info
+from .options import RESID_HOOK, PromptStyle, check_choice, check_read_position
+from .pairs import Pair, as_pairs
+from .prompts import format_prompt
+from .vectors import InstructionVector
+
+
+def pair_activations(
+    model: Any,
+    pairs: Sequence[Pair | tuple[str, str]],
+    *,
+    layers: Sequence[int] | None = None,
+    position: str | int = "last",
+    batch_size: int = 16,
+    prompt_style: str | None = None,
+    hook_name: str = RESID_HOOK,
+    progress: bool = False,
+) -> tuple[Float[Tensor, "n_pairs n_layers d_model"], Float[Tensor, "n_pairs n_layers d_model"]]:
+    """Residual stream of both sides of each pair: ``(with, without)``.
+
+    Both sides are formatted with `format_prompt` in `prompt_style` (default: the
+    model's); prompts of similar length are batched together to waste less padding.
+
+    Example:
+        >>> acts_with, acts_without = pair_activations(model, make_pairs("lowercase", n=2))
+        >>> acts_with.shape
+        torch.Size([2, 3, 32])
+    """
+    pairs = as_pairs(pairs)
+    style = prompt_style or model_info(model).prompt_style
+    check_choice("prompt_style", style, PromptStyle)
+    texts = [p.with_instruction for p in pairs] + [p.without_instruction for p in pairs]
+    prompts = [format_prompt(model, t, style=style) for t in texts]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    acts_sorted = read_residuals(
+        model,
+        [prompts[i] for i in order],
+        layers=layers,
+        position=position,
+        batch_size=batch_size,
+        hook_name=hook_name,
+        prompt_style=style,
+        progress=progress,
+    )
+    acts = torch.empty_like(acts_sorted)
+    acts[torch.tensor(order)] = acts_sorted
+    return acts[: len(pairs)], acts[len(pairs) :]
+
+
+@dataclass(frozen=True, eq=False)
+class DifferenceStats:
+    """Aggregates of paired activations (see `difference_stats`)."""
+
+    diffs: Float[Tensor, "n_layers d_model"]
+    directions: Float[Tensor, "n_layers d_model"]
+    mean_proj_with: Float[Tensor, " n_layers"]
+    mean_proj_without: Float[Tensor, " n_layers"]
+
+
+def difference_stats(
+    acts_with: Float[Tensor, "n_pairs n_layers d_model"],
+    acts_without: Float[Tensor, "n_pairs n_layers d_model"],
+) -> DifferenceStats:
+    """Mean difference, unit direction and mean projections per layer (pure function).
+
+    Example:
+        >>> stats = difference_stats(torch.ones(4, 2, 8), torch.zeros(4, 2, 8))
+        >>> [round(x, 4) for x in stats.mean_proj_with.tolist()]  # sqrt(8) at both layers
+        [2.8284, 2.8284]
+    """
+    if acts_with.shape != acts_without.shape:
+        raise InvalidArgumentError(
+            f"with/without activations differ in shape: {tuple(acts_with.shape)} vs "
+            f"{tuple(acts_without.shape)}"
+        )
+    if acts_with.shape[0] == 0:
+        raise InvalidArgumentError("no pairs: activations have zero rows")
+    diffs = (acts_with - acts_without).mean(0)
+    norms = diffs.norm(dim=-1, keepdim=True)
+    if bool((norms == 0).any()):
+        zero = torch.nonzero(norms[:, 0] == 0).flatten().tolist()
+        raise InvalidArgumentError(
+            f"the mean difference is exactly zero at layer rows {zero}; no direction"
+        )
+    directions = diffs / norms
+    return DifferenceStats(
+        diffs=diffs,
+        directions=directions,
+        mean_proj_with=torch.einsum("nld,ld->nl", acts_with, directions).mean(0),
+        mean_proj_without=torch.einsum("nld,ld->nl", acts_without, directions).mean(0),
+    )
+
+
+def _architecture(model: Any) -> str:
+    cfg = model.cfg
+    arch = getattr(cfg, "original_architecture", None) or getattr(cfg, "architecture", None)
+    return str(arch or "")
+
+
+def compute_instruction_vector(
+    model: Any,
+    pairs: Sequence[Pair | tuple[str, str]],
+    *,
+    instruction_id: str | None = None,
+    kwargs: Mapping[str, Any] | None = None,
+    layers: Sequence[int] | None = None,
+    position: str | int = "last",
+    batch_size: int = 16,
+    keep_pair_diffs: bool = False,
+    prompt_style: str | None = None,
+    progress: bool = False,
+) -> InstructionVector:
+    """Mean residual difference between with- and without-instruction prompts.
+
+    Both sides of each pair are formatted (chat template with the assistant turn
+    opened, or plain Q/A), then ``blocks.{l}.hook_resid_post`` is read at `position`
+    (default: the last prompt token) for every layer in `layers` (default: all).
+    The prompt style and read position are stored in the vector, so diagnostics
+    read held-out pairs the same way.
+
+    Args:
+        pairs: `Pair`s (e.g. from `make_pairs`, carrying instruction id and kwargs)
+            or ``(with, without)`` strings.
+        instruction_id, kwargs: override what the pairs carry.
+        keep_pair_diffs: keep the per-pair differences (for the diagnostics).
+
+    Returns:
+        An `InstructionVector` with ``diffs``/``directions`` of shape
+        ``[len(layers), d_model]``.
+
+    Example:
+        >>> vec = compute_instruction_vector(model, make_pairs("one_sentence", n=4))
+        >>> vec.diffs.shape, vec.prompt_style, vec.position
+        (torch.Size([3, 32]), 'chat', 'last')
+    """
+    pairs = as_pairs(pairs)
+    layers = check_layers(model, layers)
+    position = check_read_position(position)
+    style = prompt_style or model_info(model).prompt_style
+    acts_with, acts_without = pair_activations(
+        model,
+        pairs,
+        layers=layers,
+        position=position,
+        batch_size=batch_size,
+        prompt_style=style,
+        progress=progress,
+    )
+    stats = difference_stats(acts_with, acts_without)
+    info = model_info(model)
+    ids = {p.instruction_id for p in pairs}
+    first = pairs[0]
+    return InstructionVector(
+        diffs=stats.diffs,
+        directions=stats.directions,
+        mean_proj_with=stats.mean_proj_with,
+        mean_proj_without=stats.mean_proj_without,
+        layers=tuple(layers),
+        n_pairs=len(pairs),
+        model_name=info.name,
+        fingerprint=info.fingerprint,
+        model_n_layers=model.cfg.n_layers,
+        architecture=_architecture(model),
+        instruction_id=instruction_id or (first.instruction_id if len(ids) == 1 else None),
+        kwargs=dict(kwargs if kwargs is not None else first.kwargs),
+        position=position,
+        prompt_style=style,
+        pair_diffs=(acts_with - acts_without) if keep_pair_diffs else None,
+    )

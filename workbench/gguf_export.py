@@ -1,0 +1,88 @@
+"""Export an instruction vector as a llama.cpp control vector (GGUF).
+
+llama.cpp (``--control-vector``, repeng's layout) adds tensor ``direction.{l}`` to
+the output of block l, which is TransformerLens' ``blocks.{l}.hook_resid_post``, at
+every position, prompt and generated alike. It has no slot for block 0. So a file
+reproduces only the ``add`` steering mode at all positions, with weight
+``scale * |mean difference|``; ``project`` and ``ablate`` have no GGUF form.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InvalidArgumentError, VectorMismatchError
+from .files import atomic_path
+from .options import RESID_HOOK
+from .vectors import InstructionVector, is_finite_number
+
+
+@dataclass(frozen=True)
+class GGUFExport:
+    """What `export_gguf` wrote: the file, the layers in it, and those left out."""
+
+    path: Path
+    layers: tuple[int, ...]
+    skipped: tuple[int, ...]
+
+
+def export_gguf(
+    vec: InstructionVector,
+    path: str | Path,
+    *,
+    layers: Iterable[int] | None = None,
+    scale: float = 1.0,
+) -> GGUFExport:
+    """Write ``direction.{l} = scale * mean difference at layer l`` for each layer.
+
+    Args:
+        layers: the layers to export. None exports every layer llama.cpp can take
+            (all but layer 0) and reports the rest in `GGUFExport.skipped`; an
+            explicit list containing 0 is refused.
+        scale: multiplies every direction (llama.cpp's ``--control-vector-scaled``
+            multiplies again).
+
+    Example:
+        >>> import tempfile
+        >>> out = export_gguf(vec, Path(tempfile.mkdtemp()) / "v.gguf")
+        >>> out.layers, out.skipped
+        ((1, 2), (0,))
+    """
+    import gguf
+
+    if vec.hook_name != RESID_HOOK:
+        raise VectorMismatchError(
+            f"a GGUF control vector is added to block outputs ({RESID_HOOK!r}); this vector "
+            f"was read at {vec.hook_name!r}, so every layer would be off by one"
+        )
+    if not is_finite_number(scale):
+        raise InvalidArgumentError(f"scale must be a finite number, got {scale!r}")
+    if layers is None:
+        chosen = [layer for layer in vec.layers if layer > 0]
+        skipped = tuple(layer for layer in vec.layers if layer == 0)
+    else:
+        chosen, skipped = list(layers), ()
+        if 0 in chosen:
+            raise InvalidArgumentError(
+                "llama.cpp control vectors cannot steer layer 0; drop it from layers "
+                "(layers=None leaves it out and reports it)"
+            )
+    if not chosen:
+        raise InvalidArgumentError(f"no layer to export: the vector holds {list(vec.layers)}")
+    rows = [vec.row(layer) for layer in chosen]
+    hint = re.sub(r"(ForCausalLM|LMHeadModel|Model)$", "", vec.architecture).lower()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        writer = gguf.GGUFWriter(str(tmp), "controlvector")
+        writer.add_string("controlvector.model_hint", hint or "unknown")
+        writer.add_uint32("controlvector.layer_count", len(chosen))
+        for layer, row in zip(chosen, rows, strict=True):
+            writer.add_tensor(f"direction.{layer}", (vec.diffs[row].float() * scale).numpy())
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+    return GGUFExport(path, tuple(chosen), skipped)

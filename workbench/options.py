@@ -1,0 +1,75 @@
+"""The workbench's named options as `typing.Literal` types, validated in one place.
+
+Each option is declared once here; `check_choice` validates a value against it and
+raises `InvalidArgumentError` naming the value and the choices. Dataclasses call it
+in ``__post_init__`` and functions at their entry, so no option is checked by hand.
+
+Example:
+    >>> check_choice("backend", "bridge", Backend)
+    'bridge'
+    >>> check_choice("backend", "jax", Backend)
+    Traceback (most recent call last):
+    ...
+    workbench.errors.InvalidArgumentError: backend 'jax' is not one of ('bridge', 'hooked')
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, get_args
+
+from .errors import ArgumentTypeError, InvalidArgumentError
+
+Mode = Literal["add", "project", "ablate"]
+Positions = Literal["all", "prompt", "generated"]
+Backend = Literal["bridge", "hooked"]
+PromptStyle = Literal["chat", "plain"]
+Split = Literal["train", "validation", "test"]
+# "last": the last prompt token; "mean": mean over the prompt's real tokens.
+# An int k (not a Literal) reads the mean of the last k tokens.
+ReadPosition = Literal["last", "mean"]
+
+# The hook instruction vectors are read at and steered through, per layer.
+RESID_HOOK = "blocks.{layer}.hook_resid_post"
+
+
+def choices(option: Any) -> tuple[str, ...]:
+    """The values a Literal option allows."""
+    return tuple(get_args(option))
+
+
+def check_choice(name: str, value: Any, option: Any) -> Any:
+    """Return `value` if it is one of the Literal `option`'s values, else raise."""
+    allowed = choices(option)
+    if not isinstance(value, str) or value not in allowed:
+        raise InvalidArgumentError(f"{name} {value!r} is not one of {allowed}")
+    return value
+
+
+def check_int(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> int:
+    """Return `value` if it is an int (not a bool) in ``[low, high]``, else raise.
+
+    Example:
+        >>> check_int("layer", 14.0, low=0, high=29)
+        Traceback (most recent call last):
+        ...
+        workbench.errors.ArgumentTypeError: layer must be an int, got float 14.0
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ArgumentTypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        lo = "" if low is None else f"{low}"
+        hi = "" if high is None else f"{high}"
+        raise InvalidArgumentError(f"{name} {value} is out of range [{lo}..{hi}]")
+    return value
+
+
+def check_read_position(position: Any) -> str | int:
+    """``"last"``, ``"mean"``, or a positive int k (mean of the last k prompt tokens)."""
+    if isinstance(position, str) and position in choices(ReadPosition):
+        return position
+    if isinstance(position, int) and not isinstance(position, bool) and position >= 1:
+        return position
+    raise InvalidArgumentError(
+        f"position {position!r} is not one of {choices(ReadPosition)} or a positive int k "
+        "(the mean of the last k prompt tokens)"
+    )

@@ -1,0 +1,204 @@
+"""What to steer with: `SteeringTerm`, and `PerRow` for one entry per batch row.
+
+A steering argument (`steer`, `generate`, and everything built on them) means one
+of exactly two things, and the user says which:
+
+- a `SteeringTerm`, or a list of them: terms shared by every row;
+- a `PerRow([...])`: one entry per row (None, a term, or a list of terms).
+
+A plain list is never read per row, whatever it holds; a list holding a None or a
+nested list is refused with a pointer to `PerRow`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor
+
+from .errors import ArgumentTypeError, InvalidArgumentError
+from .options import Mode, Positions, check_choice, check_int
+from .vectors import InstructionVector, is_finite_number
+
+SteerFn = Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass(frozen=True, eq=False)
+class SteeringTerm:
+    """One steering intervention at one layer.
+
+    Every built-in mode is one formula, per row and position: with u the unit
+    direction, ``x <- x + (a + c * (x . u)) * u``.
+
+    - ``"add"``: a = `weight`, c = 0. `weight` is in residual-stream units along u;
+      the default is the norm of the mean difference, so the default adds the mean
+      difference itself. A negative weight subtracts.
+    - ``"project"``: a = `target`, c = -1: the component along u is set to `target`,
+      by default the vector's mean with-instruction projection at that layer.
+    - ``"ablate"``: a = 0, c = -1: the component along u is removed.
+    - a function ``f(x [rows, pos, d_model], u [d_model]) -> x``.
+
+    Args:
+        vector: an `InstructionVector`, or a ``[d_model]`` tensor used as a mean
+            difference (direction v/|v|; ``project`` then needs an explicit target).
+        layer: the layer to steer; None means the vector's `selected_layer`.
+        mode: ``"add"``, ``"project"``, ``"ablate"``, or a function.
+        weight: only for ``"add"``.
+        target: only for ``"project"``.
+        positions: ``"all"`` (default); ``"prompt"`` or ``"generated"`` restrict the
+            term to the prompt's tokens or the generated ones, which only
+            `generate` can tell apart (elsewhere they raise `PositionsError`).
+        hook_name: hook template with ``{layer}``; defaults to the vector's hook.
+
+    Example:
+        >>> SteeringTerm(vec, layer=1, mode="add", weight=4.0).weight
+        4.0
+        >>> SteeringTerm(vec, layer=1, mode="project", weight=4.0)
+        Traceback (most recent call last):
+        ...
+        workbench.errors.InvalidArgumentError: weight=4.0 is used only by mode='add'; mode='project' takes target= (the value its component along u is set to)
+    """
+
+    vector: InstructionVector | Tensor
+    layer: int | None = None
+    mode: Mode | SteerFn = "project"
+    weight: float | None = None
+    target: float | None = None
+    positions: Positions = "all"
+    hook_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if not callable(self.mode):
+            check_choice("mode", self.mode, Mode)
+        check_choice("positions", self.positions, Positions)
+        if self.layer is not None:
+            check_int("layer", self.layer, low=0)
+        self._check_coefficients()
+        if isinstance(self.vector, Tensor):
+            if self.vector.ndim != 1:
+                raise InvalidArgumentError(
+                    f"a tensor vector must be 1-D [d_model], got shape {tuple(self.vector.shape)}"
+                )
+            if self.layer is None:
+                raise InvalidArgumentError("a tensor vector needs an explicit layer=")
+            if self.mode == "project" and self.target is None:
+                raise InvalidArgumentError(
+                    "mode='project' with a tensor vector needs target= (there is no "
+                    "mean with-instruction projection to default to)"
+                )
+        elif not isinstance(self.vector, InstructionVector):
+            raise ArgumentTypeError(
+                f"vector must be an InstructionVector or a tensor, got {type(self.vector).__name__}"
+            )
+        if self.hook_name is not None and (
+            not isinstance(self.hook_name, str) or "{layer}" not in self.hook_name
+        ):
+            raise InvalidArgumentError(
+                f"hook_name {self.hook_name!r} must be a template with '{{layer}}', "
+                "e.g. 'blocks.{layer}.hook_resid_post'"
+            )
+
+    def _check_coefficients(self) -> None:
+        mode = self.mode if isinstance(self.mode, str) else "a function"
+        for name, value, owner, hint in [
+            ("weight", self.weight, "add", "target= (the value its component along u is set to)"),
+            ("target", self.target, "project", "weight= (the amount added along u)"),
+        ]:
+            if value is None:
+                continue
+            if mode != owner:
+                takes = f"takes {hint}" if mode in ("add", "project") else "takes neither"
+                shown = f"mode={mode!r}" if mode != "a function" else "a function mode"
+                raise InvalidArgumentError(
+                    f"{name}={value!r} is used only by mode={owner!r}; {shown} {takes}"
+                )
+            if not is_finite_number(value):
+                raise InvalidArgumentError(f"{name} {value!r} is not a finite number")
+
+
+class PerRow:
+    """One steering entry per batch row: None, a `SteeringTerm`, or a list of terms.
+
+    Example:
+        >>> rows = PerRow([SteeringTerm(vec, layer=1), None])
+        >>> len(rows), rows[1]
+        (2, ())
+    """
+
+    __slots__ = ("rows",)
+
+    def __init__(self, rows: Sequence[SteeringTerm | Sequence[SteeringTerm] | None]) -> None:
+        if isinstance(rows, (str, bytes, PerRow)) or not isinstance(rows, Sequence):
+            raise ArgumentTypeError(
+                f"PerRow takes a list with one entry per row, got {type(rows).__name__}"
+            )
+        out = []
+        for i, entry in enumerate(rows):
+            if entry is None:
+                out.append(())
+            elif isinstance(entry, SteeringTerm):
+                out.append((entry,))
+            elif isinstance(entry, (list, tuple)) and all(
+                isinstance(t, SteeringTerm) for t in entry
+            ):
+                out.append(tuple(entry))
+            else:
+                raise ArgumentTypeError(
+                    f"PerRow entry {i} must be None, a SteeringTerm or a list of them, "
+                    f"got {entry!r}"
+                )
+        if not out:
+            raise InvalidArgumentError("PerRow([]) has no rows")
+        object.__setattr__(self, "rows", tuple(out))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("PerRow is immutable")
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> tuple[SteeringTerm, ...]:
+        return self.rows[index]
+
+    def __repr__(self) -> str:
+        return f"PerRow({[list(r) for r in self.rows]!r})"
+
+
+Steering = SteeringTerm | Sequence[SteeringTerm] | PerRow | None
+
+
+def split_steering(
+    steering: Steering,
+) -> tuple[list[SteeringTerm], list[list[SteeringTerm]] | None]:
+    """``(shared terms, per-row terms or None)`` from a steering argument.
+
+    Example:
+        >>> split_steering(SteeringTerm(vec, layer=1))[1] is None
+        True
+        >>> split_steering([SteeringTerm(vec, layer=1), None])
+        Traceback (most recent call last):
+        ...
+        workbench.errors.ArgumentTypeError: steering is a list, which means terms shared by every row, but item 1 is None; for one entry per row, pass PerRow([...])
+    """
+    if steering is None:
+        return [], None
+    if isinstance(steering, SteeringTerm):
+        return [steering], None
+    if isinstance(steering, PerRow):
+        return [], [list(row) for row in steering.rows]
+    if isinstance(steering, (str, bytes)) or not isinstance(steering, Sequence):
+        raise ArgumentTypeError(
+            "steering must be a SteeringTerm, a list of them (shared by every row), "
+            f"PerRow([...]) or None, got {type(steering).__name__}"
+        )
+    terms = list(steering)
+    for i, item in enumerate(terms):
+        if not isinstance(item, SteeringTerm):
+            shown = "None" if item is None else f"a {type(item).__name__}"
+            raise ArgumentTypeError(
+                f"steering is a list, which means terms shared by every row, but item {i} "
+                f"is {shown}; for one entry per row, pass PerRow([...])"
+            )
+    return terms, None
