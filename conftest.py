@@ -15,12 +15,6 @@ import torch
 import workbench
 from tests.tiny import make_tiny_checkpoint
 
-DOCTEST_PAIRS = [
-    ("Tell me about owls. Answer in lowercase.", "Tell me about owls."),
-    ("Describe rain. Answer in lowercase.", "Describe rain."),
-    ("Name a fruit. Use only lowercase letters.", "Name a fruit."),
-]
-
 
 @pytest.fixture(scope="session")
 def _doctest_objects(tmp_path_factory: pytest.TempPathFactory) -> dict:
@@ -30,7 +24,7 @@ def _doctest_objects(tmp_path_factory: pytest.TempPathFactory) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = workbench.load_model(str(path))
-    vec = workbench.compute_instruction_vector(model, DOCTEST_PAIRS)
+    vec = workbench.compute_instruction_vector(model, workbench.make_pairs("lowercase", n=3))
     names = {name: getattr(workbench, name) for name in workbench.__all__}
     return {
         **names,

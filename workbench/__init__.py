@@ -20,7 +20,11 @@ from .generation import Generation, Sampling, generate
 from .models import load_model, model_info
 from .pairs import Pair, base_queries, instruction, instruction_names, make_pairs
 from .prompts import format_prompt
+from .scoring import score
+from .selection import select
 from .steering import steer
+from .sweep_files import merge_sweeps
+from .sweeps import sweep
 from .terms import PerRow, SteeringTerm
 from .vectors import InstructionVector
 
@@ -41,9 +45,13 @@ __all__ = [
     "instruction_names",
     "load_model",
     "make_pairs",
+    "merge_sweeps",
     "model_info",
     "read_residuals",
+    "score",
+    "select",
     "separability",
     "stability_curve",
     "steer",
+    "sweep",
 ]

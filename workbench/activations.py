@@ -20,8 +20,9 @@ from tqdm.auto import tqdm
 
 from . import kv
 from .errors import ArgumentTypeError, InvalidArgumentError
-from .options import RESID_HOOK, check_int, check_read_position
+from .options import RESID_HOOK, check_hook_template, check_int, check_read_position
 from .prompts import encode_prompts, pad_left
+from .steering import refuse_under_per_row_steer
 from .vectors import check_hooks
 
 
@@ -114,10 +115,11 @@ def read_residuals(
         >>> acts.shape
         torch.Size([1, 2, 32])
     """
+    refuse_under_per_row_steer("read_residuals")
     layers = check_layers(model, layers)
     position = check_read_position(position)
     check_int("batch_size", batch_size, low=1)
-    names = [hook_name.format(layer=layer) for layer in layers]
+    names = [check_hook_template(hook_name).format(layer=layer) for layer in layers]
     check_hooks(model, names)
     token_lists = encode_prompts(model, prompts, style=prompt_style)
     shortest = min(len(t) for t in token_lists)
@@ -154,6 +156,11 @@ def _read(
     def store(x: Tensor, hook: Any, col: int) -> None:
         # Bridge hooks report their canonical name (blocks.l.hook_out), not the
         # alias we registered, so the column is bound per hook instead.
+        if x.ndim != 3 or x.shape[-1] != out.shape[-1]:
+            raise InvalidArgumentError(
+                f"reading needs a [batch, pos, d_model={out.shape[-1]}] activation; hook "
+                f"{names[col]!r} carries shape {tuple(x.shape)}"
+            )
         if batch["rows"] is not None:
             out[batch["rows"], col] = reduce_positions(x, batch["mask"], position).float().cpu()
         if col == stop_col:

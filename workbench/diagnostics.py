@@ -15,9 +15,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from .errors import InvalidArgumentError
+from .errors import ArgumentTypeError, InvalidArgumentError
 from .extraction import pair_activations
-from .pairs import Pair
+from .options import check_int
+from .pairs import Pair, as_pairs
 from .vectors import InstructionVector
 
 
@@ -28,9 +29,15 @@ def _pair_diffs(source: InstructionVector | Tensor) -> Float[Tensor, "n_pairs n_
                 "this vector has no per-pair differences; compute it with keep_pair_diffs=True"
             )
         return source.pair_diffs
-    if source.ndim != 3:
+    if not isinstance(source, Tensor):
+        raise ArgumentTypeError(
+            "source must be an InstructionVector or a [n_pairs, n_layers, d_model] tensor, "
+            f"got {type(source).__name__}"
+        )
+    if source.ndim != 3 or not source.is_floating_point():
         raise InvalidArgumentError(
-            f"pair diffs must be [n_pairs, n_layers, d_model], got {tuple(source.shape)}"
+            f"pair diffs must be a float [n_pairs, n_layers, d_model] tensor, got "
+            f"{tuple(source.shape)} of {source.dtype}"
         )
     return source
 
@@ -71,8 +78,14 @@ def stability_curve(
     if n < 2:
         raise InvalidArgumentError(f"stability needs at least 2 pairs, got {n}")
     half = n // 2
+    check_int("n_draws", n_draws, low=2)
+    check_int("seed", seed, low=0)
     if sizes is None:
         sizes = sorted({min(2**i, half) for i in range(half.bit_length() + 1)})
+    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence):
+        raise ArgumentTypeError(f"sizes must be a list of ints, got {sizes!r}")
+    for k in sizes:
+        check_int("subset size", k)
     bad = [k for k in sizes if not 1 <= k <= half]
     if bad:
         raise InvalidArgumentError(
@@ -94,7 +107,7 @@ def stability_curve(
                     "layer": layer,
                     "n_pairs": k,
                     "cosine": float(cos[:, i].mean()),
-                    "cosine_std": float(cos[:, i].std()) if n_draws > 1 else 0.0,
+                    "cosine_std": float(cos[:, i].std()),
                 }
             )
     return pd.DataFrame(rows)
@@ -169,6 +182,13 @@ def separability(
         >>> list(table.columns)
         ['layer', 'auc', 'd_prime', 'mean_proj_with', 'mean_proj_without']
     """
+    if not isinstance(vec, InstructionVector):
+        raise ArgumentTypeError(f"vec must be an InstructionVector, got {type(vec).__name__}")
+    held_out = as_pairs(held_out)
+    if len(held_out) < 2:
+        raise InvalidArgumentError(
+            "separability needs at least 2 held-out pairs (d' needs a variance)"
+        )
     vec.check_model(model)
     acts_with, acts_without = pair_activations(
         model,

@@ -260,5 +260,7 @@ def ensure_checkpoint(name: str) -> Path:
     model = embedded_model(name)
     dest = checkpoint_dir(model)
     if verify_checkpoint(dest):
+        # A build killed while another finished leaves its temporary behind.
+        remove_stale_temps(dest)
         return dest
     return build_checkpoint(model, dest)

@@ -73,3 +73,7 @@ def nearest(value: object, choices: Iterable[str], n: int = 5) -> list[str]:
     choices = list(choices)
     close = difflib.get_close_matches(str(value), choices, n=n, cutoff=0.5)
     return close or choices[:n]
+
+
+class SweepFileError(WorkbenchError, ValueError):
+    """A sweep results file that is corrupt or belongs to another sweep."""

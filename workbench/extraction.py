@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +12,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .activations import check_layers, read_residuals
-from .errors import InvalidArgumentError
+from .errors import ArgumentTypeError, InvalidArgumentError
 from .models import model_info
 from .options import RESID_HOOK, PromptStyle, check_choice, check_read_position
 from .pairs import Pair, as_pairs
@@ -41,7 +42,7 @@ def pair_activations(
         torch.Size([2, 3, 32])
     """
     pairs = as_pairs(pairs)
-    style = prompt_style or model_info(model).prompt_style
+    style = model_info(model).prompt_style if prompt_style is None else prompt_style
     check_choice("prompt_style", style, PromptStyle)
     texts = [p.with_instruction for p in pairs] + [p.without_instruction for p in pairs]
     prompts = [format_prompt(model, t, style=style) for t in texts]
@@ -105,6 +106,20 @@ def difference_stats(
     )
 
 
+def _check_labels(instruction_id: Any, kwargs: Any) -> None:
+    """Refuse labels the vector file could not store, before any forward pass."""
+    if instruction_id is not None and not isinstance(instruction_id, str):
+        raise ArgumentTypeError(f"instruction_id must be a str or None, got {instruction_id!r}")
+    if kwargs is None:
+        return
+    if not isinstance(kwargs, Mapping):
+        raise ArgumentTypeError(f"kwargs must be a mapping, got {kwargs!r}")
+    try:
+        json.dumps(dict(kwargs), allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise InvalidArgumentError(f"kwargs {kwargs!r} cannot be stored as JSON: {e}") from e
+
+
 def _architecture(model: Any) -> str:
     cfg = model.cfg
     arch = getattr(cfg, "original_architecture", None) or getattr(cfg, "architecture", None)
@@ -150,7 +165,8 @@ def compute_instruction_vector(
     pairs = as_pairs(pairs)
     layers = check_layers(model, layers)
     position = check_read_position(position)
-    style = prompt_style or model_info(model).prompt_style
+    style = model_info(model).prompt_style if prompt_style is None else prompt_style
+    _check_labels(instruction_id, kwargs)
     acts_with, acts_without = pair_activations(
         model,
         pairs,

@@ -14,11 +14,10 @@ from torch import Tensor
 from . import kv
 from .errors import ArgumentTypeError, InvalidArgumentError
 from .models import model_info
-from .options import PromptStyle, check_choice, check_int
+from .options import PromptStyle, check_choice, check_int, is_finite_number
 from .prompts import check_prompts, encode_prompts, format_prompt, pad_left
-from .steering import SteeringPlan, position_window
+from .steering import SteeringPlan, position_window, refuse_under_per_row_steer
 from .terms import Steering
-from .vectors import is_finite_number
 
 PLAIN_STOP = "\nQ:"
 
@@ -49,7 +48,8 @@ class Sampling:
         if not is_finite_number(self.top_p) or not 0 < self.top_p <= 1:
             raise InvalidArgumentError(f"top_p must be in (0, 1], got {self.top_p!r}")
         if self.seed is not None:
-            check_int("seed", self.seed, low=0)
+            # torch generators take 64-bit seeds; prompt i uses seed + i.
+            check_int("seed", self.seed, low=0, high=2**62)
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,8 @@ def _generator(model: Any, seed: int) -> torch.Generator:
 def _stops(stop: Any, style: str, formatted: bool) -> list[str]:
     if stop is None:
         return [PLAIN_STOP] if style == "plain" and not formatted else []
+    if not isinstance(stop, (str, list, tuple)):
+        raise ArgumentTypeError(f"stop must be a string or a list of strings, got {stop!r}")
     stops = [stop] if isinstance(stop, str) else list(stop)
     if any(not isinstance(s, str) or not s for s in stops):
         raise InvalidArgumentError(f"stop strings must be non-empty strings, got {stop!r}")
@@ -146,13 +148,16 @@ def generate(
         >>> len(out)
         2
     """
+    refuse_under_per_row_steer("generate")
     prompts = check_prompts([prompts] if isinstance(prompts, str) else prompts)
     check_int("max_new_tokens", max_new_tokens, low=1)
     check_int("batch_size", batch_size, low=1)
     if sampling is not None and not isinstance(sampling, Sampling):
         raise ArgumentTypeError(f"sampling must be a Sampling or None, got {sampling!r}")
     style = check_choice(
-        "prompt_style", prompt_style or model_info(model).prompt_style, PromptStyle
+        "prompt_style",
+        model_info(model).prompt_style if prompt_style is None else prompt_style,
+        PromptStyle,
     )
     stops = _stops(stop, style, formatted)
     texts = prompts if formatted else [format_prompt(model, p, style=style) for p in prompts]

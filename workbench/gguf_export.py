@@ -14,10 +14,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InvalidArgumentError, VectorMismatchError
+import numpy as np
+
+from .errors import FileWriteError, InvalidArgumentError, VectorMismatchError
 from .files import atomic_path
-from .options import RESID_HOOK
-from .vectors import InstructionVector, is_finite_number
+from .options import RESID_HOOK, is_finite_number
+from .vectors import InstructionVector
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,10 @@ def export_gguf(
     scale: float = 1.0,
 ) -> GGUFExport:
     """Write ``direction.{l} = scale * mean difference at layer l`` for each layer.
+
+    The file reproduces only the ``add`` steering mode at all positions, with weight
+    ``scale * |mean difference|`` at each layer: llama.cpp adds the tensors to every
+    position's block output and has no ``project`` or ``ablate``.
 
     Args:
         layers: the layers to export. None exports every layer llama.cpp can take
@@ -64,7 +70,11 @@ def export_gguf(
         chosen = [layer for layer in vec.layers if layer > 0]
         skipped = tuple(layer for layer in vec.layers if layer == 0)
     else:
+        if isinstance(layers, (str, bytes)) or not isinstance(layers, Iterable):
+            raise InvalidArgumentError(f"layers must be a list of layer indices, got {layers!r}")
         chosen, skipped = list(layers), ()
+        if len(set(chosen)) != len(chosen):
+            raise InvalidArgumentError(f"layers {chosen} contain duplicates")
         if 0 in chosen:
             raise InvalidArgumentError(
                 "llama.cpp control vectors cannot steer layer 0; drop it from layers "
@@ -72,17 +82,22 @@ def export_gguf(
             )
     if not chosen:
         raise InvalidArgumentError(f"no layer to export: the vector holds {list(vec.layers)}")
-    rows = [vec.row(layer) for layer in chosen]
+    data = {layer: (vec.diffs[vec.row(layer)].float() * scale).numpy() for layer in chosen}
+    if not all(np.isfinite(d).all() for d in data.values()):
+        raise InvalidArgumentError(f"scale {scale!r} overflows float32 in the exported directions")
     hint = re.sub(r"(ForCausalLM|LMHeadModel|Model)$", "", vec.architecture).lower()
     path = Path(path)
     with atomic_path(path) as tmp:
-        writer = gguf.GGUFWriter(str(tmp), "controlvector")
-        writer.add_string("controlvector.model_hint", hint or "unknown")
-        writer.add_uint32("controlvector.layer_count", len(chosen))
-        for layer, row in zip(chosen, rows, strict=True):
-            writer.add_tensor(f"direction.{layer}", (vec.diffs[row].float() * scale).numpy())
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
+        try:
+            writer = gguf.GGUFWriter(str(tmp), "controlvector")
+            writer.add_string("controlvector.model_hint", hint or "unknown")
+            writer.add_uint32("controlvector.layer_count", len(chosen))
+            for layer, direction in data.items():
+                writer.add_tensor(f"direction.{layer}", direction)
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file()
+            writer.close()
+        except OSError as e:
+            raise FileWriteError(f"cannot write {str(path)!r}: {e.strerror or e}") from e
     return GGUFExport(path, tuple(chosen), skipped)

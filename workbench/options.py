@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal, get_args
 
 from .errors import ArgumentTypeError, InvalidArgumentError
@@ -73,3 +74,41 @@ def check_read_position(position: Any) -> str | int:
         f"position {position!r} is not one of {choices(ReadPosition)} or a positive int k "
         "(the mean of the last k prompt tokens)"
     )
+
+
+def is_finite_number(value: Any) -> bool:
+    """True for an int or float (not a bool) that is finite, however large an int.
+
+    Example:
+        >>> is_finite_number(2**2000), is_finite_number(float("nan")), is_finite_number(True)
+        (False, False, False)
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
+def check_hook_template(template: Any) -> str:
+    """A hook name template with ``{layer}`` and no other field, or an error.
+
+    Example:
+        >>> check_hook_template("blocks.{layer}.{x}")
+        Traceback (most recent call last):
+        ...
+        workbench.errors.InvalidArgumentError: hook_name 'blocks.{layer}.{x}' must be a template with '{layer}' and no other field, e.g. 'blocks.{layer}.hook_resid_post'
+    """
+    ok = isinstance(template, str) and "{layer}" in template
+    if ok:
+        try:
+            ok = template.format(layer=0) != template.format(layer=1)
+        except (KeyError, IndexError, ValueError, AttributeError):
+            ok = False
+    if not ok:
+        raise InvalidArgumentError(
+            f"hook_name {template!r} must be a template with '{{layer}}' and no other field, "
+            "e.g. 'blocks.{layer}.hook_resid_post'"
+        )
+    return template

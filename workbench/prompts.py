@@ -72,7 +72,9 @@ def format_prompt(
     _check_text(text, "prompt")
     if system is not None:
         _check_text(system, "system")
-    style = check_choice("style", style or model_info(model).prompt_style, PromptStyle)
+    style = check_choice(
+        "style", model_info(model).prompt_style if style is None else style, PromptStyle
+    )
     if style == "plain":
         prefix = f"{system}\n\n" if system else ""
         return f"{prefix}Q: {text}\nA:"
@@ -103,11 +105,18 @@ def encode_prompts(
         True
     """
     prompts = check_prompts(prompts)
-    style = check_choice("style", style or model_info(model).prompt_style, PromptStyle)
+    style = check_choice(
+        "style", model_info(model).prompt_style if style is None else style, PromptStyle
+    )
     tokenizer = model.tokenizer
     ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     if style == "plain" and tokenizer_adds_bos(tokenizer):
-        return [[tokenizer.bos_token_id, *row] for row in ids]
+        ids = [[tokenizer.bos_token_id, *row] for row in ids]
+    empty = [i for i, row in enumerate(ids) if not row]
+    if empty:
+        raise InvalidArgumentError(
+            f"prompts {empty} tokenize to no tokens; there is nothing to read"
+        )
     return ids
 
 

@@ -27,16 +27,37 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from .errors import InvalidArgumentError, PositionsError, VectorMismatchError, nearest
+from .errors import InvalidArgumentError, PositionsError, VectorMismatchError
 from .options import RESID_HOOK
 from .terms import SteerFn, Steering, SteeringTerm, split_steering
-from .vectors import InstructionVector
+from .vectors import InstructionVector, check_hooks
 
 # (absolute column of the pass's first position, number of prompt columns), set by
 # `generate` around each forward pass; None everywhere else.
 _WINDOW: contextvars.ContextVar[tuple[int, int] | None] = contextvars.ContextVar(
     "workbench_steering_window", default=None
 )
+
+
+# Set while a `steer(model, PerRow(...))` block runs: its rows are the rows of each
+# forward pass, which code that batches on its own cannot honour.
+_PER_ROW_STEER: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "workbench_per_row_steer", default=False
+)
+
+
+def refuse_under_per_row_steer(caller: str) -> None:
+    """Raise if a `steer(model, PerRow(...))` block is active around `caller`.
+
+    Functions that split their input into batches of their own (`generate`,
+    `read_residuals`) would otherwise apply the per-row terms to every batch.
+    """
+    if _PER_ROW_STEER.get():
+        raise InvalidArgumentError(
+            f"{caller} runs inside steer(model, PerRow(...)), whose rows are the rows of each "
+            f"forward pass; {caller} batches and reorders its own inputs, so the rows would not "
+            "match. Pass the per-row steering to generate(steering=PerRow(...)) instead."
+        )
 
 
 @contextlib.contextmanager
@@ -86,6 +107,7 @@ def _source(model: Any, term: SteeringTerm) -> tuple[int, Tensor, str, dict[str,
 
 def resolve(model: Any, term: SteeringTerm, known_hooks: Sequence[str]) -> ResolvedTerm:
     """Check `term` against `model` and compute its coefficients (no hooks added)."""
+    term = term.concrete()
     layer, diff, template, defaults = _source(model, term)
     n_layers = model.cfg.n_layers
     if not 0 <= layer < n_layers:
@@ -96,11 +118,7 @@ def resolve(model: Any, term: SteeringTerm, known_hooks: Sequence[str]) -> Resol
     if float(norm) == 0:
         raise InvalidArgumentError(f"the vector at layer {layer} is zero; it has no direction")
     hook_name = template.format(layer=layer)
-    if hook_name not in known_hooks:
-        raise VectorMismatchError(
-            f"unknown hook name {hook_name!r} for this model; nearest valid names: "
-            f"{nearest(hook_name, known_hooks)}"
-        )
+    check_hooks(model, [hook_name], known_hooks)
     u = (diff / norm).to(device=model.cfg.device, dtype=torch.float32)
     mode = term.mode
     if callable(mode):
@@ -112,11 +130,13 @@ def resolve(model: Any, term: SteeringTerm, known_hooks: Sequence[str]) -> Resol
     else:
         a, c = (term.target if term.target is not None else defaults["project"]), -1.0
     dtype = model.cfg.dtype
-    if not bool(torch.isfinite(u.to(dtype) * torch.tensor(float(a), dtype=dtype)).all()):
+    # The next normalisation squares the residual: beyond sqrt(max) it overflows.
+    if not abs(a) < torch.finfo(dtype).max ** 0.5:
         name = {"add": "weight", "project": "target"}[mode]
         raise InvalidArgumentError(
-            f"{name} {a!r} at layer {layer} overflows the model's dtype {dtype}; "
-            "steering would turn the residual stream into inf/NaN"
+            f"{name} {a!r} at layer {layer} overflows the model's dtype {dtype} (|{name}| must "
+            f"stay below {torch.finfo(dtype).max ** 0.5:.3g}); steering would turn the residual "
+            "stream into inf/NaN"
         )
     return ResolvedTerm(hook_name, u, float(a), c, term.positions, None)
 
@@ -183,6 +203,8 @@ class _Slot:
                         f"custom steering function returned {shape}, expected a tensor of "
                         f"shape {tuple(xi.shape)}"
                     )
+                if not bool(torch.isfinite(new).all()):
+                    raise InvalidArgumentError("custom steering function returned NaN or inf")
                 xi = new if pmask is None else torch.where(pmask[None, :, None], new, xi)
             rows.append(xi)
         return torch.cat(rows)
@@ -209,6 +231,12 @@ def _row_slots(rows: list[list[ResolvedTerm]]) -> dict[str, list[_Slot]]:
 
 
 def _hook_fn(x: Tensor, hook: Any, slots: list[_Slot], n_rows: int | None) -> Tensor:
+    d_model = slots[0].u.shape[-1]
+    if x.ndim != 3 or x.shape[-1] != d_model:
+        raise InvalidArgumentError(
+            f"steering needs a [batch, pos, d_model={d_model}] activation; hook "
+            f"{getattr(hook, 'name', '?')!r} carries shape {tuple(x.shape)}"
+        )
     if n_rows is not None and x.shape[0] != n_rows:
         raise InvalidArgumentError(
             f"per-row steering was set up for {n_rows} rows but the batch has {x.shape[0]}"
@@ -280,5 +308,9 @@ def steer(model: Any, steering: Steering) -> Iterator[Any]:
         True
     """
     plan = SteeringPlan(model, steering)
-    with model.hooks(fwd_hooks=plan.hooks()):
-        yield model
+    token = _PER_ROW_STEER.set(plan.n_rows is not None or _PER_ROW_STEER.get())
+    try:
+        with model.hooks(fwd_hooks=plan.hooks()):
+            yield model
+    finally:
+        _PER_ROW_STEER.reset(token)

@@ -13,14 +13,14 @@ nested list is refused with a pointer to `PerRow`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from torch import Tensor
 
 from .errors import ArgumentTypeError, InvalidArgumentError
-from .options import Mode, Positions, check_choice, check_int
-from .vectors import InstructionVector, is_finite_number
+from .options import Mode, Positions, check_choice, check_hook_template, check_int, is_finite_number
+from .vectors import InstructionVector
 
 SteerFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -44,7 +44,10 @@ class SteeringTerm:
         vector: an `InstructionVector`, or a ``[d_model]`` tensor used as a mean
             difference (direction v/|v|; ``project`` then needs an explicit target).
         layer: the layer to steer; None means the vector's `selected_layer`.
-        mode: ``"add"``, ``"project"``, ``"ablate"``, or a function.
+        mode: ``"add"``, ``"project"``, ``"ablate"``, or a function. None means
+            ``"project"``, except in ``SteeringTerm(vec)`` with nothing else given
+            on a vector that holds a selection (`workbench.selection.select`):
+            that steers with the selected layer, mode and coefficient.
         weight: only for ``"add"``.
         target: only for ``"project"``.
         positions: ``"all"`` (default); ``"prompt"`` or ``"generated"`` restrict the
@@ -63,27 +66,28 @@ class SteeringTerm:
 
     vector: InstructionVector | Tensor
     layer: int | None = None
-    mode: Mode | SteerFn = "project"
+    mode: Mode | SteerFn | None = None
     weight: float | None = None
     target: float | None = None
     positions: Positions = "all"
     hook_name: str | None = None
 
     def __post_init__(self) -> None:
-        if not callable(self.mode):
+        if self.mode is not None and not callable(self.mode):
             check_choice("mode", self.mode, Mode)
         check_choice("positions", self.positions, Positions)
         if self.layer is not None:
             check_int("layer", self.layer, low=0)
         self._check_coefficients()
         if isinstance(self.vector, Tensor):
-            if self.vector.ndim != 1:
+            if self.vector.ndim != 1 or not self.vector.is_floating_point():
                 raise InvalidArgumentError(
-                    f"a tensor vector must be 1-D [d_model], got shape {tuple(self.vector.shape)}"
+                    "a tensor vector must be a 1-D [d_model] float tensor, got shape "
+                    f"{tuple(self.vector.shape)} of {self.vector.dtype}"
                 )
             if self.layer is None:
                 raise InvalidArgumentError("a tensor vector needs an explicit layer=")
-            if self.mode == "project" and self.target is None:
+            if self.mode in ("project", None) and self.target is None:
                 raise InvalidArgumentError(
                     "mode='project' with a tensor vector needs target= (there is no "
                     "mean with-instruction projection to default to)"
@@ -92,16 +96,41 @@ class SteeringTerm:
             raise ArgumentTypeError(
                 f"vector must be an InstructionVector or a tensor, got {type(self.vector).__name__}"
             )
-        if self.hook_name is not None and (
-            not isinstance(self.hook_name, str) or "{layer}" not in self.hook_name
-        ):
+        if self.hook_name is not None:
+            check_hook_template(self.hook_name)
+
+    def uses_selection(self) -> bool:
+        """True when nothing but the vector was given, and the vector holds a selection."""
+        unset = (self.layer, self.mode, self.weight, self.target) == (None,) * 4
+        return (
+            unset
+            and isinstance(self.vector, InstructionVector)
+            and self.vector.selection is not None
+        )
+
+    def concrete(self) -> SteeringTerm:
+        """This term with its mode (and, from a selection, layer and coefficient) filled in.
+
+        Example:
+            >>> SteeringTerm(vec, layer=1).concrete().mode
+            'project'
+        """
+        if not self.uses_selection():
+            return self if self.mode is not None else replace(self, mode="project")
+        sel = self.vector.selection
+        if sel["layer"] is None:
             raise InvalidArgumentError(
-                f"hook_name {self.hook_name!r} must be a template with '{{layer}}', "
-                "e.g. 'blocks.{layer}.hook_resid_post'"
+                "this vector's selection is not to steer (the unsteered baseline was best on "
+                "validation); pass layer= and mode= to steer anyway"
             )
+        coefficient = {"weight" if sel["mode"] == "add" else "target": sel["coefficient"]}
+        if sel["mode"] == "ablate":
+            coefficient = {}
+        return replace(self, layer=sel["layer"], mode=sel["mode"], **coefficient)
 
     def _check_coefficients(self) -> None:
-        mode = self.mode if isinstance(self.mode, str) else "a function"
+        mode = "project" if self.mode is None else self.mode
+        mode = mode if isinstance(mode, str) else "a function"
         for name, value, owner, hint in [
             ("weight", self.weight, "add", "target= (the value its component along u is set to)"),
             ("target", self.target, "project", "weight= (the amount added along u)"),

@@ -39,6 +39,7 @@ _FIELDS = (
     "position",
     "prompt_style",
     "selected_layer",
+    "selection",
 )
 _REQUIRED = (*_FIELDS[:4], "layers", "d_model", "instruction_id", "kwargs", "hook_name")
 _REQUIRED += ("position", "selected_layer")
@@ -68,7 +69,10 @@ def save_vector(vec: InstructionVector, path: str | Path) -> Path:
 
 
 def _read(path: Path) -> tuple[dict[str, Any], Any]:
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise VectorFileError(f"cannot read vector file {str(path)!r}: {e.strerror or e}") from e
     try:
         tensors = st_load(raw)
         header_len = int.from_bytes(raw[:8], "little")
@@ -124,6 +128,8 @@ def load_vector(path: str | Path, model: Any = None) -> InstructionVector:
         >>> load_vector(path, model).d_model
         32
     """
+    if not isinstance(path, (str, Path)):
+        raise VectorFileError(f"a vector file path must be a str or Path, got {path!r}")
     path = Path(path)
     tensors, meta = _read(path)
     _check_header(path, tensors, meta)

@@ -7,7 +7,6 @@ export in `gguf_export`.
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -19,7 +18,14 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .errors import VectorError, VectorMismatchError, nearest
-from .options import RESID_HOOK, PromptStyle, check_choice, check_read_position
+from .options import (
+    RESID_HOOK,
+    PromptStyle,
+    check_choice,
+    check_hook_template,
+    check_read_position,
+    is_finite_number,
+)
 
 if TYPE_CHECKING:
     from .gguf_export import GGUFExport
@@ -36,15 +42,6 @@ def _check_tensor(key: str, value: Any, shape: tuple[int, ...]) -> None:
         raise _fail(key, f"has shape {tuple(value.shape)}, expected {shape}")
     if not bool(torch.isfinite(value).all()):
         raise _fail(key, "contains NaN or inf")
-
-
-def _check_hook_template(template: Any) -> None:
-    if not isinstance(template, str) or "{layer}" not in template:
-        raise _fail("hook_name", f"{template!r} is not a template with '{{layer}}'")
-    try:
-        template.format(layer=0)
-    except (KeyError, IndexError, ValueError) as e:
-        raise _fail("hook_name", f"{template!r} cannot be formatted with a layer: {e!r}") from e
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,6 +63,9 @@ class InstructionVector:
         position: where the residual was read (``"last"``, ``"mean"`` or k).
         pair_diffs: per-pair differences ``[n_pairs, n_layers, d_model]`` if kept.
         selected_layer: the layer chosen for steering, if any.
+        selection: the setting `workbench.selection.select` chose on validation data
+            (``layer``, ``mode``, ``coefficient`` and the evidence's summary), which
+            ``SteeringTerm(vec)`` steers with; ``layer`` None means "do not steer".
 
     Example:
         >>> vec.diffs.shape
@@ -91,6 +91,7 @@ class InstructionVector:
     prompt_style: str | None = None
     pair_diffs: Float[Tensor, "n_pairs n_layers d_model"] | None = None
     selected_layer: int | None = None
+    selection: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self._check_scalars()
@@ -117,14 +118,40 @@ class InstructionVector:
         norms = self.directions.norm(dim=-1)
         if not torch.allclose(norms, torch.ones_like(norms), atol=1e-3):
             raise _fail("directions", f"rows must be unit vectors, norms are {norms.tolist()}")
+        # Steering uses diffs and the diagnostics use directions: they must agree.
+        cos = torch.nn.functional.cosine_similarity(self.directions, self.diffs, dim=-1)
+        if bool((cos < 0.999).any()):
+            raise _fail("directions", f"rows must be diffs / |diffs|; cosines are {cos.tolist()}")
         _check_tensor("mean_proj_with", self.mean_proj_with, (n,))
         _check_tensor("mean_proj_without", self.mean_proj_without, (n,))
         if self.pair_diffs is not None:
             _check_tensor("pair_diffs", self.pair_diffs, (self.n_pairs, n, d))
-        if self.selected_layer is not None and self.selected_layer not in layers:
+        selected = self.selected_layer
+        if selected is not None and (
+            not isinstance(selected, int) or isinstance(selected, bool) or selected not in layers
+        ):
             raise _fail(
                 "selected_layer", f"{self.selected_layer!r} is not one of the layers {list(layers)}"
             )
+        if self.selection is not None:
+            self._check_selection(self.selection)
+
+    def _check_selection(self, sel: Any) -> None:
+        if not isinstance(sel, Mapping) or not {"layer", "mode", "coefficient"} <= set(sel):
+            raise _fail("selection", f"must map layer, mode and coefficient, got {sel!r}")
+        layer, mode, coefficient = sel["layer"], sel["mode"], sel["coefficient"]
+        if layer is None:
+            return
+        if layer not in self.layers or isinstance(layer, bool):
+            raise _fail(
+                "selection", f"layer {layer!r} is not one of the layers {list(self.layers)}"
+            )
+        if mode not in ("add", "project", "ablate"):
+            raise _fail("selection", f"mode {mode!r} is not one of ('add', 'project', 'ablate')")
+        if (mode == "ablate") != (coefficient is None) or (
+            coefficient is not None and not is_finite_number(coefficient)
+        ):
+            raise _fail("selection", f"coefficient {coefficient!r} does not fit mode {mode!r}")
 
     def _check_scalars(self) -> None:
         for key in ("n_pairs", "model_n_layers"):
@@ -138,13 +165,15 @@ class InstructionVector:
             raise _fail("instruction_id", f"must be a string or null, got {self.instruction_id!r}")
         if not isinstance(self.kwargs, Mapping):
             raise _fail("kwargs", f"must be a mapping, got {self.kwargs!r}")
-        _check_hook_template(self.hook_name)
-        try:
-            check_read_position(self.position)
-            if self.prompt_style is not None:
-                check_choice("prompt_style", self.prompt_style, PromptStyle)
-        except ValueError as e:
-            raise _fail("position" if "position" in str(e) else "prompt_style", str(e)) from e
+        for key, check in [
+            ("hook_name", check_hook_template),
+            ("position", check_read_position),
+            ("prompt_style", lambda v: v is None or check_choice("prompt_style", v, PromptStyle)),
+        ]:
+            try:
+                check(getattr(self, key))
+            except ValueError as e:
+                raise _fail(key, str(e)) from e
 
     @property
     def d_model(self) -> int:
@@ -172,6 +201,21 @@ class InstructionVector:
         """A copy with `selected_layer` set (the default layer of steering terms)."""
         self.row(layer)
         return replace(self, selected_layer=layer)
+
+    def with_selection(self, selection: Mapping[str, Any]) -> InstructionVector:
+        """A copy holding `selection` (see `workbench.selection.select`), saved with it.
+
+        Example:
+            >>> chosen = vec.with_selection({"layer": 1, "mode": "add", "coefficient": 4.0})
+            >>> SteeringTerm(chosen).concrete().weight
+            4.0
+        """
+        layer = selection.get("layer") if isinstance(selection, Mapping) else None
+        return replace(
+            self,
+            selection=dict(selection) if isinstance(selection, Mapping) else selection,
+            selected_layer=layer if layer is not None else self.selected_layer,
+        )
 
     def check_model(self, model: Any) -> None:
         """Raise if the vector cannot apply to `model`; warn if it came from other weights.
@@ -226,24 +270,32 @@ class InstructionVector:
         return load_vector(path, model)
 
     def to_gguf(self, path: str | Path, *, layers: Any = None, scale: float = 1.0) -> GGUFExport:
-        """Export as a llama.cpp control vector; see `gguf_export.export_gguf`."""
+        """Export as a llama.cpp control vector (see `gguf_export.export_gguf`).
+
+        The file reproduces only ``add`` at all positions (weight = scale x norm);
+        layer 0 has no slot in llama.cpp, so by default it is left out and reported
+        in the result's ``skipped``.
+
+        Example:
+            >>> import tempfile
+            >>> vec.to_gguf(Path(tempfile.mkdtemp()) / "v.gguf").skipped
+            (0,)
+        """
         from .gguf_export import export_gguf
 
         return export_gguf(self, path, layers=layers, scale=scale)
 
 
-def check_hooks(model: Any, names: list[str]) -> None:
-    """Raise `VectorMismatchError` for hook names the model lacks, naming the nearest."""
-    # hook_dict is rebuilt on every access on the bridge; read it once.
-    known = list(model.hook_dict)
+def check_hooks(model: Any, names: list[str], known: list[str] | None = None) -> None:
+    """Raise `VectorMismatchError` for hook names the model lacks, naming the nearest.
+
+    `known` is ``list(model.hook_dict)`` when the caller already has it: the bridge
+    rebuilds hook_dict on every access.
+    """
+    known = list(model.hook_dict) if known is None else known
     for name in names:
         if name not in known:
             raise VectorMismatchError(
                 f"unknown hook name {name!r} for this model; nearest valid names: "
                 f"{nearest(name, known)}"
             )
-
-
-def is_finite_number(value: Any) -> bool:
-    """True for an int or float (not a bool) that is finite."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -132,7 +132,10 @@ def _set(key, value):
         (_set("layers", [-1, 0, 1]), r"layers: \[-1\] are not layer indices"),
         (_set("layers", [0, 0, 1]), "contain duplicates"),
         (_set("selected_layer", 99), "selected_layer: 99 is not one of the layers"),
-        (_set("hook_name", "blocks.{lay}.x"), "hook_name: 'blocks.{lay}.x' is not a template"),
+        (
+            _set("hook_name", "blocks.{lay}.x"),
+            "hook_name: hook_name 'blocks.{lay}.x' must be a template",
+        ),
         (_set("position", "middle"), "position: position 'middle'"),
         (_set("n_pairs", -2), "n_pairs: must be a positive int"),
     ],

@@ -115,8 +115,11 @@ def good(tiny_models):
         ({"layers": ()}, "layers: must be a non-empty list"),
         ({"layers": (0, 1.0, 2)}, r"layers: \[1.0\] are not layer indices"),
         ({"selected_layer": 99}, "selected_layer: 99 is not one of the layers"),
-        ({"hook_name": "blocks.{lay}.x"}, r"hook_name: 'blocks.\{lay\}.x' is not a template"),
-        ({"hook_name": "blocks.{layer}.{x}"}, "cannot be formatted"),
+        (
+            {"hook_name": "blocks.{lay}.x"},
+            r"hook_name: hook_name 'blocks.\{lay\}.x' must be a template",
+        ),
+        ({"hook_name": "blocks.{layer}.{x}"}, "and no other field"),
         ({"position": "middle"}, "position: position 'middle' is not one of"),
         ({"prompt_style": "yaml"}, "prompt_style: prompt_style 'yaml'"),
         ({"n_pairs": 0}, "n_pairs: must be a positive int, got 0"),

@@ -1,0 +1,1 @@
+"""Reproducible experiments on the embedded model, kept out of the library package."""

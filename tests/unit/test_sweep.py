@@ -1,0 +1,155 @@
+"""Sweeps on a tiny model: the table, per-row batching, resuming after a crash, shards."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+import workbench.sweeps as sweep_module
+from workbench import compute_instruction_vector, generate, make_pairs
+from workbench.errors import (
+    ArgumentTypeError,
+    InvalidArgumentError,
+    SweepFileError,
+    VectorMismatchError,
+)
+from workbench.scoring import score
+from workbench.sweep_files import merge_sweeps
+from workbench.sweeps import Setting, SweepPrompt, sweep
+
+PROMPTS = ["hello there", "tell me about owls", "why?"]
+GRID = {"layers": [1, 2], "modes": ["add", "project"], "strengths": [0.5, 1.0]}
+KW = {**GRID, "max_new_tokens": 4, "progress": False}
+
+
+@pytest.fixture(scope="module")
+def lower(tiny_models):
+    return compute_instruction_vector(tiny_models["bridge"], make_pairs("lowercase", n=4))
+
+
+@pytest.fixture(scope="module")
+def model(tiny_models):
+    return tiny_models["bridge"]
+
+
+@pytest.fixture(scope="module")
+def full(model, lower):
+    return sweep(model, lower, PROMPTS, **KW)
+
+
+def _same(a, b):
+    """Tables equal in everything but the wall time."""
+    assert a.drop(columns="seconds").equals(b.drop(columns="seconds"))
+
+
+def test_one_row_per_setting_and_prompt_with_the_baseline_first(full, lower):
+    assert len(full) == (1 + 2 * 2 * 2) * len(PROMPTS)
+    assert full.unit.tolist() == list(range(len(full)))
+    base = full[full.layer.isna()]
+    assert base.prompt.tolist() == PROMPTS and base.coefficient.isna().all()
+    add = full[(full["mode"] == "add") & (full.layer == 2) & (full.strength == 0.5)]
+    assert add.coefficient.iloc[0] == pytest.approx(0.5 * float(lower.diff(2).norm()))
+    proj = full[(full["mode"] == "project") & (full.layer == 1) & (full.strength == 1.0)]
+    assert proj.coefficient.iloc[0] == pytest.approx(float(lower.mean_proj_with[1]))
+    assert set(full.instruction_id) == {"change_case:english_lowercase"}
+
+
+def test_rows_are_what_generate_and_score_give_one_at_a_time(full, model, lower):
+    for _, row in full.iloc[[0, 7, 20]].iterrows():
+        layer = None if pd.isna(row.layer) else int(row.layer)
+        term = Setting(layer, row["mode"], row.strength).term(lower)
+        alone = generate(model, [row.prompt], steering=term, max_new_tokens=4)[0]
+        assert row.response == alone
+        assert row.follows_strict == score(alone, row.instruction_id, row.kwargs)
+    assert (full.n_tokens <= 4).all() and full.perplexity.gt(1).all()
+
+
+def test_batch_size_does_not_change_the_table(full, model, lower):
+    _same(sweep(model, lower, PROMPTS, batch_size=5, **KW), full)
+
+
+def test_a_killed_sweep_resumes_to_the_same_table(full, model, lower, tmp_path, monkeypatch):
+    out = tmp_path / "s.jsonl"
+    real, calls = sweep_module._score_batch, {"n": 0}
+
+    def dies_on_the_third_batch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sweep_module, "_score_batch", dies_on_the_third_batch)
+    with pytest.raises(KeyboardInterrupt):
+        sweep(model, lower, PROMPTS, out=out, batch_size=4, **KW)
+    assert len(out.read_text().splitlines()) == 1 + 2 * 4  # header + two batches
+    monkeypatch.setattr(sweep_module, "_score_batch", real)
+    _same(sweep(model, lower, PROMPTS, out=out, batch_size=4, **KW), full)
+    assert len(out.read_text().splitlines()) == 1 + len(full)
+
+
+def test_a_torn_last_line_is_redone(full, model, lower, tmp_path):
+    out = tmp_path / "s.jsonl"
+    sweep(model, lower, PROMPTS, out=out, **KW)
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(lines[:-2]) + lines[-2][: len(lines[-2]) // 2])
+    _same(sweep(model, lower, PROMPTS, out=out, **KW), full)
+    assert all(json.loads(line) for line in out.read_text().splitlines())
+
+
+def test_shards_merge_into_the_unsharded_table(full, model, lower, tmp_path):
+    parts = [tmp_path / f"part{i}.jsonl" for i in range(3)]
+    for i, path in enumerate(parts):
+        part = sweep(model, lower, PROMPTS, out=path, shard=(i, 3), **KW)
+        assert set(part.unit % 3) == {i}
+    _same(merge_sweeps(parts), full)
+
+
+def test_a_file_of_another_sweep_is_refused(model, lower, tmp_path):
+    out = tmp_path / "s.jsonl"
+    sweep(model, lower, PROMPTS[:1], out=out, **KW)
+    with pytest.raises(SweepFileError, match="another configuration"):
+        sweep(model, lower, PROMPTS[:1], out=out, **{**KW, "strengths": [2.0]})
+    with pytest.raises(SweepFileError, match="written by shard None, not"):
+        sweep(model, lower, PROMPTS[:1], out=out, shard=(0, 2), **KW)
+    out.write_text(out.read_text() + "not json\n" + out.read_text().splitlines()[-1] + "\n")
+    with pytest.raises(SweepFileError, match="line .* is not valid JSON"):
+        sweep(model, lower, PROMPTS[:1], out=out, **KW)
+
+
+def test_prompts_may_carry_their_own_instruction(model, lower):
+    table = sweep(
+        model,
+        lower,
+        [SweepPrompt("hi", "punctuation:no_comma"), "hey"],
+        **{**KW, "layers": [1], "modes": ["add"], "strengths": [1.0]},
+    )
+    assert (
+        table.instruction_id.tolist()
+        == ["punctuation:no_comma", "change_case:english_lowercase"] * 2
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "match"),
+    [
+        ({"layers": [7]}, VectorMismatchError, "not layer 7"),
+        ({"layers": []}, InvalidArgumentError, "non-empty list of ints"),
+        ({"modes": ["amplify"]}, InvalidArgumentError, "mode 'amplify'"),
+        ({"strengths": [float("nan")]}, InvalidArgumentError, "strengths must be finite"),
+        ({"shard": (2, 2)}, InvalidArgumentError, r"shard index 2 is out of range \[0..1\]"),
+        ({"shard": 3}, InvalidArgumentError, r"shard must be \(i, n\)"),
+        ({"max_new_tokens": 0}, InvalidArgumentError, "max_new_tokens 0"),
+    ],
+)
+def test_bad_arguments_are_refused_before_any_generation(model, lower, change, error, match):
+    with pytest.raises(error, match=match):
+        sweep(model, lower, PROMPTS, **{**KW, **change})
+
+
+def test_prompts_must_be_a_list_and_need_an_instruction(model, tiny_vecs):
+    with pytest.raises(ArgumentTypeError, match="non-empty list"):
+        sweep(model, tiny_vecs["bridge"], "hi", **KW)
+    with pytest.raises(InvalidArgumentError, match="names no instruction"):
+        sweep(model, tiny_vecs["bridge"], ["hi"], **KW)
