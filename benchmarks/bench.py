@@ -322,11 +322,71 @@ def bench_sweep(n_layers: int = 6, n_prompts: int = 8, max_new_tokens: int = 32)
     )
 
 
+def bench_select_sweep(
+    n_layers: int = 8, n_prompts: int = 8, max_new_tokens: int = 64, n_score: int = 500
+) -> None:
+    """A selection sweep (layers x 3 strengths x prompts) as per-row batches vs one
+    `generate` per setting; then scoring throughput."""
+    from workbench.extraction import compute_instruction_vector
+    from workbench.generation import generate
+    from workbench.models import load_model
+    from workbench.pairs import base_queries, make_pairs
+    from workbench.scoring import score
+    from workbench.sweeps import settings_grid, sweep
+
+    model = load_model()
+    layers = list(range(6, 6 + 2 * n_layers, 2))
+    vec = compute_instruction_vector(model, make_pairs("no_comma", n=32), layers=layers)
+    prompts = [q.text for q in base_queries("validation")[:n_prompts]]
+    strengths = [0.25, 0.5, 1.0]
+    generate(model, prompts[:2], max_new_tokens=4)  # warm-up
+    t0 = time.perf_counter()
+    table = sweep(
+        model,
+        vec,
+        prompts,
+        layers=layers,
+        strengths=strengths,
+        baseline=False,
+        max_new_tokens=max_new_tokens,
+        batch_size=64,
+        progress=False,
+    )
+    t_sweep = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    per_setting: list[str] = []
+    for setting in settings_grid(vec, layers, ["project"], strengths, baseline=False):
+        per_setting += generate(
+            model, prompts, steering=setting.term(vec), max_new_tokens=max_new_tokens
+        )
+    t_loop = time.perf_counter() - t0
+    emit(
+        "select_sweep",
+        wall_s=t_sweep,
+        ratio=t_loop / t_sweep,
+        per_setting_s=t_loop,
+        rows=len(table),
+        same_responses=int(table.response.tolist() == per_setting),
+    )
+    responses = (table.response.tolist() * (n_score // len(table) + 1))[:n_score]
+    t0 = time.perf_counter()
+    for text in responses:
+        score(text, "punctuation:no_comma", {})
+        score(
+            text,
+            "length_constraints:number_sentences",
+            {"relation": "less than", "num_sentences": 2},
+        )
+    strict_s = time.perf_counter() - t0
+    emit("scoring", responses_per_s=2 * n_score / strict_s, checks=2 * n_score)
+
+
 BENCHMARKS: dict[str, Callable[[], None]] = {
     "load": bench_load,
     "extract": bench_extract,
     "generate": bench_generate,
     "sweep": bench_sweep,
+    "select_sweep": bench_select_sweep,
 }
 
 

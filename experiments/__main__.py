@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from .reference import Config, run
@@ -25,8 +26,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m experiments", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("results"))
     parser.add_argument("--quick", action="store_true", help="a minute-long smoke run")
+    parser.add_argument(
+        "--instructions", default=None, help="comma-separated subset (default: all bundled)"
+    )
     args = parser.parse_args()
-    run(QUICK if args.quick else Config(), args.out)
+    cfg = QUICK if args.quick else Config()
+    if args.instructions:
+        cfg = dataclasses.replace(cfg, instructions=tuple(args.instructions.split(",")))
+    run(cfg, args.out)
     print(f"wrote {args.out / 'README.md'}")
 
 

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from .errors import InvalidArgumentError, WorkbenchError
+from .options import Backend, choices
 
 _LAYER_PART = re.compile(r"^(\d+)(?:-(\d+))?$")
 
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         help="placeholder value, e.g. --set keyword=ocean",
     )
     ext.add_argument("--model", default="smollm2-135m-instruct")
-    ext.add_argument("--backend", default="bridge", choices=["bridge", "hooked"])
+    ext.add_argument("--backend", default="bridge", choices=choices(Backend))
     ext.add_argument("--device", default=None)
     ext.add_argument("--dtype", default=None)
     ext.add_argument("--split", default="train")

@@ -67,7 +67,7 @@ def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
     resolved = dtype if isinstance(dtype, torch.dtype) else None
     if isinstance(dtype, str):
         resolved = getattr(torch, dtype.removeprefix("torch."), None)
-    if not isinstance(resolved, torch.dtype) or not resolved.is_floating_point:
+    if not isinstance(resolved, torch.dtype) or str(resolved).removeprefix("torch.") not in _DTYPES:
         raise InvalidArgumentError(
             f"dtype {dtype!r} is not a torch floating-point dtype; use one of {_DTYPES}"
         )

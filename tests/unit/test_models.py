@@ -91,6 +91,10 @@ def test_directory_without_config_is_refused(tmp_path):
         ({"dtype": "float31"}, "dtype 'float31'"),
         ({"dtype": 16}, "dtype 16"),
         (
+            {"dtype": "float8_e4m3fn"},
+            "dtype .float8_e4m3fn. is not a torch floating-point dtype; use one of",
+        ),
+        (
             {"prompt_style": "markdown"},
             r"prompt_style 'markdown' is not one of \('chat', 'plain'\)",
         ),

@@ -197,3 +197,16 @@ def test_no_seed_means_fresh_randomness_and_reports_the_seed_used(tiny_model):
 
 def test_greedy_runs_report_no_seed(tiny_model):
     assert generate(tiny_model, ["hi"], max_new_tokens=2, return_tokens=True).seed is None
+
+
+def test_a_vector_transfers_to_a_model_of_the_same_width_and_depth(tiny_vecs, other_models):
+    """The reference work moves instruction-tuned vectors to the base model of the
+    same family; here: a vector from one tiny model steers another of the same shape."""
+    other = other_models["reseeded"]
+    term = SteeringTerm(tiny_vecs["bridge"], layer=1, mode="add", weight=8.0)
+    with pytest.warns(UserWarning, match="transfer"):
+        steered = _tokens(other, steering=term)
+    assert steered != _tokens(other)
+    with pytest.warns(UserWarning, match="transfer"):
+        oracle = [reference_generate(other, p, term, N_NEW) for p in PROMPTS]
+    assert steered == oracle
