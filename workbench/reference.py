@@ -19,9 +19,12 @@ from .terms import Steering
 
 @torch.inference_mode()
 def reference_generate(
-    model: Any, prompt: str, steering: Steering, max_new_tokens: int
+    model: Any, prompt: str, steering: Steering, max_new_tokens: int, *, stop_at_eos: bool = True
 ) -> list[int]:
     """Greedy tokens for one user prompt; `steering` is a term, a list of terms, or None.
+
+    With `stop_at_eos=False` it always returns `max_new_tokens` tokens, as TransformerLens'
+    `generate(..., stop_at_eos=False)` does.
 
     Example:
         >>> tokens = reference_generate(model, "Name a colour.", SteeringTerm(vec, layer=1), 3)
@@ -38,7 +41,7 @@ def reference_generate(
             logits = model(ids)
             nxt = int(logits[0, -1].argmax())
             out.append(nxt)
-            if nxt in stop:
+            if stop_at_eos and nxt in stop:
                 break
             ids = torch.cat([ids, torch.tensor([[nxt]], device=ids.device)], dim=1)
     return out
