@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import plotly.graph_objects as go
 
 from workbench.errors import InvalidArgumentError
-from workbench.files import write_atomic
+
+from .style import LAYER_AXIS, TEMPLATE, write_html
+
+__all__ = ["plot_layer_profile", "write_html"]
 
 
 def plot_layer_profile(
@@ -46,17 +47,9 @@ def plot_layer_profile(
         )
     fig.update_layout(
         title=title,
-        xaxis_title="layer (blocks.{l}.hook_resid_post)",
+        xaxis_title=LAYER_AXIS,
         yaxis_title="residual-stream units",
-        template="plotly_white",
+        template=TEMPLATE,
         hovermode="x unified",
     )
     return fig
-
-
-def write_html(fig: go.Figure, path: str | Path) -> Path:
-    """Write a self-contained HTML file (plotly.js embedded, viewable offline), atomically."""
-    html = fig.to_html(include_plotlyjs=True, full_html=True)
-    path = Path(path)
-    write_atomic(path, html.encode("utf-8"))
-    return path
