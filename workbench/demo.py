@@ -35,8 +35,9 @@ def run_demo(
     n_prompts: int = 4,
     max_new_tokens: int = 48,
 ) -> dict[str, Path]:
-    """Load the model, compute the vector, print unsteered vs steered, write outputs."""
-    from analyses import layer_table, plot_layer_profile, write_html
+    """Load the model, compute the vector, print unsteered vs steered, write the vector
+    file and its report page (``{"vector": path, "report": path}``)."""
+    from analyses.report import report
 
     t0 = time.perf_counter()
     model = load_model(model_name)
@@ -47,7 +48,7 @@ def run_demo(
 
     pairs = make_pairs(DEMO_INSTRUCTION, split="train", n=n_pairs)
     t0 = time.perf_counter()
-    vec = compute_instruction_vector(model, pairs, progress=True).select_layer(DEMO_LAYER)
+    vec = compute_instruction_vector(model, pairs, keep_pair_diffs=True, progress=True).select_layer(DEMO_LAYER)
     print(
         f"instruction vector {vec.instruction_id!r} from {vec.n_pairs} pairs at all "
         f"{len(vec.layers)} layers in {time.perf_counter() - t0:.1f}s"
@@ -66,7 +67,7 @@ def run_demo(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     vector_path = vec.save(out_dir / f"{DEMO_INSTRUCTION}.safetensors")
-    fig = plot_layer_profile(layer_table(vec), title=f"'{DEMO_INSTRUCTION}' vector by layer")
-    figure_path = write_html(fig, out_dir / f"{DEMO_INSTRUCTION}_layers.html")
-    print(f"\nwrote {vector_path} and {figure_path}")
-    return {"vector": vector_path, "figure": figure_path}
+    # With the model, the page adds the relative norms and the held-out projections.
+    report_path = report(vec, out=out_dir / f"{DEMO_INSTRUCTION}_report.html", model=model)
+    print(f"\nwrote {vector_path} and {report_path} (open it in a browser)")
+    return {"vector": vector_path, "report": report_path}

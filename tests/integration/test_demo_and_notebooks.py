@@ -13,14 +13,14 @@ from workbench.demo import run_demo
 NOTEBOOKS = sorted((Path(__file__).parents[2] / "notebooks").glob("*.ipynb"))
 
 
-def test_demo_writes_a_loadable_vector_and_a_figure(tmp_path, smol, capsys):
+def test_demo_writes_a_loadable_vector_and_its_report(tmp_path, smol, capsys):
     outputs = run_demo(tmp_path, n_pairs=16, n_prompts=2, max_new_tokens=12)
     printed = capsys.readouterr().out
     assert "UNSTEERED" in printed and "STEERED" in printed
     vec = InstructionVector.load(outputs["vector"], model=smol)
     assert vec.n_pairs == 16 and vec.selected_layer == 14
-    html = outputs["figure"].read_text()
-    assert "plotly" in html and "one_sentence" in html
+    html = outputs["report"].read_text()
+    assert "one_sentence" in html and html.count('class="plotly-graph-div"') >= 5
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)

@@ -1,0 +1,247 @@
+"""One self-contained HTML page with the figures for a saved vector and its sweep table.
+
+The page embeds plotly.js once and every figure after it, so it opens offline from a
+file. Sections whose inputs are missing (no sweep table, no per-pair differences, no
+model) are listed at the end with the reason, instead of vanishing without a word.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
+
+from workbench import InstructionVector, make_pairs, stability_curve
+from workbench.errors import ArgumentTypeError
+from workbench.files import write_atomic
+from workbench.sweep_files import merge_sweeps
+
+from .figures import plot_layer_profile
+from .style import vector_label
+from .tables import layer_table
+
+
+@dataclass(frozen=True)
+class Section:
+    """A heading, a one-sentence reading guide, and a figure (None: `reason` says why not)."""
+
+    heading: str
+    guide: str
+    figure: go.Figure | None = None
+    reason: str = ""
+
+
+def _vector(vector: Any) -> InstructionVector:
+    if isinstance(vector, InstructionVector):
+        return vector
+    if isinstance(vector, (str, Path)):
+        return InstructionVector.load(vector)
+    raise ArgumentTypeError(
+        f"vector must be an InstructionVector or a .safetensors path, got {type(vector).__name__}"
+    )
+
+
+def _sweep(sweep: Any) -> pd.DataFrame | None:
+    if sweep is None or isinstance(sweep, pd.DataFrame):
+        return sweep
+    if isinstance(sweep, (str, Path)):
+        return merge_sweeps([sweep])
+    if isinstance(sweep, Sequence):
+        return merge_sweeps(list(sweep))
+    raise ArgumentTypeError(
+        "sweep must be a DataFrame, a .jsonl path or a list of shard paths, "
+        f"got {type(sweep).__name__}"
+    )
+
+
+def _vector_sections(vec: InstructionVector, label: str) -> list[Section]:
+    from .geometry import layer_cosine_table
+    from .geometry_figures import plot_layer_cosines
+    from .sweep_figures import plot_stability
+
+    sections = [
+        Section(
+            "Norm and projections by layer",
+            "How far apart with- and without-instruction residuals sit along the vector.",
+            plot_layer_profile(layer_table(vec), title=f"'{label}' vector by layer"),
+        ),
+        Section(
+            "Direction across layers",
+            "Cosine between the vector's directions at two layers: blocks of high cosine "
+            "are depths where the direction barely rotates.",
+            plot_layer_cosines(layer_cosine_table(vec), label=label),
+        ),
+    ]
+    if vec.pair_diffs is not None and vec.n_pairs >= 2:
+        curve = stability_curve(vec, n_draws=10)
+        figure, reason = plot_stability(curve, label=label), ""
+    else:
+        figure, reason = None, "the vector was computed without keep_pair_diffs=True"
+    sections.append(
+        Section(
+            "Stability",
+            "Cosine between the mean differences of two disjoint halves of the pairs: "
+            "near 1 means more pairs would not change the direction.",
+            figure,
+            reason,
+        )
+    )
+    return sections
+
+
+def _model_sections(model: Any, vec: InstructionVector, label: str, pairs: Any) -> list[Section]:
+    from .geometry import relative_norm_table, residual_norms
+    from .geometry_figures import plot_relative_norms
+    from .projection_figures import plot_projections
+    from .projections import projections
+
+    prompts = [p.without_instruction for p in pairs]
+    norms = residual_norms(model, prompts, layers=list(vec.layers), prompt_style=vec.prompt_style)
+    return [
+        Section(
+            "Norm relative to the residual stream",
+            "The vector's norm over the typical residual-stream norm at the same layer; the "
+            "raw norm mostly shows the residual stream growing with depth.",
+            plot_relative_norms(relative_norm_table(vec, norms), label=label),
+        ),
+        Section(
+            "Projections of held-out pairs",
+            "With- and without-instruction residuals projected on the direction, per layer, "
+            "with AUC and d′ of the separation.",
+            plot_projections(projections(model, vec, pairs)),
+        ),
+    ]
+
+
+def _sweep_sections(table: pd.DataFrame | None, vec: InstructionVector, label: str) -> list:
+    from .sweep_figures import plot_accuracy_heatmap, plot_layer_sweep
+    from .sweep_views import accuracy_grid, layer_sweep
+
+    guide = "Accuracy and degenerate share of steered responses by layer, against the baseline."
+    if table is None:
+        return [Section("Layer sweep", guide, None, "no sweep table was given")]
+    sections = [Section("Layer sweep", guide, plot_layer_sweep(layer_sweep({label: table})))]
+    for mode in [m for m in table["mode"].dropna().unique() if m != "ablate"]:
+        sections.append(
+            Section(
+                f"Accuracy by layer and strength ({mode})",
+                "Each cell is one setting's share of prompts that follow the instruction.",
+                plot_accuracy_heatmap(accuracy_grid(table, mode=mode)),
+            )
+        )
+    return sections
+
+
+def report_sections(
+    vector: InstructionVector | str | Path,
+    *,
+    sweep: pd.DataFrame | str | Path | Sequence[str | Path] | None = None,
+    model: Any = None,
+    pairs: Any = None,
+) -> list[Section]:
+    """The sections of the report page, figures built, in page order.
+
+    With `model`, the held-out pairs (default: the validation split of the vector's
+    bundled instruction) add the relative-norm and projection figures.
+
+    Example:
+        >>> [s.heading for s in report_sections(vec)][:2]
+        ['Norm and projections by layer', 'Direction across layers']
+    """
+    vec = _vector(vector)
+    label = vector_label(vec)
+    sections = _vector_sections(vec, label)
+    sections += _sweep_sections(_sweep(sweep), vec, label)
+    if model is None:
+        sections.append(
+            Section("Residual-stream context", "", None, "no model was given (model=…)")
+        )
+    else:
+        if pairs is None:
+            pairs = make_pairs(label, split="validation", n=16)
+        sections += _model_sections(model, vec, label, pairs)
+    return sections
+
+
+def _meta(vec: InstructionVector) -> dict[str, Any]:
+    return {
+        "model": vec.model_name,
+        "instruction": vec.instruction_id,
+        "arguments": dict(vec.kwargs),
+        "layers": f"{min(vec.layers)}–{max(vec.layers)} ({len(vec.layers)})",
+        "pairs": vec.n_pairs,
+        "read at": f"{vec.hook_name}, position {vec.position}, {vec.prompt_style} prompts",
+        "selection": dict(vec.selection) if vec.selection else "none",
+    }
+
+
+def render_page(sections: Sequence[Section], *, title: str, meta: dict[str, Any]) -> str:
+    """The HTML text of the page: plotly.js inline once, then one block per section.
+
+    Example:
+        >>> page = render_page([Section("A", "a guide", go.Figure(go.Bar(y=[1])))],
+        ...                    title="t", meta={"model": "tiny"})
+        >>> page.count('class="plotly-graph-div"'), "<script src=" in page
+        (1, False)
+    """
+    esc = html.escape
+    rows = "".join(
+        f"<tr><th>{esc(k)}</th><td>{esc(v if isinstance(v, str) else json.dumps(v))}</td></tr>"
+        for k, v in meta.items()
+    )
+    body, missing = [], []
+    for i, s in enumerate(sections):
+        if s.figure is None:
+            missing.append(f"<li><b>{esc(s.heading)}</b>: {esc(s.reason)}</li>")
+            continue
+        div = s.figure.to_html(full_html=False, include_plotlyjs=False, div_id=f"figure-{i}")
+        body.append(f"<section><h2>{esc(s.heading)}</h2><p>{esc(s.guide)}</p>{div}</section>")
+    not_shown = f"<h2>Not shown</h2><ul>{''.join(missing)}</ul>" if missing else ""
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{esc(title)}</title><style>{_CSS}</style>"
+        f'<script type="text/javascript">{get_plotlyjs()}</script></head><body>'
+        f"<h1>{esc(title)}</h1><table>{rows}</table>{''.join(body)}{not_shown}</body></html>"
+    )
+
+
+_CSS = (
+    "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+    "table{border-collapse:collapse}th,td{text-align:left;padding:2px 12px 2px 0}"
+    "section{margin-top:2em}h2{margin-bottom:0.2em}p{color:#555;margin-top:0}"
+)
+
+
+def report(
+    vector: InstructionVector | str | Path,
+    *,
+    out: str | Path,
+    sweep: pd.DataFrame | str | Path | Sequence[str | Path] | None = None,
+    model: Any = None,
+    pairs: Any = None,
+    title: str | None = None,
+) -> Path:
+    """Write the report page for `vector` (and its `sweep` table) to `out`, atomically.
+
+    `vector` is an `InstructionVector` or a saved ``.safetensors`` file; `sweep` a sweep
+    DataFrame, a ``.jsonl`` file or the files of a sharded sweep. Returns the path.
+
+    Example:
+        >>> import tempfile
+        >>> page = report(vec, out=Path(tempfile.mkdtemp()) / "lowercase.html")
+        >>> page.read_text().count('class="plotly-graph-div"')
+        2
+    """
+    vec = _vector(vector)
+    sections = report_sections(vec, sweep=sweep, model=model, pairs=pairs)
+    title = title or f"Instruction vector: {vector_label(vec)} ({vec.model_name})"
+    path = Path(out)
+    write_atomic(path, render_page(sections, title=title, meta=_meta(vec)).encode("utf-8"))
+    return path

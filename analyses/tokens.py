@@ -1,0 +1,176 @@
+"""Token-level view: how strongly each response token's residual points along u.
+
+Data only; `analyses.projection_figures.plot_token_projections` draws it.
+
+What is read, precisely. For each response (unsteered, steered, …) ONE unsteered
+forward pass runs over the prompt, formatted the way the vector was built
+(`workbench.format_prompt` in the vector's prompt style, tokenized by
+`workbench.prompts.encode_prompts`), followed by the response's tokens. The residual
+``blocks.{layer}.hook_resid_post`` (the vector's hook) at each response token's own
+position is projected onto the unit direction u_layer. Position 0 is the first
+response token; its residual is the one that predicts the second.
+
+Why unsteered. Under ``project`` steering the projection at the steered layer *is*
+the target, at every position, by construction, so reading the steered pass would
+show a flat line. Reading the natural activation of the same tokens shows where the
+model itself moves along the direction: a steered response that follows the
+instruction should look more like the with-instruction side (``mean_proj_with``)
+than the unsteered one does. Run it outside any `workbench.steer` block, which
+would steer this forward pass too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from workbench import Generation, InstructionVector
+from workbench.errors import ArgumentTypeError, InvalidArgumentError
+from workbench.prompts import encode_prompts, format_prompt
+from workbench.steering import refuse_under_per_row_steer
+
+from .style import vector_label
+
+__all__ = ["token_projections"]
+
+
+class _StopForward(Exception):
+    """Raised by the reading hook: nothing after the read layer is needed."""
+
+
+def _response_ids(model: Any, setting: str, response: Any) -> list[int]:
+    if isinstance(response, Generation):
+        if len(response.tokens) != 1:
+            raise InvalidArgumentError(
+                f"response {setting!r} is a Generation of {len(response.tokens)} completions; "
+                "pass one: its text g.texts[i], or Generation([g.texts[i]], [g.tokens[i]])"
+            )
+        # The generated ids themselves: re-tokenizing the decoded text may split it
+        # differently from how it was produced.
+        ids = [int(t) for t in response.tokens[0]]
+    elif isinstance(response, str):
+        ids = model.tokenizer(response, add_special_tokens=False)["input_ids"]
+    else:
+        raise ArgumentTypeError(
+            f"response {setting!r} must be a str or a one-completion Generation, got "
+            f"{type(response).__name__} {response!r}"
+        )
+    if not ids:
+        raise InvalidArgumentError(f"response {setting!r} has no tokens; there is nothing to read")
+    return ids
+
+
+def _read_layer(model: Any, ids: list[int], hook_name: str) -> Float[Tensor, "pos d_model"]:
+    """The residual at `hook_name` for every position of one unpadded sequence."""
+    kept: dict[str, Tensor] = {}
+
+    def keep(x: Tensor, hook: Any) -> None:
+        kept["x"] = x[0].detach().float().cpu()
+        raise _StopForward
+
+    input_ids = torch.tensor([ids], device=model.cfg.device)
+    with torch.inference_mode(), model.hooks(fwd_hooks=[(hook_name, keep)]):
+        with contextlib.suppress(_StopForward):
+            model(input_ids, attention_mask=torch.ones_like(input_ids))
+    x = kept["x"]
+    if x.shape != (len(ids), model.cfg.d_model):
+        raise InvalidArgumentError(
+            f"hook {hook_name!r} carries shape {tuple(x.shape)}; reading needs "
+            f"[pos={len(ids)}, d_model={model.cfg.d_model}]"
+        )
+    return x
+
+
+def token_projections(
+    model: Any,
+    vec: InstructionVector,
+    layer: int,
+    prompt: str,
+    responses: Mapping[str, str | Generation],
+) -> pd.DataFrame:
+    """Projection onto u_layer of each response token's unsteered residual, per setting.
+
+    See the module docstring for exactly what is read and why the forward pass is
+    unsteered even for a steered response.
+
+    Args:
+        layer: one of ``vec.layers`` (typically the steering layer).
+        prompt: the user message the responses answer (without the instruction, as
+            when steering), formatted in the vector's prompt style.
+        responses: ``{setting: response}``, e.g. ``{"unsteered": …, "steered": …}``;
+            a response is its text (tokenized without special tokens) or a
+            one-completion `Generation` from ``generate(..., return_tokens=True)``
+            (its token ids are used as generated, EOS included if produced).
+
+    Returns:
+        DataFrame, one row per (setting, response token): ``setting``, ``position``
+        (0 = first response token), ``token`` (that token decoded), ``token_id``,
+        ``projection`` (x·u_layer, residual units). ``df.attrs`` holds ``layer``,
+        ``label`` (the vector's name), ``prompt`` and the vector's ``mean_proj_with``
+        and ``mean_proj_without`` at `layer` (read at the vector's read position).
+
+    Example:
+        >>> table = token_projections(model, vec, 1, "Name a colour.", {"unsteered": "blue", "steered": "red"})
+        >>> table.groupby("setting", sort=False).size().to_dict()
+        {'unsteered': 4, 'steered': 3}
+        >>> table.columns.tolist()
+        ['setting', 'position', 'token', 'token_id', 'projection']
+    """
+    refuse_under_per_row_steer("token_projections")
+    if not isinstance(vec, InstructionVector):
+        raise ArgumentTypeError(f"vec must be an InstructionVector, got {type(vec).__name__}")
+    row = vec.row(layer)
+    if not isinstance(prompt, str):
+        raise ArgumentTypeError(f"prompt must be a str, got {type(prompt).__name__} {prompt!r}")
+    if not isinstance(responses, Mapping):
+        raise ArgumentTypeError(
+            "responses must be a mapping {setting: response text or Generation}, got "
+            f"{type(responses).__name__}; e.g. {{'unsteered': text, 'steered': text}}"
+        )
+    if not responses:
+        raise InvalidArgumentError("responses is empty; pass at least one {setting: response}")
+    bad = [s for s in responses if not isinstance(s, str) or not s]
+    if bad:
+        raise ArgumentTypeError(f"setting labels must be non-empty strings, got {bad!r}")
+    vec.check_model(model)
+    formatted = format_prompt(model, prompt, style=vec.prompt_style)
+    prompt_ids = encode_prompts(model, [formatted], style=vec.prompt_style)[0]
+    answers = {s: _response_ids(model, s, r) for s, r in responses.items()}
+    n_ctx = model.cfg.n_ctx
+    for setting, ids in answers.items():
+        if len(prompt_ids) + len(ids) > n_ctx:
+            raise InvalidArgumentError(
+                f"prompt ({len(prompt_ids)} tokens) + response {setting!r} ({len(ids)} tokens) "
+                f"exceed the model's context of {n_ctx} tokens"
+            )
+    hook_name = vec.hook_name.format(layer=layer)
+    u = vec.directions[row].float()
+    rows = []
+    for setting, ids in answers.items():
+        resid = _read_layer(model, prompt_ids + ids, hook_name)[len(prompt_ids) :]
+        proj = resid @ u
+        for pos, (tok, value) in enumerate(zip(ids, proj.tolist(), strict=True)):
+            rows.append(
+                {
+                    "setting": setting,
+                    "position": pos,
+                    "token": model.tokenizer.decode([tok]),
+                    "token_id": tok,
+                    "projection": value,
+                }
+            )
+    table = pd.DataFrame(rows)
+    table.attrs.update(
+        layer=layer,
+        label=vector_label(vec),
+        prompt=prompt,
+        mean_proj_with=float(vec.mean_proj_with[row]),
+        mean_proj_without=float(vec.mean_proj_without[row]),
+    )
+    return table
