@@ -217,21 +217,23 @@ def residual_norms(
     Each prompt is a user message, formatted with `format_prompt` in `prompt_style`
     (default: the model's; pass ``vec.prompt_style`` to match a vector), run in
     left-padded batches, and the norm of the residual at every non-pad token position
-    is pooled over all prompts. Every position counts, including the first (in large
-    models a BOS "attention sink" can be far larger than the rest, raising the mean).
+    is pooled over all prompts. Every position counts, including the first; because a
+    few "attention sink" positions (BOS, the first chat-template tokens) can be many
+    times larger than the rest and drag the mean up, the median is the typical norm
+    that `relative_norm_table` divides by (on SmolLM2-135M the mean jumps at layer 11).
 
     Args:
         prompts: user messages, e.g. the queries of `make_pairs`' pairs.
         layers: layer indices (default: all), in the order of the rows.
 
     Returns:
-        DataFrame with one row per layer: ``layer``, ``mean_norm``, ``std_norm``
-        (population standard deviation over the positions) and ``n_tokens``.
+        DataFrame with one row per layer: ``layer``, ``median_norm``, ``mean_norm``,
+        ``std_norm`` (population standard deviation over the positions) and ``n_tokens``.
 
     Example:
         >>> norms = residual_norms(model, ["Name a colour.", "Hi"], layers=[0, 2])
         >>> norms.columns.tolist(), norms.layer.tolist()
-        (['layer', 'mean_norm', 'std_norm', 'n_tokens'], [0, 2])
+        (['layer', 'median_norm', 'mean_norm', 'std_norm', 'n_tokens'], [0, 2])
     """
     refuse_under_per_row_steer("residual_norms")
     layers = check_layers(model, layers)
@@ -271,6 +273,7 @@ def residual_norms(
         rows.append(
             {
                 "layer": layer,
+                "median_norm": float(norms.quantile(0.5)),
                 "mean_norm": float(norms.mean()),
                 "std_norm": float(norms.std(correction=0)),
                 "n_tokens": int(norms.numel()),
@@ -288,7 +291,7 @@ def relative_norm_table(vec: InstructionVector, norms: pd.DataFrame) -> pd.DataF
 
     Returns:
         DataFrame with one row per layer of `vec` (in its order): ``layer``, ``norm``
-        (‖diff_l‖), ``residual_norm`` (``mean_norm`` from `norms`) and ``relative``
+        (‖diff_l‖), ``residual_norm`` (``median_norm`` from `norms`) and ``relative``
         (norm / residual_norm).
 
     Example:
@@ -304,7 +307,7 @@ def relative_norm_table(vec: InstructionVector, norms: pd.DataFrame) -> pd.DataF
         raise ArgumentTypeError(
             f"norms must be the DataFrame of residual_norms(), got {type(norms).__name__}"
         )
-    missing_cols = {"layer", "mean_norm"} - set(norms.columns)
+    missing_cols = {"layer", "median_norm"} - set(norms.columns)
     if missing_cols:
         raise InvalidArgumentError(
             f"norms lacks columns {sorted(missing_cols)} (it has {list(norms.columns)}); "
@@ -320,7 +323,7 @@ def relative_norm_table(vec: InstructionVector, norms: pd.DataFrame) -> pd.DataF
             f"norms lacks layers {missing} of the vector (it holds {list(vec.layers)}; norms "
             f"cover {sorted(have)}); compute residual_norms(model, prompts, layers=...) with them"
         )
-    by_layer = dict(zip(have, norms["mean_norm"].astype(float), strict=True))
+    by_layer = dict(zip(have, norms["median_norm"].astype(float), strict=True))
     residual = [by_layer[layer] for layer in vec.layers]
     bad = {
         layer: r
@@ -329,7 +332,7 @@ def relative_norm_table(vec: InstructionVector, norms: pd.DataFrame) -> pd.DataF
     }
     if bad:
         raise InvalidArgumentError(
-            f"residual norms must be positive and finite; got {bad} (layer: mean_norm)"
+            f"residual norms must be positive and finite; got {bad} (layer: median_norm)"
         )
     table = pd.DataFrame(
         {

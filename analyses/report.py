@@ -81,6 +81,7 @@ def _vector_sections(vec: InstructionVector, label: str) -> list[Section]:
     ]
     if vec.pair_diffs is not None and vec.n_pairs >= 2:
         curve = stability_curve(vec, n_draws=10)
+        curve = curve[curve["layer"].isin(_some_layers(vec))]
         figure, reason = plot_stability(curve, label=label), ""
     else:
         figure, reason = None, "the vector was computed without keep_pair_diffs=True"
@@ -94,6 +95,17 @@ def _vector_sections(vec: InstructionVector, label: str) -> list[Section]:
         )
     )
     return sections
+
+
+def _some_layers(vec: InstructionVector, at_most: int = 8) -> list[int]:
+    """Evenly spread layers plus the selected one: 30 violins with their AUC labels
+    would not fit on one axis."""
+    layers = sorted(vec.layers)
+    step = max(1, -(-len(layers) // at_most))
+    chosen = set(layers[::step]) | {layers[-1]}
+    if vec.selection and vec.selection.get("layer") is not None:
+        chosen.add(int(vec.selection["layer"]))
+    return sorted(chosen)
 
 
 def _model_sections(model: Any, vec: InstructionVector, label: str, pairs: Any) -> list[Section]:
@@ -115,7 +127,7 @@ def _model_sections(model: Any, vec: InstructionVector, label: str, pairs: Any) 
             "Projections of held-out pairs",
             "With- and without-instruction residuals projected on the direction, per layer, "
             "with AUC and d′ of the separation.",
-            plot_projections(projections(model, vec, pairs)),
+            plot_projections(projections(model, vec, pairs, layers=_some_layers(vec))),
         ),
     ]
 

@@ -17,8 +17,8 @@ from workbench.errors import ArgumentTypeError, InvalidArgumentError
 from .style import BASELINE_COLOUR, LAYER_AXIS, drawable, finish, instruction_colour
 from .sweep_views import LayerSweep
 
-ACCURACY_AXIS = "accuracy (share of prompts following, 0–1)"
-DEGENERATE_AXIS = "degenerate share (share of responses, 0–1)"
+ACCURACY_AXIS = "accuracy (share, 0–1)"
+DEGENERATE_AXIS = "degenerate (share, 0–1)"
 STRENGTH_AXIS = "strength (multiple of the mode's default coefficient, ×)"
 COSINE_AXIS = "split-half cosine (unitless, −1–1)"
 PAIRS_AXIS = "pairs per subset k (count, log scale)"
@@ -137,7 +137,8 @@ def plot_layer_sweep(data: LayerSweep, *, title: str | None = None) -> go.Figure
                     col=1,
                 )
     default = "Layer sweep" + ("" if several else f": {curves['instruction'].iloc[0]}")
-    finish(fig, title=title or default, x="", y=ACCURACY_AXIS, legend_title="line")
+    # Two panels need the height of two figures, or their axis titles overlap.
+    finish(fig, title=title or default, x="", y=ACCURACY_AXIS, legend_title="line", height=620)
     fig.update_xaxes(title_text=LAYER_AXIS, row=2, col=1)
     fig.update_yaxes(title_text=DEGENERATE_AXIS, row=2, col=1)
     fig.update_yaxes(range=_UNIT_RANGE)

@@ -213,11 +213,12 @@ def test_residual_norms_pool_every_non_pad_position(tiny_model, batch_size):
     layers = [2, 0]
     table = residual_norms(tiny_model, PROMPTS, layers=layers, batch_size=batch_size)
     ref = reference_norms(tiny_model, PROMPTS, layers)
-    assert table.columns.tolist() == ["layer", "mean_norm", "std_norm", "n_tokens"]
+    assert table.columns.tolist() == ["layer", "median_norm", "mean_norm", "std_norm", "n_tokens"]
     assert table.layer.tolist() == layers
     for row in table.itertuples():
         norms = ref[row.layer]
         assert row.n_tokens == norms.numel()  # pads are not counted
+        assert row.median_norm == pytest.approx(float(norms.quantile(0.5)), rel=1e-4)
         assert row.mean_norm == pytest.approx(float(norms.mean()), rel=1e-4)
         assert row.std_norm == pytest.approx(float(norms.std(correction=0)), rel=1e-3)
 
@@ -244,7 +245,7 @@ def test_residual_norms_bad_input(tiny_models, kwargs, error, match):
 
 
 def norms_frame(by_layer: dict[int, float]) -> pd.DataFrame:
-    return pd.DataFrame({"layer": list(by_layer), "mean_norm": list(by_layer.values())})
+    return pd.DataFrame({"layer": list(by_layer), "median_norm": list(by_layer.values())})
 
 
 def test_relative_norms_are_norm_over_residual_norm():
@@ -261,7 +262,7 @@ def test_relative_norms_are_norm_over_residual_norm():
 def test_relative_norms_of_a_real_vector(tiny_model, tiny_vec):
     norms = residual_norms(tiny_model, PROMPTS)
     table = relative_norm_table(tiny_vec, norms)
-    expected = tiny_vec.norms().double() / torch.tensor(norms.mean_norm.tolist())
+    expected = tiny_vec.norms().double() / torch.tensor(norms.median_norm.tolist())
     assert table.relative.tolist() == pytest.approx(expected.tolist())
 
 
@@ -276,11 +277,11 @@ def test_relative_norms_of_a_real_vector(tiny_model, tiny_vec):
         (
             pd.DataFrame({"layer": [0, 1, 2]}),
             InvalidArgumentError,
-            r"lacks columns \['mean_norm'\]",
+            r"lacks columns \['median_norm'\]",
         ),
         (norms_frame({0: 1.0, 1: 0.0, 2: 1.0}), InvalidArgumentError, r"positive.*\{1: 0\.0\}"),
         (
-            pd.DataFrame({"layer": [0, 0, 1, 2], "mean_norm": [1.0] * 4}),
+            pd.DataFrame({"layer": [0, 0, 1, 2], "median_norm": [1.0] * 4}),
             InvalidArgumentError,
             r"layers \[0\] more than once",
         ),
