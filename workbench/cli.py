@@ -1,131 +1,125 @@
-"""Command line: ``python -m workbench demo|extract|bench``.
+"""The workbench command line: instruction vectors from extraction to report.
+
+Typical run (each step's ``--help`` shows its options and an example):
+
+  workbench list                                                # instructions, models
+  workbench extract title --out title.safetensors               # pairs -> vector
+  workbench sweep title.safetensors --layers 8-20 --out title.jsonl
+  workbench select title.jsonl --vector title.safetensors --write
+  workbench steer title.safetensors "Describe a forest."        # selected setting
+  workbench evaluate title                                      # the four-setting table
+  workbench report title.safetensors --sweep title.jsonl --out title.html
 
 Bad input ends in one line on stderr and exit status 2, never a traceback.
+--json prints machine-readable output (JSONL for row streams) on stdout; progress
+bars and warnings go to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
+import contextlib
+import os
 import sys
-from pathlib import Path
+import warnings
+from typing import Any
 
-from .errors import InvalidArgumentError, WorkbenchError
-from .options import Backend, choices
+from . import cli_commands, cli_eval, cli_report, cli_sweep
+from ._version import __version__
+from .cli_common import OneLineParser, output_to
+from .errors import WorkbenchError
 
-_LAYER_PART = re.compile(r"^(\d+)(?:-(\d+))?$")
+# Set to 1 to see the traceback of an unexpected error instead of its one-line summary.
+TRACEBACK_ENV = "WORKBENCH_TRACEBACK"
+# In workflow order, as --help lists them.
+_REGISTER = (
+    cli_commands.register_first,
+    cli_sweep.register,
+    cli_eval.register,
+    cli_report.register,
+    cli_commands.register_last,
+)
 
 
-def _layers(text: str) -> list[int]:
-    """Parse ``"10,12,14"`` or ``"8-20"`` into layer indices.
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every subcommand (cheap: no model code is imported).
 
     Example:
-        >>> _layers("8-10,14")
-        [8, 9, 10, 14]
-        >>> _layers("a-b")
-        Traceback (most recent call last):
-        ...
-        workbench.errors.InvalidArgumentError: --layers 'a-b': 'a-b' is not a layer (e.g. 14) or an ascending range (e.g. 8-20)
+        >>> sub = build_parser()._subparsers._group_actions[0].choices
+        >>> list(sub)[:4]
+        ['list', 'extract', 'sweep', 'select']
     """
-    layers: list[int] = []
-    for part in text.split(","):
-        match = _LAYER_PART.match(part.strip())
-        if not match or (match[2] is not None and int(match[2]) < int(match[1])):
-            raise InvalidArgumentError(
-                f"--layers {text!r}: {part!r} is not a layer (e.g. 14) or an ascending range "
-                "(e.g. 8-20)"
-            )
-        lo, hi = int(match[1]), int(match[2] if match[2] is not None else match[1])
-        layers.extend(range(lo, hi + 1))
-    return layers
-
-
-def _extract(args: argparse.Namespace) -> None:
-    from .extraction import compute_instruction_vector
-    from .models import load_model
-    from .pairs import instruction, make_pairs
-
-    values: dict[str, str | int] = {}
-    for item in args.set:
-        if "=" not in item:
-            raise InvalidArgumentError(f"--set expects NAME=VALUE, got {item!r}")
-        name, value = item.split("=", 1)
-        values[name] = int(value) if value.isdigit() else value
-    # Everything that can be checked without the model is checked before loading it.
-    pairs = make_pairs(instruction(args.instruction, **values), split=args.split, n=args.pairs)
-    layers = _layers(args.layers) if args.layers is not None else None
-    model = load_model(args.model, backend=args.backend, device=args.device, dtype=args.dtype)
-    vec = compute_instruction_vector(
-        model,
-        pairs,
-        layers=layers,
-        batch_size=args.batch_size,
-        keep_pair_diffs=args.keep_pair_diffs,
-        progress=True,
+    parser = OneLineParser(
+        prog="workbench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    path = vec.save(args.out)
-    print(f"wrote {path}: {vec.instruction_id} {dict(vec.kwargs)} from {vec.n_pairs} pairs")
-    if args.gguf:
-        export = vec.to_gguf(args.gguf)
-        left_out = f"; left out layers {list(export.skipped)}" if export.skipped else ""
-        print(f"wrote {export.path} (llama.cpp control vector{left_out})")
+    parser.add_argument("--version", action="version", version=f"workbench {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for register in _REGISTER:
+        register(sub)
+    return parser
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="workbench", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    """Run the command line; returns the exit status (0, 2 for bad input, 1 otherwise).
 
-    demo = sub.add_parser("demo", help="compute an instruction vector and steer with it")
-    demo.add_argument("--out", type=Path, default=Path("demo_output"))
-    demo.add_argument("--model", default="smollm2-135m-instruct")
-    demo.add_argument("--pairs", type=int, default=64)
-
-    ext = sub.add_parser("extract", help="compute an instruction vector and save it")
-    ext.add_argument("instruction", help="a bundled instruction name, e.g. lowercase")
-    ext.add_argument("--out", type=Path, required=True, help="output .safetensors path")
-    ext.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="placeholder value, e.g. --set keyword=ocean",
-    )
-    ext.add_argument("--model", default="smollm2-135m-instruct")
-    ext.add_argument("--backend", default="bridge", choices=choices(Backend))
-    ext.add_argument("--device", default=None)
-    ext.add_argument("--dtype", default=None)
-    ext.add_argument("--split", default="train")
-    ext.add_argument("--pairs", type=int, default=None, help="at most this many pairs")
-    ext.add_argument("--layers", default=None, help="e.g. 8-20 or 10,14 (default: all)")
-    ext.add_argument("--batch-size", type=int, default=16)
-    ext.add_argument("--keep-pair-diffs", action="store_true")
-    ext.add_argument("--gguf", type=Path, default=None, help="also write a llama.cpp file")
-
-    bench = sub.add_parser("bench", help="print BENCH lines")
-    bench.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
-
+    Example:
+        >>> main(["list", "--json"]) == 0  # doctest: +ELLIPSIS
+        {"instructions": ...
+        True
+    """
+    parser = build_parser()
     args = parser.parse_args(argv)
+    prog = f"workbench {args.command}"
+    stdout = sys.stdout
+
+    shown: set[str] = set()
+
+    def show(message: Any, category: Any, *_: Any, **__: Any) -> None:
+        # The same check can run at several call sites (a vector checked by the command,
+        # then by the library); say it once.
+        line = f"{prog}: warning: {_one_line(message)}"
+        if line not in shown:
+            shown.add(line)
+            print(line, file=sys.stderr, flush=True)
+
     try:
-        _run(args)
+        with warnings.catch_warnings(), output_to(stdout):
+            # Library deprecation notices are not the user's business; the workbench's
+            # own warnings (a vector used on other weights, say) are, in one line.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.showwarning = show
+            # With --json, whatever a library prints goes to stderr: stdout holds only JSON.
+            quiet = (
+                contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
+            )
+            with quiet:
+                args.func(args)
     except WorkbenchError as e:
-        print(f"workbench {args.command}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {_one_line(e)}", file=sys.stderr, flush=True)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`workbench list | head`): stop quietly, as cat does.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())
+        return 141
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr, flush=True)
+        return 130
+    except Exception as e:
+        if os.environ.get(TRACEBACK_ENV) == "1":
+            raise
+        print(
+            f"{prog}: error: unexpected {type(e).__name__}: {_one_line(e)} "
+            f"(set {TRACEBACK_ENV}=1 for the traceback)",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 1
     return 0
-
-
-def _run(args: argparse.Namespace) -> None:
-    if args.command == "demo":
-        from .demo import run_demo
-
-        run_demo(args.out, model_name=args.model, n_pairs=args.pairs)
-    elif args.command == "extract":
-        _extract(args)
-    elif args.command == "bench":
-        try:
-            from benchmarks.bench import run_benchmarks
-        except ImportError as e:
-            raise WorkbenchError(
-                "the benchmarks live in the source checkout's benchmarks/ folder; run this "
-                f"from the repository root (or use `make bench`): {e}"
-            ) from e
-        run_benchmarks(args.names)

@@ -48,7 +48,9 @@ def run_demo(
 
     pairs = make_pairs(DEMO_INSTRUCTION, split="train", n=n_pairs)
     t0 = time.perf_counter()
-    vec = compute_instruction_vector(model, pairs, keep_pair_diffs=True, progress=True).select_layer(DEMO_LAYER)
+    vec = compute_instruction_vector(
+        model, pairs, keep_pair_diffs=True, progress=True
+    ).select_layer(DEMO_LAYER)
     print(
         f"instruction vector {vec.instruction_id!r} from {vec.n_pairs} pairs at all "
         f"{len(vec.layers)} layers in {time.perf_counter() - t0:.1f}s"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -19,6 +19,7 @@ from typing import Any
 
 from .errors import ArgumentTypeError, InvalidArgumentError, UnknownNameError, nearest
 from .options import Split, check_choice, check_int, choices
+from .placeholders import Placeholder
 
 DATASET_VERSION = "1"
 SPLITS: tuple[str, ...] = choices(Split)
@@ -46,57 +47,91 @@ class Pair:
     query_id: str | None = None
 
 
+# Kwargs derived from declared placeholders: IFEval's "less than N" relation needs
+# N = most sentences + 1.
+_DERIVED: dict[str, Callable[[Mapping[str, Any]], Any]] = {
+    "num_sentences_plus_one": lambda v: v["num_sentences"] + 1,
+}
+
+
 @dataclass(frozen=True)
 class Instruction:
     """An instruction with its phrasings and IFEval id, possibly still templated.
 
-    Phrasings and kwargs may hold placeholders such as ``{keyword}``; `render`
-    fills them.
+    Phrasings and kwargs may hold placeholders such as ``{keyword}``, declared in
+    `placeholders` with their type, range and default; `render` fills them and
+    records the values in `values`.
     """
 
     name: str
     group: str
     instruction_id: str
     kwargs: Mapping[str, Any]
-    defaults: Mapping[str, Any]
     phrasings: tuple[str, ...]
+    placeholders: Mapping[str, Placeholder] = field(default_factory=dict)
+    values: Mapping[str, Any] = field(default_factory=dict)
 
     @property
-    def placeholders(self) -> frozenset[str]:
-        return frozenset(p for text in self.phrasings for p in _PLACEHOLDER.findall(text))
+    def defaults(self) -> dict[str, Any]:
+        return {name: p.default for name, p in self.placeholders.items()}
+
+    def placeholder(self, name: str) -> Placeholder:
+        """The declared placeholder `name`; an unknown name lists the valid ones.
+
+        Example:
+            >>> instruction_placeholders("lowercase")
+            {}
+            >>> _instructions()["lowercase"].placeholder("colour")
+            Traceback (most recent call last):
+            ...
+            workbench.errors.InvalidArgumentError: instruction 'lowercase' has no placeholder 'colour'; it takes none
+        """
+        if isinstance(name, str) and name in self.placeholders:
+            return self.placeholders[name]
+        valid = ", ".join(f"{n} ({p.describe()})" for n, p in self.placeholders.items())
+        raise InvalidArgumentError(
+            f"instruction {self.name!r} has no placeholder {name!r}; it takes {valid or 'none'}"
+        )
 
     def render(self, **values: Any) -> Instruction:
         """Fill placeholders, e.g. ``instruction("include_keyword").render(keyword="ocean")``.
 
-        Missing values come from `defaults`; unknown names raise `InvalidArgumentError`,
-        and a count (``num_bullets``, ``num_sentences``) must be an int of at least 1.
+        Missing values come from the defaults. Every value is checked against its
+        declared type and range (`Placeholder.check`), so a phrasing never reads
+        "exactly abc bullet points"; an unknown name raises `InvalidArgumentError`
+        listing the valid ones.
         """
-        unknown = set(values) - self.placeholders
-        if unknown:
-            raise InvalidArgumentError(
-                f"instruction {self.name!r} has no placeholder(s) {sorted(unknown)}; "
-                f"it takes {sorted(self.placeholders)}"
-            )
-        for key, default in self.defaults.items():
-            # Counts (bullets, sentences) end up in IFEval kwargs and in the phrasing.
-            if isinstance(default, int) and key in values:
-                check_int(key, values[key], low=1)
-        filled = {**self.defaults, **values}
-        missing = self.placeholders - set(filled)
-        if missing:
-            raise InvalidArgumentError(
-                f"instruction {self.name!r} needs values for {sorted(missing)}"
-            )
-        if "num_sentences" in filled:
-            filled["num_sentences_plus_one"] = int(filled["num_sentences"]) + 1
+        where = f"instruction {self.name!r}: "
+        checked = {k: self.placeholder(k).check(v, where) for k, v in values.items()}
+        filled = {**self.defaults, **checked}
+        full = {**filled, **{k: f(filled) for k, f in _DERIVED.items() if k in _used(self)}}
         return Instruction(
             name=self.name,
             group=self.group,
             instruction_id=self.instruction_id,
-            kwargs=_fill(self.kwargs, filled),
-            defaults={},
-            phrasings=tuple(p.format(**filled) for p in self.phrasings),
+            kwargs=_fill(self.kwargs, full),
+            phrasings=tuple(p.format(**full) for p in self.phrasings),
+            values=filled,
         )
+
+
+def _used(instr: Instruction) -> set[str]:
+    """The placeholder names the phrasings and kwargs hold."""
+    texts = [*instr.phrasings, json.dumps(instr.kwargs)]
+    return {name for text in texts for name in _PLACEHOLDER.findall(text)}
+
+
+def _check_declared(instr: Instruction) -> Instruction:
+    """Refuse bundled data whose phrasings use undeclared placeholders (or vice versa)."""
+    used = _used(instr)
+    undeclared = used - set(instr.placeholders) - set(_DERIVED)
+    unused = set(instr.placeholders) - used
+    if undeclared or unused:
+        raise InvalidArgumentError(
+            f"instruction {instr.name!r}: placeholders {sorted(undeclared)} are used but not "
+            f"declared, {sorted(unused)} declared but not used"
+        )
+    return instr
 
 
 def _fill(value: Any, values: Mapping[str, Any]) -> Any:
@@ -125,8 +160,12 @@ def _queries() -> tuple[BaseQuery, ...]:
 
 @cache
 def _instructions() -> dict[str, Instruction]:
-    rows = _read_jsonl("instructions.jsonl")
-    return {r["name"]: Instruction(**{**r, "phrasings": tuple(r["phrasings"])}) for r in rows}
+    table = {}
+    for row in _read_jsonl("instructions.jsonl"):
+        declared = {n: Placeholder(n, **spec) for n, spec in row["placeholders"].items()}
+        fields = {**row, "phrasings": tuple(row["phrasings"]), "placeholders": declared}
+        table[row["name"]] = _check_declared(Instruction(**fields))
+    return table
 
 
 def base_queries(split: Split | None = None) -> list[BaseQuery]:
@@ -141,13 +180,8 @@ def instruction_names() -> list[str]:
     return list(_instructions())
 
 
-def instruction(name: str, **values: Any) -> Instruction:
-    """A bundled instruction by name, rendered with `values` (or its defaults).
-
-    Example:
-        >>> instruction("bullets", num_bullets=4).kwargs
-        {'num_bullets': 4}
-    """
+def _bundled(name: str) -> Instruction:
+    """The bundled, unrendered instruction `name`; an unknown name suggests the nearest."""
     table = _instructions()
     if not isinstance(name, str):
         raise ArgumentTypeError(
@@ -158,7 +192,36 @@ def instruction(name: str, **values: Any) -> Instruction:
             f"unknown instruction {name!r}; did you mean one of {nearest(name, table)}? "
             f"Bundled: {sorted(table)}"
         )
-    return table[name].render(**values)
+    return table[name]
+
+
+def instruction(name: str, **values: Any) -> Instruction:
+    """A bundled instruction by name, rendered with `values` (or its defaults).
+
+    Each value is checked against the placeholder's declared type and range
+    (`instruction_placeholders` lists them); a bad one raises `InvalidArgumentError`
+    naming the placeholder, the value and what was expected.
+
+    Example:
+        >>> instruction("bullets", num_bullets=4).kwargs
+        {'num_bullets': 4}
+        >>> instruction("bullets", num_bullets=-3)
+        Traceback (most recent call last):
+        ...
+        workbench.errors.InvalidArgumentError: instruction 'bullets': placeholder num_bullets must be an int in [1..10], got -3
+    """
+    return _bundled(name).render(**values)
+
+
+def instruction_placeholders(name: str) -> dict[str, Placeholder]:
+    """The placeholders bundled instruction `name` takes, by name (empty if none).
+
+    Example:
+        >>> p = instruction_placeholders("include_keyword")["keyword"]
+        >>> p.type, p.default
+        ('word', 'example')
+    """
+    return dict(_bundled(name).placeholders)
 
 
 def make_pairs(
@@ -191,7 +254,7 @@ def make_pairs(
     if instr.placeholders:
         raise InvalidArgumentError(
             f"instruction {instr.name!r} still has placeholders "
-            f"{sorted(instr.placeholders)}; call .render()"
+            f"{sorted(instr.placeholders)}; call .render() to fill them"
         )
     check_choice("split", split, Split)
     qs = base_queries(split) if queries is None else _user_queries(queries)

@@ -60,14 +60,18 @@ def _header(config: Mapping[str, Any], shard: tuple[int, int] | None) -> dict[st
     return {"format": SWEEP_FORMAT, "version": SWEEP_VERSION, "config": config, "shard": shard}
 
 
-def read_rows(path: Path, config: Mapping[str, Any] | None) -> tuple[dict[str, Any], list[dict]]:
-    """The header and rows of `path`, cutting off a torn last line in place.
+def read_rows(
+    path: Path, config: Mapping[str, Any] | None, *, repair: bool = False
+) -> tuple[dict[str, Any], list[dict]]:
+    """The header and rows of `path`; a torn last line (a write that never finished) is
+    skipped, and cut off in place only with `repair` (by the sweep about to append),
+    never by a reader: it may be a line a running sweep is writing.
 
     With `config`, the file must have been written by a sweep of that configuration.
     """
     data = path.read_bytes()
     lines = data.split(b"\n")
-    good_end, rows, header = 0, [], None
+    good_end, rows, header, torn = 0, [], None, False
     for i, raw in enumerate(lines):
         last = i == len(lines) - 1
         if not raw.strip():
@@ -80,8 +84,7 @@ def read_rows(path: Path, config: Mapping[str, Any] | None) -> tuple[dict[str, A
             item = None
         if item is None:
             if last or all(not rest.strip() for rest in lines[i + 1 :]):
-                with open(path, "r+b") as f:
-                    f.truncate(good_end)
+                torn = True
                 break
             raise SweepFileError(f"{str(path)!r} line {i + 1} is not valid JSON") from None
         good_end += len(raw) + 1
@@ -98,6 +101,10 @@ def read_rows(path: Path, config: Mapping[str, Any] | None) -> tuple[dict[str, A
             f"{str(path)!r} holds a sweep with another configuration; write to another file, "
             "or delete this one to start over"
         )
+    # Only a file proven to be a sweep of this configuration is ever changed.
+    if torn and repair:
+        with open(path, "r+b") as f:
+            f.truncate(good_end)
     return header, rows
 
 
@@ -106,7 +113,7 @@ def open_for_append(
 ) -> list[dict[str, Any]]:
     """Rows already in `path` (creating it with a header if new), ready to append to."""
     if path.exists() and path.stat().st_size > 0:
-        header, rows = read_rows(path, config)
+        header, rows = read_rows(path, config, repair=True)
         if header.get("shard") != (list(shard) if shard else None):
             raise SweepFileError(
                 f"{str(path)!r} was written by shard {header.get('shard')}, not {shard}"

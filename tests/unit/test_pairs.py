@@ -6,7 +6,7 @@ import pytest
 
 from workbench import Pair, base_queries, instruction, instruction_names, make_pairs
 from workbench.errors import ArgumentTypeError, InvalidArgumentError, UnknownNameError
-from workbench.pairs import SPLITS, as_pairs
+from workbench.pairs import SPLITS, Placeholder, as_pairs, instruction_placeholders
 
 IFEVAL_STYLE = (
     "change_case:",
@@ -91,16 +91,90 @@ def test_kwargs_are_filled_with_typed_values():
     assert banned.kwargs == {"forbidden_words": ["very"]}
 
 
-def test_render_rejects_unknown_placeholder():
-    with pytest.raises(InvalidArgumentError, match=r"no placeholder\(s\) \['colour'\]"):
+def test_render_rejects_unknown_placeholder_and_lists_the_valid_ones():
+    with pytest.raises(InvalidArgumentError) as err:
         instruction("bullets", colour="red")
+    assert str(err.value) == (
+        "instruction 'bullets' has no placeholder 'colour'; it takes num_bullets "
+        "(an int in [1..10])"
+    )
+    with pytest.raises(
+        InvalidArgumentError, match="'lowercase' has no placeholder 'x'; it takes none"
+    ):
+        instruction("lowercase", x=1)
 
 
-def test_render_rejects_counts_that_are_not_positive_ints():
-    with pytest.raises(ArgumentTypeError, match="num_bullets must be an int, got str 'four'"):
-        instruction("bullets", num_bullets="four")
-    with pytest.raises(InvalidArgumentError, match=r"num_sentences 0 is out of range \[1\.\.\]"):
-        instruction("max_sentences", num_sentences=0)
+@pytest.mark.parametrize(
+    ("name", "values", "shown"),
+    [
+        (
+            "bullets",
+            {"num_bullets": "four"},
+            "num_bullets must be an int in [1..10], got str 'four'",
+        ),
+        ("bullets", {"num_bullets": "4"}, "got str '4'"),
+        ("bullets", {"num_bullets": 4.0}, "got float 4.0"),
+        ("bullets", {"num_bullets": True}, "got bool True"),
+        ("bullets", {"num_bullets": -3}, "num_bullets must be an int in [1..10], got -3"),
+        ("bullets", {"num_bullets": 11}, "got 11"),
+        ("max_sentences", {"num_sentences": 0}, "num_sentences must be an int in [1..20], got 0"),
+        ("highlights", {"num_highlights": 10**6}, "got 1000000"),
+        ("include_keyword", {"keyword": ""}, "keyword must be one word of 1..30 letters"),
+        ("include_keyword", {"keyword": "two words"}, "got 'two words'"),
+        ("exclude_keyword", {"keyword": "a.*"}, "got 'a.*'"),
+        ("exclude_keyword", {"keyword": 3}, "got int 3"),
+        ("start_word", {"start_word": "Sure!"}, "got 'Sure!'"),
+        ("end_phrase", {"end_phrase": 'Say "bye"'}, "without double quotes, got 'Say \"bye\"'"),
+        ("end_phrase", {"end_phrase": "Bye.\nNow"}, "one line of 1..100 characters"),
+        ("end_phrase", {"end_phrase": " Bye."}, "got ' Bye.'"),
+        ("end_phrase", {"end_phrase": "x" * 101}, "one line of 1..100 characters"),
+    ],
+)
+def test_render_checks_each_value_against_its_declared_type(name, values, shown):
+    with pytest.raises(InvalidArgumentError) as err:
+        instruction(name, **values)
+    message = str(err.value)
+    assert message.startswith(f"instruction {name!r}: placeholder {next(iter(values))} ")
+    assert shown in message
+
+
+def test_every_placeholder_is_declared_with_type_range_and_default():
+    declared = {n: instruction_placeholders(n) for n in instruction_names()}
+    assert {n: sorted(p) for n, p in declared.items() if p} == {
+        "bullets": ["num_bullets"],
+        "highlights": ["num_highlights"],
+        "end_phrase": ["end_phrase"],
+        "start_word": ["start_word"],
+        "max_sentences": ["num_sentences"],
+        "exact_sentences": ["num_sentences"],
+        "include_keyword": ["keyword"],
+        "exclude_keyword": ["keyword"],
+    }
+    for name, placeholders in declared.items():
+        for p in placeholders.values():
+            assert p.check(p.default) == p.default and p.description
+            assert instruction(name, **{p.name: p.default}).values == {p.name: p.default}
+
+
+def test_values_at_the_edges_of_a_range_are_accepted_and_parsed():
+    assert instruction("bullets", num_bullets=10).kwargs == {"num_bullets": 10}
+    assert instruction("include_keyword", keyword="well-being").kwargs == {
+        "keywords": ["well-being"]
+    }
+    count = instruction_placeholders("max_sentences")["num_sentences"]
+    assert count.parse(" 20 ") == 20 and count.parse("+1") == 1
+    with pytest.raises(InvalidArgumentError, match="got '2.5'"):
+        count.parse("2.5")
+    assert instruction_placeholders("end_phrase")["end_phrase"].parse("Bye now.") == "Bye now."
+
+
+def test_placeholder_declarations_are_checked():
+    with pytest.raises(InvalidArgumentError, match="placeholder type 'float' is not one of"):
+        Placeholder("x", "float", 1.0, 0, 1)
+    with pytest.raises(
+        InvalidArgumentError, match="placeholder x must be an int in \\[1..3\\], got 0"
+    ):
+        Placeholder("x", "int", 0, 1, 3)
 
 
 def test_unknown_instruction_suggests_the_nearest_and_lists_all():

@@ -98,6 +98,22 @@ def test_a_torn_last_line_is_redone(full, model, lower, tmp_path):
     assert all(json.loads(line) for line in out.read_text().splitlines())
 
 
+def test_reading_a_file_never_changes_it(full, model, lower, tmp_path):
+    """merge_sweeps may meet a line a running sweep is still writing: it skips it and
+    leaves the bytes alone; a file that is not a sweep at all is refused untouched."""
+    out = tmp_path / "s.jsonl"
+    sweep(model, lower, PROMPTS, out=out, **KW)
+    torn = out.read_bytes()[:-7]
+    out.write_bytes(torn)
+    assert len(merge_sweeps([out])) == len(full) - 1
+    assert out.read_bytes() == torn
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"my notes\nhalf a line")
+    with pytest.raises(SweepFileError, match="not valid JSON|not a workbench sweep"):
+        merge_sweeps([notes])
+    assert notes.read_bytes() == b"my notes\nhalf a line"
+
+
 def test_shards_merge_into_the_unsharded_table(full, model, lower, tmp_path):
     parts = [tmp_path / f"part{i}.jsonl" for i in range(3)]
     for i, path in enumerate(parts):

@@ -1,0 +1,270 @@
+"""The command line in-process: help, every argument check, and the text output.
+
+`test_cli` runs the installed console script; these call `workbench.cli.main`
+directly, which is cheap enough to try every bad argument.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+
+from tests.tiny import make_tiny_checkpoint
+from workbench import InstructionVector, compute_instruction_vector, load_model, make_pairs, sweep
+from workbench.cli import build_parser, main
+from workbench.cli_commands import _BenchJson
+from workbench.cli_common import DTYPES
+from workbench.cli_sweep import METRICS
+from workbench.options import choices
+
+COMMANDS = list(build_parser()._subparsers._group_actions[0].choices)
+MODEL_COMMANDS = {"extract", "sweep", "steer", "evaluate", "report"}
+SWEEP_ARGS = ["--queries", "2", "--layers", "1", "--modes", "add", "--strengths", "1"]
+SWEEP_ARGS += ["--max-new-tokens", "2", "--quiet"]
+
+
+@pytest.fixture(scope="session")
+def files(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Path:
+    """Vector and sweep files made with the library, in a directory tests chdir into."""
+    d = tmp_path_factory.mktemp("cli_more")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = load_model(str(tiny_dir))
+    vec = compute_instruction_vector(model, make_pairs("lowercase", n=3))
+    vec.save(d / "v.safetensors")
+    compute_instruction_vector(model, make_pairs("no_comma", n=3)).save(d / "other.safetensors")
+    vec.with_selection({"layer": 1, "mode": "add", "coefficient": 3.0}).save(d / "sel.safetensors")
+    vec.with_selection({"layer": None, "mode": None, "coefficient": None}).save(d / "none.st")
+    kw = {"layers": [1], "modes": ["add"], "strengths": [1.0], "max_new_tokens": 2}
+    prompts = ["Hi", "Name a colour."]
+    sweep(model, vec, prompts, **kw, out=d / "full.jsonl", progress=False)
+    sweep(model, vec, prompts, **kw, out=d / "part0.jsonl", shard=(0, 2), progress=False)
+    make_tiny_checkpoint(d / "seed1", seed=1)
+    (d / "not_a_vector.txt").write_text("hello")
+    (d / "p.txt").write_text("Hi\n")
+    return d
+
+
+@pytest.fixture
+def in_files(files: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(files)
+    return files
+
+
+def error_line(capsys: pytest.CaptureFixture, code: int, command: str) -> str:
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"workbench {command}: error: ")
+    return err.strip()
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_subcommand_has_help_with_an_example(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0
+    assert f"example:\n  workbench {command}" in out and "--json" in out and "--quiet" in out
+    has_model = all(flag in out for flag in ("--model", "--backend", "--device", "--dtype"))
+    assert has_model == (command in MODEL_COMMANDS)
+
+
+@pytest.mark.parametrize(
+    ("argv", "shown"),
+    [
+        (["extract"], "the following arguments are required: instruction, --out"),
+        (["extract", "title", "--out", "x", "--pairs", "0"], "'0' is not a positive int"),
+        (["extract", "title", "--out", "x", "--backend", "jax"], "invalid choice: 'jax'"),
+        (["extract", "title", "--out", "x", "--dtype", "int8"], "invalid choice: 'int8'"),
+        (["steer", "v.st", "Hi", "--strength", "nan"], "'nan' is not a finite number"),
+        (["sweeep"], "invalid choice: 'sweeep'"),
+    ],
+)
+def test_usage_errors_are_one_line(argv, shown, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.splitlines()) == 1 and shown in err, err
+
+
+OUT = ["--out", "x.safetensors"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "shown"),
+    [
+        (
+            ["extract", "bullets", "--set", "num_bullets=-3", *OUT],
+            "must be an int in [1..10], got -3",
+        ),
+        (["extract", "bullets", "--set", "num_bullets=abc", *OUT], "num_bullets must be an int"),
+        (["extract", "bullets", "--set", "4", *OUT], "--set expects NAME=VALUE, got '4'"),
+        (
+            ["extract", "bullets", "--set", "colour=red", *OUT],
+            "no placeholder 'colour'; it takes num_bullets (an int in [1..10])",
+        ),
+        (["extract", "bullets", "--set", "num_bullets=2", "--set", "num_bullets=3", *OUT], "twice"),
+        (["extract", "include_keyword", "--set", "keyword=two words", *OUT], "got 'two words'"),
+        (["extract", "end_phrase", "--set", 'end_phrase=say "hi"', *OUT], "without double quotes"),
+        (["extract", "lowercase", "--layers", "", *OUT], "--layers '' is empty"),
+        (["extract", "lowercase", "--layers", "a-b", *OUT], "'a-b' is not a layer"),
+        (["extract", "lowercase", "--layers", "5-2", *OUT], "ascending range"),
+        (["extract", "lowercase", "--layers", "1,0-1", *OUT], "names layer(s) [1] twice"),
+        (["extract", "lowercase", "--out", "."], "'.' is a directory"),
+        (["extract", "titel", *OUT], "unknown instruction 'titel'; did you mean one of ['title'"),
+        (["sweep", "v.safetensors", "--out", "s.jsonl", "--shard", "2/2"], "--shard '2/2'"),
+        (["sweep", "v.safetensors", "--out", "s.jsonl", "--modes", "add,steer"], "['steer']"),
+        (["sweep", "v.safetensors", "--out", "s.jsonl", "--strengths", "1,inf"], "'inf' is not"),
+        (["sweep", "v.safetensors", "--out", "s.jsonl", "--layers", "7"], "not [7]"),
+        (
+            [
+                "sweep",
+                "v.safetensors",
+                "--out",
+                "s.jsonl",
+                "--queries",
+                "2",
+                "--prompts-file",
+                "p.txt",
+            ],
+            "not with --prompts-file",
+        ),
+        (["sweep", "not_a_vector.txt", "--out", "s.jsonl"], "'not_a_vector.txt' is not a readable"),
+        (["sweep", "v.safetensors", "--out", "nodir/s.jsonl"], "directory 'nodir' does not exist"),
+        (["steer", "v.safetensors"], "no prompts: give PROMPT arguments or --prompts-file"),
+        (["steer", "v.safetensors", "Hi", "--prompts-file", "no.txt"], "file 'no.txt' does not"),
+        (["steer", "v.safetensors", "Hi"], "holds no selected setting; pass --layer"),
+        (["steer", "none.st", "Hi"], "holds the selection 'do not steer'"),
+        (["steer", "v.safetensors", "Hi", "--layer", "5"], "--layer: the vector holds layers"),
+        (
+            ["steer", "v.safetensors", "Hi", "--layer", "1", "--mode", "ablate", "--strength", "2"],
+            "--strength 2.0 has no meaning with --mode ablate",
+        ),
+        (["steer", "v.safetensors", "Hi", "--layer", "1", "--seed", "3"], "pass --temperature"),
+        (["steer", "v.safetensors", "Hi", "--temperature", "0", "--layer", "1"], "must be > 0"),
+        (["evaluate"], "name an instruction"),
+        (["evaluate", "title", "--all"], "not both"),
+        (["evaluate", "title", "lowercase", "--set", "keyword=x"], "one instruction's"),
+        (["evaluate", "titel"], "unknown instruction 'titel'"),
+        (["evaluate", "title", "--out-dir", "nowhere"], "'nowhere' is not an existing directory"),
+        (["export-gguf", "v.safetensors", "--out", "nodir/v.gguf"], "'nodir' does not exist"),
+        (["export-gguf", "v.safetensors", "--out", "v.gguf", "--layers", "0"], "layer 0"),
+        (["report", "v.safetensors", "--out", "r.html", "--sweep", "no.jsonl"], "'no.jsonl'"),
+        (["select", "no.jsonl"], "sweep file 'no.jsonl' does not exist"),
+        (["select", "full.jsonl", "--write"], "pass --vector FILE"),
+        (["select", "part0.jsonl"], "hold 2 of the sweep's 4 rows"),
+        (["select", "full.jsonl", "--vector", "other.safetensors"], "is not the vector"),
+        (["select", "p.txt"], "'p.txt' is not a sweep file"),
+        (["report", "other.safetensors", "--sweep", "full.jsonl", "--out", "r.html"], "not the"),
+        (["demo", "--out", "nodir/demo"], "directory 'nodir' does not exist"),
+    ],
+)
+def test_bad_arguments_are_one_line_before_any_model_loads(in_files, capsys, argv, shown):
+    line = error_line(capsys, main(argv), argv[0])
+    assert shown in line, line
+    assert not (in_files / "x.safetensors").exists()
+    assert (in_files / "p.txt").read_text() == "Hi\n"  # a file given by mistake is untouched
+
+
+def test_choices_mirror_the_library():
+    from workbench.models import _DTYPES
+    from workbench.selection import Metric
+
+    assert DTYPES == _DTYPES and METRICS == choices(Metric)
+
+
+def test_list_text_shows_placeholders_and_models(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "num_bullets: an int in [1..10], default 3" in out
+    assert "smollm2-135m-instruct" in out
+
+
+def test_extract_text_reports_the_layers_left_out_of_gguf(in_files, tiny_dir, capsys):
+    argv = ["extract", "lowercase", "--model", str(tiny_dir), "--pairs", "2", "--layers", "0-1"]
+    assert main([*argv, "--out", "e.safetensors", "--gguf", "e.gguf", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "change_case:english_lowercase" in out and "left out layers [0]" in out
+
+
+def test_sweep_and_select_text(in_files, capsys):
+    assert main(["sweep", "v.safetensors", *SWEEP_ARGS, "--out", "t.jsonl"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("wrote t.jsonl: 4 rows, 2 prompts") and "L1 add x1" in out
+    assert main(["select", "t.jsonl"]) == 0
+    assert capsys.readouterr().out.startswith("selected: ")
+
+
+def test_steer_uses_the_stored_selection(in_files, capsys):
+    assert main(["steer", "sel.safetensors", "Hi", "--max-new-tokens", "2", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("steering: layer 1 add weight 3, positions all") and "> Hi" in out
+    # A strength alone keeps the selection's layer and mode.
+    argv = ["steer", "sel.safetensors", "Hi", "--strength", "2", "--max-new-tokens", "1"]
+    assert main([*argv, "--json", "--quiet"]) == 0
+    steering = json.loads(capsys.readouterr().out)["steering"]
+    vec = InstructionVector.load("sel.safetensors")
+    assert (steering["layer"], steering["mode"]) == (1, "add")
+    assert steering["weight"] == pytest.approx(2 * float(vec.diff(1).norm()))
+
+
+def test_a_transfer_warns_in_one_line(in_files, capsys):
+    argv = ["steer", "v.safetensors", "Hi", "--layer", "1", "--model", "seed1", "--quiet"]
+    assert main([*argv, "--max-new-tokens", "1", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["prompt"] == "Hi"
+    (line,) = captured.err.splitlines()
+    assert line.startswith("workbench steer: warning: vector was computed on")
+
+
+def test_evaluate_text_with_a_steered_selection(in_files, tiny_dir, capsys, monkeypatch):
+    import workbench.selection as selection
+
+    real = selection.select
+
+    def pick(results, vector, *, metric):
+        # A random model rarely beats its own baseline: choose layer 1 to take the
+        # steered branch.
+        chosen = real(results, vector, metric=metric)
+        evidence = chosen.evidence.assign(chosen=chosen.evidence["layer"].notna())
+        term = selection.SteeringTerm(vector, layer=1, mode="add", weight=1.0)
+        return selection.Selection(selection.Setting(1, "add", 1.0), term, evidence, metric)
+
+    monkeypatch.setattr(selection, "select", pick)
+    argv = ["evaluate", "concise", "--model", str(tiny_dir), "--train-pairs", "2"]
+    argv += ["--val-queries", "2", "--test-queries", "2", "--layers", "1", "--modes", "add"]
+    assert main([*argv, "--strengths", "1", "--max-new-tokens", "2", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("| instruction | selected | no instr. |")
+    assert "| concise | L1 add x1 | " in out
+
+
+def test_bench_json_turns_bench_lines_into_json(capsys):
+    sink = _BenchJson()
+    sink.write("BENCH generate tok_s=12.5 n=3 backend=bridge\nloading…\nBENCH lo")
+    sink.write("ad ratio=2\n")
+    out, err = capsys.readouterr()
+    assert [json.loads(line) for line in out.splitlines()] == [
+        {"name": "generate", "tok_s": 12.5, "n": 3, "backend": "bridge"},
+        {"name": "load", "ratio": 2},
+    ]
+    assert err == "loading…\n"
+
+
+def test_an_unexpected_error_is_one_line_with_a_hint(monkeypatch, capsys):
+    import workbench.cli_commands as commands
+
+    def boom(args):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(commands, "run_list", boom)
+    assert main(["list"]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == (
+        "workbench list: error: unexpected RuntimeError: boom second line "
+        "(set WORKBENCH_TRACEBACK=1 for the traceback)"
+    )

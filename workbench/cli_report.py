@@ -1,0 +1,64 @@
+"""Subcommand ``report``: one self-contained HTML page for a vector and its sweep."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from .cli_common import (
+    add_command,
+    add_model_options,
+    check_fits,
+    emit_json,
+    load_model_from,
+    output_path,
+    read_vector,
+    say,
+    sweep_file,
+)
+from .cli_sweep import check_swept
+
+
+def register(sub: Any) -> None:
+    """Add ``report`` to `sub`."""
+    p = add_command(
+        sub,
+        "report",
+        "write an HTML page with a vector's figures (and its sweep's, with --sweep)",
+        "workbench report title.safetensors --sweep title.jsonl --out title.html\n"
+        "# with a model the page adds residual-norm and held-out projection figures\n"
+        "workbench report title.safetensors --out title.html --model smollm2-135m-instruct",
+    )
+    p.add_argument("vector", type=Path, help="a vector file from `workbench extract`")
+    p.add_argument("--sweep", type=Path, nargs="+", default=None, help="sweep file(s) / shards")
+    p.add_argument("--out", type=Path, required=True, metavar="FILE", help="output .html file")
+    p.add_argument("--title", default=None, help="page title (default: names the vector)")
+    add_model_options(p, None, "none; the model figures are left out")
+    p.set_defaults(func=run_report)
+
+
+def run_report(args: argparse.Namespace) -> None:
+    """A vector (and sweep) -> an HTML page."""
+    from .sweep_files import merge_sweeps
+
+    output_path(args.out)
+    for path in args.sweep or []:
+        sweep_file(path)
+    vec = read_vector(args.vector)
+    if args.sweep:
+        check_swept(vec, args.vector, args.sweep[0])
+    table = merge_sweeps(args.sweep) if args.sweep else None
+    model = None
+    if args.model is not None:
+        model = load_model_from(args)
+        check_fits(vec, args.vector, model)
+    # analyses is a sibling package of the same distribution, imported only here
+    # (plotly is not needed by any other subcommand).
+    from analyses.report import report
+
+    path = report(vec, sweep=table, out=args.out, model=model, title=args.title)
+    if args.json:
+        emit_json({"path": path, "vector": args.vector, "sweep": args.sweep, "model": args.model})
+        return
+    say(f"wrote {path}")
