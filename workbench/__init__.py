@@ -11,22 +11,70 @@ Example:
     1
 """
 
+from typing import TYPE_CHECKING
+
 from ._version import __version__
-from .activations import read_residuals
-from .diagnostics import separability, stability_curve
-from .errors import WorkbenchError
-from .extraction import compute_instruction_vector
-from .generation import Generation, Sampling, generate
-from .models import load_model, model_info
-from .pairs import Pair, base_queries, instruction, instruction_names, make_pairs
-from .prompts import format_prompt
-from .scoring import score
-from .selection import select
-from .steering import steer
-from .sweep_files import merge_sweeps
-from .sweeps import sweep
-from .terms import PerRow, SteeringTerm
-from .vectors import InstructionVector
+
+# Names load on first use (PEP 562), so `import workbench` and the `workbench` console
+# script start without importing torch; `from workbench import x` works as usual.
+_EXPORTS = {
+    "read_residuals": ".activations",
+    "separability": ".diagnostics",
+    "stability_curve": ".diagnostics",
+    "WorkbenchError": ".errors",
+    "compute_instruction_vector": ".extraction",
+    "Generation": ".generation",
+    "Sampling": ".generation",
+    "generate": ".generation",
+    "load_model": ".models",
+    "model_info": ".models",
+    "Pair": ".pairs",
+    "base_queries": ".pairs",
+    "instruction": ".pairs",
+    "instruction_names": ".pairs",
+    "make_pairs": ".pairs",
+    "format_prompt": ".prompts",
+    "score": ".scoring",
+    "select": ".selection",
+    "steer": ".steering",
+    "merge_sweeps": ".sweep_files",
+    "sweep": ".sweeps",
+    "PerRow": ".terms",
+    "SteeringTerm": ".terms",
+    "InstructionVector": ".vectors",
+}
+
+if TYPE_CHECKING:
+    from .activations import read_residuals
+    from .diagnostics import separability, stability_curve
+    from .errors import WorkbenchError
+    from .extraction import compute_instruction_vector
+    from .generation import Generation, Sampling, generate
+    from .models import load_model, model_info
+    from .pairs import Pair, base_queries, instruction, instruction_names, make_pairs
+    from .prompts import format_prompt
+    from .scoring import score
+    from .selection import select
+    from .steering import steer
+    from .sweep_files import merge_sweeps
+    from .sweeps import sweep
+    from .terms import PerRow, SteeringTerm
+    from .vectors import InstructionVector
+
+
+def __getattr__(name: str) -> object:
+    if name in _EXPORTS:
+        from importlib import import_module
+
+        value = getattr(import_module(_EXPORTS[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'workbench' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
 
 __all__ = [
     "Generation",

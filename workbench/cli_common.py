@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import InvalidArgumentError, WorkbenchError
+from .errors import ArgumentTypeError, InvalidArgumentError, WorkbenchError
 from .options import Backend, choices
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -322,7 +322,8 @@ def _jsonable(value: Any) -> Any:
         return str(value)
     if hasattr(value, "item"):  # numpy / torch scalars
         return value.item()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+    # json.dumps expects a TypeError here; ArgumentTypeError is one.
+    raise ArgumentTypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def frame_records(frame: Any) -> list[dict[str, Any]]:
