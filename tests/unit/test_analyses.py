@@ -40,3 +40,62 @@ def test_figure_draws_the_table_and_writes_offline_html(vec, tmp_path):
 def test_figure_names_missing_columns(vec):
     with pytest.raises(ValueError, match="mean_proj_with"):
         plot_layer_profile(layer_table(vec).drop(columns=["mean_proj_with"]))
+
+
+def test_an_instruction_has_one_colour_in_every_figure(tiny_models):
+    """lowercase is drawn in the same colour by the sweep, the PCA, the relative-norm and
+    the projection figures, and capitals in another one."""
+    from analyses import (
+        difference_pca,
+        instruction_colour,
+        layer_sweep,
+        plot_difference_pca,
+        plot_layer_sweep,
+        plot_projections,
+        plot_relative_norms,
+        projections,
+        relative_norm_table,
+        residual_norms,
+    )
+    from workbench import make_pairs, sweep
+
+    model = tiny_models["bridge"]
+    vecs = {
+        name: compute_instruction_vector(model, make_pairs(name, n=3), keep_pair_diffs=True)
+        for name in ["lowercase", "capitals"]
+    }
+    lower = vecs["lowercase"]
+    table = sweep(
+        model, lower, ["Hi"], layers=[1], strengths=[1.0], max_new_tokens=2, progress=False
+    )
+    figures = {
+        "sweep": plot_layer_sweep(layer_sweep({"lowercase": table})),
+        "pca": plot_difference_pca(difference_pca(vecs, 1)),
+        "norms": plot_relative_norms(
+            relative_norm_table(lower, residual_norms(model, ["Hi"])), label="lowercase"
+        ),
+        "projections": plot_projections(projections(model, lower, make_pairs("lowercase", n=3))),
+    }
+
+    def colours(fig, picked):
+        found = set()
+        for trace in fig.data:
+            if picked(str(trace.name)):
+                for part in (getattr(trace, "line", None), getattr(trace, "marker", None)):
+                    if part is not None and isinstance(part.color, str):
+                        found.add(part.color)
+        return found
+
+    want = instruction_colour("lowercase")
+    assert want != instruction_colour("capitals")
+    # Which traces draw the lowercase vector: the sweep's lines are named by setting,
+    # the projections' by prompt side.
+    lowercase_traces = {
+        "sweep": lambda n: n.startswith("project"),
+        "pca": lambda n: n == "lowercase",
+        "norms": lambda n: n == "lowercase",
+        "projections": lambda n: n == "with instruction",
+    }
+    for name, picked in lowercase_traces.items():
+        assert colours(figures[name], picked) == {want}, name
+    assert colours(figures["pca"], lambda n: n == "capitals") == {instruction_colour("capitals")}
