@@ -24,7 +24,9 @@ CHAT_TEMPLATE = (
 def tiny_tokenizer(chat: bool = True) -> PreTrainedTokenizerFast:
     """Byte-level tokenizer: 3 special tokens then one token per byte."""
     vocab = {tok: i for i, tok in enumerate(SPECIALS)}
-    for ch in pre_tokenizers.ByteLevel.alphabet():
+    # alphabet() comes from a hash set, in another order on every call: sorted, the
+    # byte -> id map (and so every tiny model's tokens) is the same in every run.
+    for ch in sorted(pre_tokenizers.ByteLevel.alphabet()):
         vocab.setdefault(ch, len(vocab))
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
