@@ -21,11 +21,10 @@ from typing import Any
 import pandas as pd
 import torch
 
-from workbench import InstructionVector, PerRow, format_prompt, generate, score
+from workbench import InstructionVector, PerRow, format_prompt, score
 from workbench.errors import ArgumentTypeError, InvalidArgumentError
 from workbench.options import check_choice, check_int
-from workbench.prompts import encode_prompts
-from workbench.quality import QualityThresholds, quality_frame
+from workbench.quality import QualityThresholds, generate_with_quality
 from workbench.selection import Metric
 from workbench.sweeps import settings_grid
 
@@ -165,21 +164,12 @@ def joint_responses(
     units = [(c, i, p) for c in conditions for i, p in enumerate(texts)]
     formatted = [format_prompt(model, p) for _, _, p in units]
     steering = PerRow([[settings[x].term(vecs[x]) for x in c] or None for c, _, _ in units])
-    out = generate(
+    out, quality = generate_with_quality(
         model,
         formatted,
-        steering=steering,
-        formatted=True,
+        steering,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
-        return_tokens=True,
-    )
-    quality = quality_frame(
-        model,
-        encode_prompts(model, formatted),
-        out.tokens,
-        out.texts,
-        max_new_tokens=max_new_tokens,
         thresholds=thresholds,
     )
     setting = next(iter(settings.values()))

@@ -14,6 +14,7 @@ from .cli_common import (
     add_command,
     add_model_options,
     check_layers_in,
+    count_option,
     emit_json,
     finite_float,
     load_model_from,
@@ -61,9 +62,7 @@ def register_first(sub: Any) -> None:
     p.add_argument("--split", default="train", choices=choices(Split))
     p.add_argument("--pairs", type=positive_int, default=None, metavar="N", help="at most N pairs")
     p.add_argument("--layers", default=None, help="e.g. 8-20 or 10,14 (default: all)")
-    p.add_argument(
-        "--batch-size", type=positive_int, default=16, metavar="N", help="(default: %(default)s)"
-    )
+    count_option(p, "--batch-size", 16)
     p.add_argument("--keep-pair-diffs", action="store_true", help="store per-pair differences")
     p.add_argument("--gguf", type=Path, default=None, help="also write a llama.cpp file")
     p.set_defaults(func=run_extract)

@@ -70,6 +70,13 @@ def add_model_options(parser: argparse.ArgumentParser, default: str | None, what
     parser.add_argument("--dtype", default=None, choices=DTYPES, help="(default: float32)")
 
 
+def count_option(parser: Any, flag: str, default: int) -> None:
+    """Declare a positive-integer option (`--max-new-tokens`, `--batch-size`) showing its default."""
+    parser.add_argument(
+        flag, type=positive_int, default=default, metavar="N", help="(default: %(default)s)"
+    )
+
+
 def positive_int(text: str) -> int:
     """argparse type: an int of at least 1.
 

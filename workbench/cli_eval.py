@@ -14,6 +14,7 @@ from .cli_common import (
     add_model_options,
     check_fits,
     check_layers_in,
+    count_option,
     emit_json,
     finite_float,
     load_model_from,
@@ -67,21 +68,13 @@ def register(sub: Any) -> None:
     p.add_argument("--strength", type=finite_float, default=None, help="x the mode's default")
     p.add_argument("--positions", default="all", choices=choices(Positions))
     p.add_argument("--compare", action="store_true", help="also generate unsteered")
-    p.add_argument(
-        "--max-new-tokens",
-        type=positive_int,
-        default=64,
-        metavar="N",
-        help="(default: %(default)s)",
-    )
+    count_option(p, "--max-new-tokens", 64)
     p.add_argument(
         "--temperature", type=finite_float, default=None, help="sample (default: greedy)"
     )
     p.add_argument("--top-p", type=finite_float, default=1.0)
     p.add_argument("--seed", type=int, default=None, help="sampling seed (default: drawn, printed)")
-    p.add_argument(
-        "--batch-size", type=positive_int, default=16, metavar="N", help="(default: %(default)s)"
-    )
+    count_option(p, "--batch-size", 16)
     add_model_options(p, None, VECTOR_MODEL)
     p.set_defaults(func=run_steer)
 
@@ -111,16 +104,8 @@ def register(sub: Any) -> None:
     p.add_argument("--modes", default="add,project", help="(default: %(default)s)")
     p.add_argument("--strengths", default="0.5,1", help="(default: %(default)s)")
     p.add_argument("--metric", default=METRICS[0], choices=METRICS)
-    p.add_argument(
-        "--max-new-tokens",
-        type=positive_int,
-        default=32,
-        metavar="N",
-        help="(default: %(default)s)",
-    )
-    p.add_argument(
-        "--batch-size", type=positive_int, default=48, metavar="N", help="(default: %(default)s)"
-    )
+    count_option(p, "--max-new-tokens", 32)
+    count_option(p, "--batch-size", 48)
     p.add_argument("--out-dir", type=Path, default=None, help="keep raw rows and vectors here")
     add_model_options(p, DEFAULT_MODEL, DEFAULT_MODEL)
     p.set_defaults(func=run_evaluate)

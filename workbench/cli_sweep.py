@@ -12,6 +12,7 @@ from .cli_common import (
     add_model_options,
     check_fits,
     check_layers_in,
+    count_option,
     emit_json,
     frame_records,
     load_model_from,
@@ -64,16 +65,8 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--prompts-file", type=Path, default=None, metavar="FILE", help="own prompts, one a line"
     )
-    p.add_argument(
-        "--max-new-tokens",
-        type=positive_int,
-        default=64,
-        metavar="N",
-        help="(default: %(default)s)",
-    )
-    p.add_argument(
-        "--batch-size", type=positive_int, default=32, metavar="N", help="(default: %(default)s)"
-    )
+    count_option(p, "--max-new-tokens", 64)
+    count_option(p, "--batch-size", 32)
     p.add_argument("--shard", default=None, metavar="I/N", help="run part I of N, e.g. 0/4")
     add_model_options(p, None, VECTOR_MODEL)
     p.set_defaults(func=run_sweep)

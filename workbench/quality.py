@@ -31,9 +31,10 @@ from torch import Tensor
 
 from . import kv
 from .errors import InvalidArgumentError
-from .generation import eos_ids
+from .generation import Generation, eos_ids, generate
 from .options import check_int, is_finite_number
-from .prompts import pad_left
+from .prompts import encode_prompts, pad_left
+from .terms import PerRow
 
 
 @dataclass(frozen=True)
@@ -167,3 +168,42 @@ def quality_frame(
             }
         )
     return pd.DataFrame(rows)
+
+
+def generate_with_quality(
+    model: Any,
+    formatted: Sequence[str],
+    steering: PerRow,
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    thresholds: QualityThresholds | None = None,
+) -> tuple[Generation, pd.DataFrame]:
+    """Generate from already formatted prompts with one steering entry per row, and the
+    `quality_frame` of the responses (what sweeps and composition runs both need).
+
+    Example:
+        >>> from workbench.terms import PerRow
+        >>> texts = [format_prompt(model, "Hi")]
+        >>> out, quality = generate_with_quality(model, texts, PerRow([None]), max_new_tokens=3, batch_size=1)
+        >>> len(out.texts), len(quality)
+        (1, 1)
+    """
+    out = generate(
+        model,
+        list(formatted),
+        steering=steering,
+        formatted=True,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        return_tokens=True,
+    )
+    quality = quality_frame(
+        model,
+        encode_prompts(model, list(formatted)),
+        out.tokens,
+        out.texts,
+        max_new_tokens=max_new_tokens,
+        thresholds=thresholds,
+    )
+    return out, quality

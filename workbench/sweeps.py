@@ -27,11 +27,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .errors import ArgumentTypeError, InvalidArgumentError
-from .generation import generate
 from .models import model_info
 from .options import Mode, check_choice, check_int, is_finite_number
-from .prompts import encode_prompts, format_prompt
-from .quality import QualityThresholds, quality_frame
+from .prompts import format_prompt
+from .quality import QualityThresholds, generate_with_quality
 from .scoring import score
 from .sweep_files import append_rows, as_frame, open_for_append
 from .terms import PerRow, SteeringTerm
@@ -147,23 +146,15 @@ def _score_batch(
     t0 = time.perf_counter()
     texts = [format_prompt(model, p.text) for _, _, _, p in units]
     terms = [s.term(vector) for _, s, _, _ in units]
-    out = generate(
+    out, quality = generate_with_quality(
         model,
         texts,
-        steering=PerRow(terms),
-        formatted=True,
+        PerRow(terms),
         max_new_tokens=max_new_tokens,
         batch_size=len(units),
-        return_tokens=True,
-    )
-    quality = quality_frame(
-        model,
-        encode_prompts(model, texts),
-        out.tokens,
-        out.texts,
-        max_new_tokens=max_new_tokens,
         thresholds=thresholds,
-    ).to_dict("records")
+    )
+    quality = quality.to_dict("records")
     seconds = (time.perf_counter() - t0) / len(units)
     rows = []
     for (unit, s, index, p), term, text, q in zip(units, terms, out.texts, quality, strict=True):
