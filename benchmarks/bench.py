@@ -150,121 +150,20 @@ def bench_extract(n_pairs: int = 32) -> None:
     )
 
 
-def _throughput(fn: Callable[[], list[list[int]]]) -> tuple[float, int]:
-    """New tokens per second of `fn`, which returns the generated token lists."""
-    t0 = time.perf_counter()
-    tokens = fn()
-    seconds = time.perf_counter() - t0
-    n = sum(len(t) for t in tokens)
-    return n / seconds, n
+def bench_generate(**options: Any) -> None:
+    """Steered `generate` vs Hugging Face's `generate` (see benchmarks/generate.py)."""
+    from .generate import bench_generate as run
+    from .workload import Setup
+
+    run(Setup(**options))
 
 
-def _hf_generator(model: Any, prompts: list[str], max_new_tokens: int) -> Callable[[], Any]:
-    """Unsteered Hugging Face `generate` on the embedded checkpoint, same batch as ours."""
-    import torch
-    from transformers import AutoModelForCausalLM
+def bench_generate_scale(**options: Any) -> None:
+    """Tokens/s against batch, prompt length and terms; memory (benchmarks/generate.py)."""
+    from .generate import bench_generate_scale
+    from .workload import Setup
 
-    from workbench.embedded import ensure_checkpoint
-    from workbench.prompts import format_prompt, tokenize_prompts
-
-    hf = AutoModelForCausalLM.from_pretrained(ensure_checkpoint("smollm2-135m-instruct"))
-    hf.eval()
-    ids, mask = tokenize_prompts(model, [format_prompt(model, p) for p in prompts])
-    eos = model.tokenizer.eos_token_id
-
-    def hf_generate() -> list[list[int]]:
-        with torch.inference_mode():
-            out = hf.generate(
-                ids,
-                attention_mask=mask,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=model.tokenizer.pad_token_id,
-            )
-        rows = out[:, ids.shape[1] :].tolist()
-        return [r[: r.index(eos) + 1] if eos in r else r for r in rows]
-
-    return hf_generate
-
-
-def bench_generate(
-    n_prompts: int = 16, max_new_tokens: int = 128, n_reference: int = 4, repeats: int = 2
-) -> None:
-    """Steered `generate` vs unsteered Hugging Face `generate`, the reference loop, hooked.
-
-    Same prompts and batching for every contender; throughput is new tokens per
-    second. The reference loop (batch 1, no cache, full recompute per token) runs on
-    the first `n_reference` prompts only: its cost grows quadratically with length.
-    """
-    from workbench.extraction import compute_instruction_vector
-    from workbench.generation import generate
-    from workbench.models import load_model
-    from workbench.pairs import base_queries, make_pairs
-    from workbench.reference import reference_generate
-    from workbench.terms import SteeringTerm
-
-    bridge = load_model()
-    prompts = [q.text for q in base_queries()[:n_prompts]]
-    vec = compute_instruction_vector(bridge, make_pairs("one_sentence", n=32), layers=[14])
-    term = SteeringTerm(vec, layer=14, mode="project")
-
-    def ours(model: Any, which: list[str] = prompts, steering: Any = term) -> list[list[int]]:
-        out = generate(
-            model,
-            which,
-            steering=steering,
-            max_new_tokens=max_new_tokens,
-            batch_size=n_prompts,
-            return_tokens=True,
-        )
-        return out.tokens
-
-    hf_generate = _hf_generator(bridge, prompts, max_new_tokens)
-    ours(bridge, prompts[:2])  # warm-up
-    hf_generate()
-    # Interleaved rounds, best of each: on a shared machine a slow moment then hits
-    # every contender alike instead of skewing one ratio.
-    best: dict[str, float] = {"ours": 0.0, "hf": 0.0, "plain": 0.0}
-    counts: dict[str, int] = {}
-    contenders = {
-        "ours": lambda: ours(bridge),
-        "hf": hf_generate,
-        "plain": lambda: ours(bridge, steering=None),
-    }
-    for _ in range(repeats):
-        for name, fn in contenders.items():
-            tps, counts[name] = _throughput(fn)
-            best[name] = max(best[name], tps)
-    ours_tps, hf_tps, plain_tps = best["ours"], best["hf"], best["plain"]
-    emit(
-        "generate",
-        steered_vs_hf=ours_tps / hf_tps,
-        steered_tok_s=ours_tps,
-        hf_tok_s=hf_tps,
-        # The same generate without steering separates the hooks' cost from the bridge's.
-        unsteered_vs_hf=plain_tps / hf_tps,
-        steered_tokens=counts["ours"],
-        hf_tokens=counts["hf"],
-        unsteered_tokens=counts["plain"],
-        repeats=repeats,
-    )
-
-    ref_prompts = prompts[:n_reference]
-    ref_tps, _ = _throughput(
-        lambda: [reference_generate(bridge, p, term, max_new_tokens) for p in ref_prompts]
-    )
-    ours_ref_tps, _ = _throughput(lambda: ours(bridge, ref_prompts))
-    emit(
-        "generate",
-        speedup_vs_reference=ours_tps / ref_tps,
-        ref_tok_s=ref_tps,
-        same_prompts_speedup=ours_ref_tps / ref_tps,
-        ref_prompts=n_reference,
-    )
-
-    hooked = load_model(backend="hooked")
-    hooked_tps, _ = _throughput(lambda: ours(hooked))
-    emit("generate", hooked_vs_bridge=hooked_tps / ours_tps, hooked_tok_s=hooked_tps)
+    bench_generate_scale(Setup(**options))
 
 
 def bench_sweep(n_layers: int = 6, n_prompts: int = 8, max_new_tokens: int = 32) -> None:
@@ -385,14 +284,25 @@ BENCHMARKS: dict[str, Callable[[], None]] = {
     "load": bench_load,
     "extract": bench_extract,
     "generate": bench_generate,
+    "generate_scale": bench_generate_scale,
     "sweep": bench_sweep,
     "select_sweep": bench_select_sweep,
 }
 
 
-def run_benchmarks(names: Sequence[str] = ()) -> None:
+# These take the --device/--config/... options; the others run on the embedded model.
+TAKES_OPTIONS = {"generate", "generate_scale"}
+
+
+def run_benchmarks(names: Sequence[str] = (), options: dict[str, Any] | None = None) -> None:
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         raise SystemExit(f"unknown benchmark(s) {unknown}; available: {sorted(BENCHMARKS)}")
-    for name in names or list(BENCHMARKS):
-        BENCHMARKS[name]()
+    chosen = list(names or BENCHMARKS)
+    if options and not TAKES_OPTIONS & set(chosen):
+        raise SystemExit(f"options apply only to {sorted(TAKES_OPTIONS)}")
+    for name in chosen:
+        if name in TAKES_OPTIONS:
+            BENCHMARKS[name](**(options or {}))
+        else:
+            BENCHMARKS[name]()

@@ -86,9 +86,18 @@ def register_last(sub: Any) -> None:
         sub,
         "bench",
         "run the benchmarks (from the source checkout) and print BENCH lines",
-        "workbench bench generate sweep\nworkbench bench --json load",
+        "workbench bench generate sweep\nworkbench bench --json load\n"
+        "workbench bench generate generate_scale --device cuda --config llama-3.2-1b "
+        "--dtype bfloat16",
     )
     p.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
+    p.add_argument("--device", help="generate benchmarks: device (default cpu)")
+    p.add_argument(
+        "--config",
+        help="generate benchmarks: a random-weight model of this shape (llama-3.2-1b, tiny) "
+        "instead of the embedded one",
+    )
+    p.add_argument("--dtype", help="generate benchmarks: float32 (default), bfloat16, float16")
     p.set_defaults(func=run_bench)
 
     p = add_command(
@@ -291,10 +300,27 @@ def run_bench(args: argparse.Namespace) -> None:
             f"unknown benchmark(s) {unknown}; available: {sorted(bench.BENCHMARKS)}"
         )
     names = args.names or list(bench.BENCHMARKS)
+    options = {k: getattr(args, k) for k in ("device", "config", "dtype") if getattr(args, k)}
+    _check_bench_options(bench, names, options)
     target = _BenchJson() if args.json else sys.stdout
     with contextlib.redirect_stdout(target):
         for name in progress(names, args, desc="bench"):
-            bench.run_benchmarks([name])
+            bench.run_benchmarks([name], options if name in bench.TAKES_OPTIONS else None)
+
+
+def _check_bench_options(bench: Any, names: list[str], options: dict[str, str]) -> None:
+    """Refuse options no chosen benchmark takes, and values they do not know."""
+    if options and not bench.TAKES_OPTIONS & set(names):
+        flags = ", ".join(f"--{k} {v!r}" for k, v in options.items())
+        raise InvalidArgumentError(
+            f"{flags}: only the benchmarks {sorted(bench.TAKES_OPTIONS)} take these options"
+        )
+    from benchmarks.workload import CONFIGS
+
+    valid = {"config": sorted(CONFIGS), "dtype": ["bfloat16", "float16", "float32"]}
+    for key, allowed in valid.items():
+        if key in options and options[key] not in allowed:
+            raise InvalidArgumentError(f"--{key} {options[key]!r}: choose one of {allowed}")
 
 
 def run_demo(args: argparse.Namespace) -> None:

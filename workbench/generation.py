@@ -11,7 +11,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from . import kv
+from . import fast_decode, kv
 from .errors import ArgumentTypeError, InvalidArgumentError
 from .models import model_info
 from .options import PromptStyle, check_choice, check_int, is_finite_number
@@ -208,35 +208,50 @@ def _generate_batch(
 ) -> list[list[int]]:
     input_ids, mask = pad_left(model, token_lists)
     batch, width = input_ids.shape
-    stop_ids = torch.tensor(sorted(eos_ids(model)), device=input_ids.device)
+    device = input_ids.device
+    stop_ids = torch.tensor(sorted(eos_ids(model)), device=device)
     pad = model.tokenizer.pad_token_id
-    cache = kv.new_cache(model, batch)
-    generated = torch.empty(batch, 0, dtype=torch.long, device=input_ids.device)
-    done = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
-    lengths = [max_new_tokens] * batch
+    # On the bridge, the plain Hugging Face model sharing its weights decodes at Hugging
+    # Face's speed with the same steering functions (see workbench.fast_decode).
+    fast = fast_decode.decoder_for(model, hooks)
+    if fast is None:
+        cache = kv.new_cache(model, batch)
+        steering = model.hooks(fwd_hooks=hooks)
+    else:
+        cache = fast.new_cache()
+        steering = fast.steering(hooks)
+
+    def step_logits(new_ids: Tensor, full_mask: Tensor) -> Tensor:
+        if fast is None:
+            return kv.next_token_logits(model, new_ids, full_mask, cache)
+        return fast.next_token_logits(new_ids, full_mask, cache)
+
+    generated = torch.full((batch, max_new_tokens), pad, dtype=torch.long, device=device)
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    # Kept on the device: one host sync per step (the all-done test), as in Hugging Face.
+    lengths = torch.full((batch,), max_new_tokens, dtype=torch.long, device=device)
     tail_len = max((len(s) for s in stops), default=0) + 1
-    with model.hooks(fwd_hooks=hooks):
+    with steering:
         with position_window(0, width):
-            logits = kv.next_token_logits(model, input_ids, mask, cache)
+            logits = step_logits(input_ids, mask)
         for step in range(max_new_tokens):
             nxt = _sample(logits, sampling, generators)
             nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
-            generated = torch.cat([generated, nxt[:, None]], dim=1)
+            generated[:, step] = nxt
             finished_now = ~done & torch.isin(nxt, stop_ids)
-            for i in torch.nonzero(finished_now).flatten().tolist():
-                lengths[i] = step + 1
+            lengths = torch.where(finished_now, step + 1, lengths)
             done |= finished_now
             if stops:
                 # A stop string that ends in the newest token lies within the last
                 # (longest stop + 1) tokens, since every token decodes to >= 1 char.
                 for i in torch.nonzero(~done).flatten().tolist():
-                    tail = model.tokenizer.decode(generated[i, -tail_len:].tolist())
-                    if any(s in tail for s in stops):
+                    tail = generated[i, max(0, step + 1 - tail_len) : step + 1].tolist()
+                    if any(s in model.tokenizer.decode(tail) for s in stops):
                         lengths[i] = step + 1
                         done[i] = True
-            if bool(done.all()) or step == max_new_tokens - 1:
+            if step == max_new_tokens - 1 or bool(done.all()):
                 break
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             with position_window(width + step, width):
-                logits = kv.next_token_logits(model, nxt[:, None], mask, cache)
-    return [generated[i, : lengths[i]].tolist() for i in range(batch)]
+                logits = step_logits(nxt[:, None], mask)
+    return [row[:n] for row, n in zip(generated.tolist(), lengths.tolist(), strict=True)]

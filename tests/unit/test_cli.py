@@ -37,6 +37,8 @@ BAD = {
     # demo needs the embedded model, so only its refusal runs here.
     "demo_missing_dir": (["demo", "--out", "nodir/demo"], "'nodir'"),
     "unknown_benchmark": (["bench", "nope"], "'nope'"),
+    "bench_unknown_config": (["bench", "generate", "--config", "llama-9"], "'llama-9'"),
+    "bench_option_unused": (["bench", "load", "--device", "cpu"], "--device 'cpu'"),
 }
 
 

@@ -1,0 +1,93 @@
+"""The fast decode path on the embedded model: same activations and tokens as the
+TransformerLens path. (`test_steered_generation` checks it against the reference loop:
+`generate` takes the fast path on the bridge.)"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from workbench import (
+    PerRow,
+    SteeringTerm,
+    base_queries,
+    compute_instruction_vector,
+    format_prompt,
+    generate,
+    make_pairs,
+)
+from workbench.fast_decode import decoder_for, use_fast_decode
+from workbench.prompts import tokenize_prompts
+
+N_NEW = 24
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    return [q.text for q in base_queries("validation")[:8]]
+
+
+@pytest.fixture(scope="module")
+def vec(smol):
+    return compute_instruction_vector(smol, make_pairs("one_sentence", n=16), layers=[6, 14, 22])
+
+
+def test_every_decoder_layer_output_is_hook_resid_post(smol, prompts):
+    decoder = decoder_for(smol)
+    assert decoder is not None and decoder.hf.config._attn_implementation == "sdpa"
+    ids, mask = tokenize_prompts(smol, [format_prompt(smol, p) for p in prompts[:4]])
+    names = [f"blocks.{layer}.hook_resid_post" for layer in range(smol.cfg.n_layers)]
+    seen = {}
+    handles = [
+        decoder.layers[n].register_forward_hook(lambda m, a, out, n=n: seen.update({n: out}))
+        for n in names
+    ]
+    try:
+        with torch.inference_mode():
+            logits, cache = smol.run_with_cache(ids, attention_mask=mask, names_filter=names)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            plain = decoder.hf(ids, attention_mask=mask, position_ids=positions).logits
+    finally:
+        for h in handles:
+            h.remove()
+    real = mask.bool()
+    for n in names:
+        a, b = seen[n][real], cache[n][real]
+        assert float((a - b).abs().max() / b.abs().max()) < 1e-5, n
+    assert float((plain[real] - logits[real]).abs().max()) < 1e-3
+
+
+def _both(model, prompts, steering):
+    decoder = decoder_for(model)
+    before = decoder.passes
+    fast = generate(model, prompts, steering=steering, max_new_tokens=N_NEW, return_tokens=True)
+    assert decoder.passes > before
+    with use_fast_decode(False):
+        slow = generate(model, prompts, steering=steering, max_new_tokens=N_NEW, return_tokens=True)
+    return fast.tokens, slow.tokens
+
+
+def test_fast_and_tl_paths_agree_on_shared_terms(smol, vec, prompts):
+    terms = [
+        SteeringTerm(vec, layer=14, mode="project"),
+        SteeringTerm(vec, layer=6, mode="add", weight=6.0, positions="generated"),
+    ]
+    fast, slow = _both(smol, prompts, terms)
+    assert fast == slow
+
+
+def test_fast_and_tl_paths_agree_per_row(smol, vec, prompts):
+    rows = PerRow(
+        [
+            SteeringTerm(vec, layer=14, mode="add"),
+            None,
+            SteeringTerm(vec, layer=22, mode="ablate"),
+            [SteeringTerm(vec, layer=6, mode="project"), SteeringTerm(vec, layer=14, mode="add")],
+            SteeringTerm(vec, layer=14, mode="add", weight=-8.0, positions="prompt"),
+            None,
+            SteeringTerm(vec, layer=6, mode="add", weight=4.0, positions="generated"),
+            SteeringTerm(vec, layer=22, mode="project"),
+        ]
+    )
+    fast, slow = _both(smol, prompts, rows)
+    assert fast == slow
