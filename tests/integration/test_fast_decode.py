@@ -5,19 +5,17 @@ TransformerLens path. (`test_steered_generation` checks it against the reference
 from __future__ import annotations
 
 import pytest
-import torch
 
+from tests.decoder_outputs import both_forwards
 from workbench import (
     PerRow,
     SteeringTerm,
     base_queries,
     compute_instruction_vector,
-    format_prompt,
     generate,
     make_pairs,
 )
 from workbench.fast_decode import decoder_for, use_fast_decode
-from workbench.prompts import tokenize_prompts
 
 N_NEW = 24
 
@@ -35,26 +33,12 @@ def vec(smol):
 def test_every_decoder_layer_output_is_hook_resid_post(smol, prompts):
     decoder = decoder_for(smol)
     assert decoder is not None and decoder.hf.config._attn_implementation == "sdpa"
-    ids, mask = tokenize_prompts(smol, [format_prompt(smol, p) for p in prompts[:4]])
-    names = [f"blocks.{layer}.hook_resid_post" for layer in range(smol.cfg.n_layers)]
-    seen = {}
-    handles = [
-        decoder.layers[n].register_forward_hook(lambda m, a, out, n=n: seen.update({n: out}))
-        for n in names
-    ]
-    try:
-        with torch.inference_mode():
-            logits, cache = smol.run_with_cache(ids, attention_mask=mask, names_filter=names)
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            plain = decoder.hf(ids, attention_mask=mask, position_ids=positions).logits
-    finally:
-        for h in handles:
-            h.remove()
-    real = mask.bool()
-    for n in names:
-        a, b = seen[n][real], cache[n][real]
+    out = both_forwards(smol, decoder, prompts[:4])
+    real = out["real"]
+    for n, activation in out["cache"].items():
+        a, b = out["layer_out"][n][real], activation[real]
         assert float((a - b).abs().max() / b.abs().max()) < 1e-5, n
-    assert float((plain[real] - logits[real]).abs().max()) < 1e-3
+    assert float((out["plain_logits"][real] - out["logits"][real]).abs().max()) < 1e-3
 
 
 def _both(model, prompts, steering):

@@ -9,19 +9,18 @@ import pytest
 import torch
 
 from tests.conftest import LOWERCASE_PAIRS
+from tests.decoder_outputs import both_forwards
 from tests.tiny import make_tiny_checkpoint, tiny_tokenizer
 from workbench import (
     PerRow,
     Sampling,
     SteeringTerm,
     compute_instruction_vector,
-    format_prompt,
     generate,
     load_model,
     steer,
 )
 from workbench.fast_decode import FastDecoder, decoder_for, use_fast_decode
-from workbench.prompts import tokenize_prompts
 from workbench.reference import reference_generate
 from workbench.steering import SteeringPlan
 
@@ -105,25 +104,13 @@ def test_decoder_layer_outputs_are_hook_resid_post_and_weights_are_shared(bridge
     decoder = decoder_for(bridge)
     assert decoder is not None and decoder.ok, decoder and decoder.reason
     assert decoder.hf.config._attn_implementation == "sdpa"
-    ids, mask = tokenize_prompts(bridge, [format_prompt(bridge, p) for p in PROMPTS])
-    names = [f"blocks.{layer}.hook_resid_post" for layer in range(bridge.cfg.n_layers)]
-    seen = {}
-    handles = [
-        decoder.layers[n].register_forward_hook(lambda m, a, out, n=n: seen.update({n: out}))
-        for n in names
-    ]
-    try:
-        with torch.inference_mode():
-            logits, cache = bridge.run_with_cache(ids, attention_mask=mask, names_filter=names)
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            plain = decoder.hf(ids, attention_mask=mask, position_ids=positions)
-    finally:
-        for h in handles:
-            h.remove()
-    real = mask.bool()
-    for n in names:
-        torch.testing.assert_close(seen[n][real], cache[n][real], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(plain.logits[real], logits[real], atol=1e-5, rtol=1e-5)
+    out = both_forwards(bridge, decoder, PROMPTS)
+    real = out["real"]
+    for n, activation in out["cache"].items():
+        torch.testing.assert_close(
+            out["layer_out"][n][real], activation[real], atol=1e-5, rtol=1e-5
+        )
+    torch.testing.assert_close(out["plain_logits"][real], out["logits"][real], atol=1e-5, rtol=1e-5)
     # Shared, not copied: the plain model holds the bridge's own tensors.
     bridge_ptrs = {p.data_ptr() for p in bridge.parameters()}
     assert all(p.data_ptr() in bridge_ptrs for p in decoder.hf.parameters())
