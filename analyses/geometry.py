@@ -124,6 +124,7 @@ def cosine_table(
     layer: int,
     *,
     cluster: bool = True,
+    centred: bool = False,
 ) -> pd.DataFrame:
     """Cosine similarity between the directions of several vectors at one layer.
 
@@ -133,11 +134,16 @@ def cosine_table(
         layer: a layer every vector holds.
         cluster: order rows and columns by `cluster_order` on ``1 - cosine`` so
             related instructions sit together; False keeps the order given.
+        centred: subtract the mean of the unit directions before taking cosines.
+            Instruction vectors share an "an instruction is present" component
+            (every cosine positive); centring removes it, leaving how the
+            instructions differ from one another. Needs at least 3 vectors (two
+            centred directions are always opposite).
 
     Returns:
         Square ``[n, n]`` DataFrame of cosines in ``[-1, 1]``; index and columns are
         the labels in the same order, the diagonal is 1. ``attrs["layer"]`` holds
-        `layer` (for the figure's title).
+        `layer` and ``attrs["centred"]`` `centred` (for the figure's title).
 
     Example:
         >>> table = cosine_table({"a": vec, "b": vec}, layer=1)
@@ -174,12 +180,29 @@ def cosine_table(
             f"{shared if shared else 'none (the vectors share no layer)'}"
         )
     labels = list(named)
-    cos = _cosines(torch.stack([named[label].direction(layer) for label in labels]))
+    directions = torch.stack([named[label].direction(layer) for label in labels])
+    if not isinstance(centred, bool):
+        raise ArgumentTypeError(f"centred must be True or False, got {centred!r}")
+    if centred:
+        if len(labels) < 3:
+            raise InvalidArgumentError(
+                f"centred=True needs at least 3 vectors, got {len(labels)} ({labels}): "
+                "two directions minus their mean are always opposite"
+            )
+        directions = directions - directions.mean(dim=0, keepdim=True)
+        flat = [label for label, d in zip(labels, directions, strict=True) if d.norm() < 1e-6]
+        if flat:
+            raise InvalidArgumentError(
+                f"vectors {flat} equal the mean direction at layer {layer}; after "
+                "centring they have no direction left (pass centred=False)"
+            )
+    cos = _cosines(directions)
     order = cluster_order(1.0 - cos) if cluster else list(range(len(labels)))
     ordered = [labels[i] for i in order]
     values = cos[order][:, order].numpy()
     table = pd.DataFrame(values, index=pd.Index(ordered), columns=pd.Index(ordered))
     table.attrs["layer"] = layer
+    table.attrs["centred"] = centred
     return table
 
 
@@ -279,7 +302,9 @@ def residual_norms(
                 "n_tokens": int(norms.numel()),
             }
         )
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    table.attrs["hook_name"] = RESID_HOOK
+    return table
 
 
 def relative_norm_table(vec: InstructionVector, norms: pd.DataFrame) -> pd.DataFrame:
@@ -306,6 +331,13 @@ def relative_norm_table(vec: InstructionVector, norms: pd.DataFrame) -> pd.DataF
     if not isinstance(norms, pd.DataFrame):
         raise ArgumentTypeError(
             f"norms must be the DataFrame of residual_norms(), got {type(norms).__name__}"
+        )
+    if vec.hook_name != norms.attrs.get("hook_name", RESID_HOOK):
+        raise VectorMismatchError(
+            f"the vector was read at {vec.hook_name!r} and the norms at "
+            f"{norms.attrs.get('hook_name', RESID_HOOK)!r}; a relative norm compares "
+            "one hook with itself (residual_norms reads "
+            f"{RESID_HOOK!r}; use a vector read there)"
         )
     missing_cols = {"layer", "median_norm"} - set(norms.columns)
     if missing_cols:

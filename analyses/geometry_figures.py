@@ -82,13 +82,16 @@ def plot_cosine_heatmap(table: pd.DataFrame, *, title: str | None = None) -> go.
     labels = list(table.columns)
     layer = table.attrs.get("layer")
     where = f" at layer {layer}" if layer is not None else ""
+    kind = "centred cosine" if table.attrs.get("centred") else "cosine"
     fig = go.Figure(
-        _cosine_heatmap(table, "%{y} · %{x}<br>cosine %{text}<extra></extra>"),
+        _cosine_heatmap(table, f"%{{y}} · %{{x}}<br>{kind} %{{text}}<extra></extra>"),
     )
     ticks = {"tickvals": labels, "ticktext": [_coloured(x) for x in labels], "type": "category"}
     return finish(
         fig,
-        title=title or f"Cosine similarity between instruction vectors{where}",
+        title=title
+        or f"{kind.capitalize()} similarity between instruction vectors{where}"
+        + (" (mean direction removed)" if table.attrs.get("centred") else ""),
         x="instruction (clustered order)",
         y="instruction (clustered order)",
         xaxis=ticks,

@@ -21,6 +21,7 @@ from plotly.offline import get_plotlyjs
 from workbench import InstructionVector, make_pairs, stability_curve
 from workbench.errors import ArgumentTypeError
 from workbench.files import write_atomic
+from workbench.options import RESID_HOOK
 from workbench.sweep_files import merge_sweeps
 
 from .figures import plot_layer_profile
@@ -114,15 +115,25 @@ def _model_sections(model: Any, vec: InstructionVector, label: str, pairs: Any) 
     from .projection_figures import plot_projections
     from .projections import projections
 
-    prompts = [p.without_instruction for p in pairs]
-    norms = residual_norms(model, prompts, layers=list(vec.layers), prompt_style=vec.prompt_style)
+    heading = "Norm relative to the residual stream"
+    guide = (
+        "The vector's norm over the typical residual-stream norm at the same layer; the "
+        "raw norm mostly shows the residual stream growing with depth."
+    )
+    if vec.hook_name == RESID_HOOK:
+        prompts = [p.without_instruction for p in pairs]
+        norms = residual_norms(
+            model, prompts, layers=list(vec.layers), prompt_style=vec.prompt_style
+        )
+        relative = Section(
+            heading, guide, plot_relative_norms(relative_norm_table(vec, norms), label=label)
+        )
+    else:
+        relative = Section(
+            heading, guide, None, f"the vector was read at {vec.hook_name!r}, not {RESID_HOOK!r}"
+        )
     return [
-        Section(
-            "Norm relative to the residual stream",
-            "The vector's norm over the typical residual-stream norm at the same layer; the "
-            "raw norm mostly shows the residual stream growing with depth.",
-            plot_relative_norms(relative_norm_table(vec, norms), label=label),
-        ),
+        relative,
         Section(
             "Projections of held-out pairs",
             "With- and without-instruction residuals projected on the direction, per layer, "

@@ -3,6 +3,8 @@ relative norms are norm / typical residual norm, and every figure draws its tabl
 
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 import pytest
 import torch
@@ -92,6 +94,35 @@ def test_cosine_table_reads_only_the_chosen_layer():
     vectors = {"p": synthetic([e(0), e(0), e(0)]), "q": synthetic([e(0), e(3), e(4)])}
     assert cosine_table(vectors, 0).loc["p", "q"] == pytest.approx(1.0)
     assert cosine_table(vectors, 2).loc["p", "q"] == pytest.approx(0.0, abs=1e-7)
+
+
+def test_centred_cosines_remove_the_shared_component():
+    # Three directions = a shared component s plus orthogonal parts: every raw cosine
+    # is 0.5; after subtracting the mean direction they are -1/2 each (a regular
+    # simplex), whatever the shared component was.
+    s = e(0)
+    vectors = {k: flat(s + e(i + 1)) for i, k in enumerate("xyz")}
+    raw = cosine_table(vectors, layer=0, cluster=False)
+    centred = cosine_table(vectors, layer=0, cluster=False, centred=True)
+    off = [(a, b) for a in "xyz" for b in "xyz" if a != b]
+    assert [raw.loc[a, b] for a, b in off] == pytest.approx([0.5] * 6)
+    assert [centred.loc[a, b] for a, b in off] == pytest.approx([-0.5] * 6, abs=1e-6)
+    assert raw.attrs["centred"] is False and centred.attrs["centred"] is True
+    assert "centred" in plot_cosine_heatmap(centred).layout.title.text.lower()
+
+
+@pytest.mark.parametrize(
+    ("vectors", "centred", "match"),
+    [
+        ({"a": PLANTED["a"], "b": PLANTED["b"]}, True, r"at least 3 vectors, got 2"),
+        # Three copies of one direction: nothing is left after centring.
+        ({k: flat(e(0)) for k in "abc"}, True, r"\['a', 'b', 'c'\] equal the mean"),
+        (PLANTED, "yes", r"centred must be True or False, got 'yes'"),
+    ],
+)
+def test_centred_cosine_bad_input(vectors, centred, match):
+    with pytest.raises(WorkbenchError, match=match):
+        cosine_table(vectors, layer=0, centred=centred)
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -291,6 +322,15 @@ def test_relative_norms_of_a_real_vector(tiny_model, tiny_vec):
 def test_relative_norm_table_bad_input(norms, error, match):
     with pytest.raises(error, match=match):
         relative_norm_table(PLANTED["a"], norms)
+
+
+def test_relative_norms_refuse_a_vector_read_at_another_hook():
+    rows = [3 * e(0), 4 * e(1), 10 * e(2)]
+    mid = dataclasses.replace(synthetic(rows), hook_name="blocks.{layer}.hook_resid_mid")
+    norms = norms_frame({0: 8.0, 1: 9.0, 2: 40.0})
+    with pytest.raises(VectorMismatchError, match=r"hook_resid_mid.*hook_resid_post"):
+        relative_norm_table(mid, norms)
+    assert relative_norm_table(synthetic(rows), norms).relative.tolist()[0] == 3 / 8
 
 
 # --- figures ------------------------------------------------------------------------

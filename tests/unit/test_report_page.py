@@ -7,6 +7,7 @@ browser test skips with the reason printed by pytest's -ra summary.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -81,6 +82,17 @@ def test_missing_inputs_are_listed_with_their_reason(page_inputs, tmp_path):
     assert from_file.count("plotly-graph-div") == report(
         vec, out=tmp_path / "obj.html"
     ).read_text().count("plotly-graph-div")
+
+
+def test_a_vector_read_at_another_hook_has_no_relative_norm_section(page_inputs):
+    model = page_inputs[0]
+    post = compute_instruction_vector(model, make_pairs("lowercase", n=3))
+    mid = dataclasses.replace(post, hook_name="blocks.{layer}.hook_resid_mid")
+    pairs = make_pairs("lowercase", split="validation", n=2)
+    by_heading = {s.heading: s for s in report_sections(mid, model=model, pairs=pairs)}
+    relative = by_heading["Norm relative to the residual stream"]
+    assert relative.figure is None and "hook_resid_mid" in relative.reason
+    assert by_heading["Projections of held-out pairs"].figure is not None
 
 
 def test_the_page_renders_every_figure_in_headless_chromium(page, tmp_path):
