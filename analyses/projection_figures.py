@@ -14,6 +14,7 @@ import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 
 from workbench.errors import ArgumentTypeError
+from workbench.options import check_int
 
 from .projections import SIDES, Projections
 from .style import BASELINE_COLOUR, LAYER_AXIS, drawable, finish, instruction_colour
@@ -144,8 +145,14 @@ def _shown(token: str) -> str:
     return html.escape(text)
 
 
-def plot_token_projections(table: pd.DataFrame, *, title: str | None = None) -> go.Figure:
+def plot_token_projections(
+    table: pd.DataFrame, *, title: str | None = None, per_line: int = 16
+) -> go.Figure:
     """Heat strip of each response token's projection on u, one row per setting.
+
+    A response longer than `per_line` tokens wraps onto further rows labelled with
+    their positions (``steered · 16–31``), so the token text in the cells stays
+    legible at any length; hover shows each token's position.
 
     The diverging colour scale is centred on the vector's mean without-instruction
     projection at that layer (``table.attrs["mean_proj_without"]``; 0 when absent):
@@ -163,14 +170,29 @@ def plot_token_projections(table: pd.DataFrame, *, title: str | None = None) -> 
         ('heatmap', ('unsteered', 'steered'))
     """
     table = drawable(table, {"setting", "position", "token", "projection"}, "token_projections")
+    check_int("per_line", per_line, low=1)
     settings = list(dict.fromkeys(table["setting"]))
     width = int(table["position"].max()) + 1
-    z: list[list[float | None]] = [[None] * width for _ in settings]
-    text: list[list[str]] = [[""] * width for _ in settings]
+    columns = min(width, per_line)
+    n_lines = -(-width // columns)
+    rows: list[str] = []
+    first_row: dict[str, int] = {}
+    for setting in settings:
+        # Each response gets as many rows as its own length needs.
+        length = int(table.loc[table["setting"] == setting, "position"].max()) + 1
+        first_row[setting] = len(rows)
+        for k in range(-(-length // columns)):
+            last = min(length, (k + 1) * columns) - 1
+            rows.append(setting if n_lines == 1 else f"{setting} · {k * columns}–{last}")
+    z: list[list[float | None]] = [[None] * columns for _ in rows]
+    text: list[list[str]] = [[""] * columns for _ in rows]
+    where: list[list[int | None]] = [[None] * columns for _ in rows]
     for r in table.itertuples(index=False):
-        i = settings.index(r.setting)
-        z[i][int(r.position)] = float(r.projection)
-        text[i][int(r.position)] = _shown(str(r.token))
+        position = int(r.position)
+        i = first_row[r.setting] + position // columns
+        z[i][position % columns] = float(r.projection)
+        text[i][position % columns] = _shown(str(r.token))
+        where[i][position % columns] = position
     without = table.attrs.get("mean_proj_without")
     with_level = table.attrs.get("mean_proj_with")
     centre = float(without) if without is not None else 0.0
@@ -181,17 +203,21 @@ def plot_token_projections(table: pd.DataFrame, *, title: str | None = None) -> 
     fig = go.Figure(
         go.Heatmap(
             z=z,
-            x=list(range(width)),
-            y=settings,
+            x=list(range(columns)),
+            y=rows,
             text=text,
+            customdata=where,
+            hoverongaps=False,
             texttemplate="%{text}",
+            textfont={"size": 11},
             colorscale=TOKEN_SCALE,
             zmid=centre,
             zmin=centre - span,
             zmax=centre + span,
             colorbar={"title": {"text": PROJECTION_UNITS, "side": "right"}},
             hovertemplate=(
-                "%{y}<br>position %{x}<br>token %{text}<br>projection %{z:.3f}<extra></extra>"
+                "%{y}<br>position %{customdata}<br>token %{text}<br>projection %{z:.3f}"
+                "<extra></extra>"
             ),
             xgap=1,
             ygap=2,
@@ -224,10 +250,12 @@ def plot_token_projections(table: pd.DataFrame, *, title: str | None = None) -> 
     finish(
         fig,
         title=title or f"Response tokens along the {label} direction{where} (unsteered read)",
-        x="response token position (tokens after the prompt)",
+        x="response token position (tokens after the prompt)"
+        if n_lines == 1
+        else f"token within the row of {columns} (row labels give positions)",
         y="setting (response)",
         legend_title="reference levels",
-        height=220 + 60 * len(settings),
+        height=220 + (60 if n_lines == 1 else 34) * len(rows),
     )
     fig.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.35})
     fig.update_yaxes(autorange="reversed")

@@ -358,6 +358,31 @@ def test_token_heatmap_has_a_row_per_setting_centred_on_the_without_level(
     write_html(fig, tmp_path / "tokens.html")
 
 
+def test_long_responses_wrap_onto_rows_labelled_with_their_positions():
+    tokens = [f"t{i}" for i in range(10)]
+    table = pd.DataFrame(
+        {
+            "setting": ["unsteered"] * 10 + ["steered"] * 3,
+            "position": list(range(10)) + list(range(3)),
+            "token": tokens + tokens[:3],
+            "projection": [float(i) for i in range(10)] + [-1.0, -2.0, -3.0],
+        }
+    )
+    heat = plot_token_projections(table, per_line=4).data[0]
+    assert heat.y == (
+        "unsteered · 0–3",
+        "unsteered · 4–7",
+        "unsteered · 8–9",
+        "steered · 0–2",  # the shorter response needs one row
+    )
+    assert list(heat.text[1]) == ["t4", "t5", "t6", "t7"]
+    assert list(heat.z[2]) == [8.0, 9.0, None, None]
+    assert list(heat.customdata[2]) == [8, 9, None, None]  # hover shows the position
+    assert list(heat.z[3]) == [-1.0, -2.0, -3.0, None]
+    with pytest.raises(WorkbenchError, match="per_line"):
+        plot_token_projections(table, per_line=0)
+
+
 def test_figures_refuse_what_their_data_function_did_not_make():
     with pytest.raises(ArgumentTypeError, match="Projections"):
         plot_projections(pd.DataFrame({"layer": [0]}))
