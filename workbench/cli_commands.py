@@ -104,10 +104,17 @@ def register_last(sub: Any) -> None:
         sub,
         "demo",
         "compute the one-sentence vector on the embedded model, steer, write a report",
-        "workbench demo --out demo_output",
+        "workbench demo --out demo_output\n"
+        "workbench demo --model /path/to/checkpoint --device cuda --dtype bfloat16 --layer 12",
     )
     p.add_argument("--out", type=Path, default=Path("demo_output"), help="output directory")
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"(default: {DEFAULT_MODEL})")
+    add_model_options(p, DEFAULT_MODEL, DEFAULT_MODEL)
+    p.add_argument(
+        "--layer",
+        type=int,
+        default=None,
+        help="layer to steer at (default: workbench.demo.DEMO_LAYER, chosen on the embedded model)",
+    )
     p.add_argument(
         "--pairs", type=positive_int, default=64, metavar="N", help="(default: %(default)s)"
     )
@@ -325,6 +332,7 @@ def _check_bench_options(bench: Any, names: list[str], options: dict[str, str]) 
 
 def run_demo(args: argparse.Namespace) -> None:
     """The demo: vector, side-by-side steering, vector file and report page."""
+    from .demo import DEMO_LAYER
     from .demo import run_demo as demo
 
     if not args.out.parent.is_dir():
@@ -334,6 +342,8 @@ def run_demo(args: argparse.Namespace) -> None:
         )
     if args.out.exists() and not args.out.is_dir():
         raise InvalidArgumentError(f"--out {str(args.out)!r} exists and is not a directory")
-    paths = demo(args.out, model_name=args.model, n_pairs=args.pairs)
+    model = load_model_from(args)
+    layer = DEMO_LAYER if args.layer is None else args.layer
+    paths = demo(args.out, model_name=args.model, model=model, layer=layer, n_pairs=args.pairs)
     if args.json:
         emit_json(paths)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
+from .activations import check_layers
 from .extraction import compute_instruction_vector
 from .generation import generate
 from .models import load_model
@@ -31,16 +33,20 @@ def run_demo(
     out_dir: Path = Path("demo_output"),
     *,
     model_name: str = "smollm2-135m-instruct",
+    model: Any = None,
+    layer: int = DEMO_LAYER,
     n_pairs: int = 64,
     n_prompts: int = 4,
     max_new_tokens: int = 48,
 ) -> dict[str, Path]:
-    """Load the model, compute the vector, print unsteered vs steered, write the vector
-    file and its report page (``{"vector": path, "report": path}``)."""
+    """Load the model (or use `model`, already loaded as `model_name`), compute the
+    vector, print unsteered vs steered at `layer`, write the vector file and its report
+    page (``{"vector": path, "report": path}``)."""
     from analyses.report import report
 
     t0 = time.perf_counter()
-    model = load_model(model_name)
+    model = load_model(model_name) if model is None else model
+    check_layers(model, [layer])
     print(
         f"loaded {model_name} ({model.cfg.n_layers} layers, d_model {model.cfg.d_model}) "
         f"in {time.perf_counter() - t0:.1f}s"
@@ -50,7 +56,7 @@ def run_demo(
     t0 = time.perf_counter()
     vec = compute_instruction_vector(
         model, pairs, keep_pair_diffs=True, progress=True
-    ).select_layer(DEMO_LAYER)
+    ).select_layer(layer)
     print(
         f"instruction vector {vec.instruction_id!r} from {vec.n_pairs} pairs at all "
         f"{len(vec.layers)} layers in {time.perf_counter() - t0:.1f}s"
@@ -58,10 +64,10 @@ def run_demo(
     print(f"  example pair: {pairs[0].with_instruction!r}")
 
     prompts = [q.text for q in base_queries("test")[:n_prompts]]
-    term = SteeringTerm(vec, layer=DEMO_LAYER, mode="add")
+    term = SteeringTerm(vec, layer=layer, mode="add")
     plain = generate(model, prompts, max_new_tokens=max_new_tokens)
     steered = generate(model, prompts, steering=term, max_new_tokens=max_new_tokens)
-    print(f"\nno instruction in the prompt; steering: add at layer {DEMO_LAYER}\n")
+    print(f"\nno instruction in the prompt; steering: add at layer {layer}\n")
     print(_side_by_side("UNSTEERED", "STEERED"))
     for prompt, a, b in zip(prompts, plain, steered, strict=True):
         print(f"\n> {prompt}")

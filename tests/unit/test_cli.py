@@ -111,6 +111,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Jobs:
     )
     for name, (args, _) in BAD.items():
         jobs.start(name, *args)
+    demo = ("demo", "--model", tiny, "--pairs", "4", "--json")
+    jobs.start("demo", *demo, "--layer", "1", "--out", "demo")
+    jobs.start("demo_bad_layer", *demo, "--layer", "99", "--out", "demo_bad")
     jobs.ok("sweep0")
     # Shard 1 resumes a file that already holds unit 1 (as if a first run had been
     # killed after it): the rerun keeps that row and generates only units 3 and 5.
@@ -227,6 +230,15 @@ def test_report_writes_an_html_page(runs):
     out = json.loads(runs.ok("report").stdout)
     page = (runs.cwd / out["path"]).read_text()
     assert page.lstrip().lower().startswith("<!doctype html") and "plotly" in page
+
+
+def test_demo_runs_on_any_model_at_the_layer_given(runs):
+    paths = json.loads(runs.ok("demo").stdout.splitlines()[-1])
+    vec = InstructionVector.load(runs.cwd / paths["vector"])
+    assert vec.instruction_id is not None and 1 in vec.layers
+    assert (runs.cwd / paths["report"]).read_text().count("plotly-graph-div") >= 3
+    line = _one_error_line(runs["demo_bad_layer"], "demo")
+    assert "99" in line and not (runs.cwd / "demo_bad").exists()
 
 
 def test_export_gguf_writes_the_chosen_layers(runs):
