@@ -90,6 +90,7 @@ def bench_generate(setup: Setup) -> None:
         fast_path=int(
             decoder_for(w.model, [(f"blocks.{w.layer}.hook_resid_post", None)]) is not None
         ),
+        attention=getattr(decoder, "attention", "") or "none",
         model=w.name,
         device=setup.device,
         prompts=len(prompts),
@@ -131,10 +132,10 @@ def bench_generate(setup: Setup) -> None:
 
 
 def agreement(w: Workload, n_prompts: int = 32, new: int = 64) -> None:
-    """Greedy tokens of the fast path (SDPA) vs TransformerLens' path (eager attention).
+    """Greedy tokens of the fast path vs TransformerLens' path (eager attention).
 
-    The two round differently (~1e-6 relative in float32); a greedy near-tie can go
-    either way, after which the rows diverge. Counted, not hidden.
+    With SDPA (float32) the two round differently (~1e-6 relative); a greedy near-tie
+    can go either way, after which the rows diverge. Counted, not hidden.
     """
     prompts = w.prompts(n_prompts)
     for mode in ("project", "add"):

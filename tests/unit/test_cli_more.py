@@ -21,7 +21,7 @@ from workbench.cli_sweep import METRICS
 from workbench.options import choices
 
 COMMANDS = list(build_parser()._subparsers._group_actions[0].choices)
-MODEL_COMMANDS = {"extract", "sweep", "steer", "evaluate", "report"}
+MODEL_COMMANDS = {"extract", "sweep", "steer", "evaluate", "report", "demo"}
 SWEEP_ARGS = ["--queries", "2", "--layers", "1", "--modes", "add", "--strengths", "1"]
 SWEEP_ARGS += ["--max-new-tokens", "2", "--quiet"]
 

@@ -103,7 +103,7 @@ def vec(tiny_vecs):
 def test_decoder_layer_outputs_are_hook_resid_post_and_weights_are_shared(bridge):
     decoder = decoder_for(bridge)
     assert decoder is not None and decoder.ok, decoder and decoder.reason
-    assert decoder.hf.config._attn_implementation == "sdpa"
+    assert decoder.hf.config._attn_implementation == "sdpa" == decoder.attention
     out = both_forwards(bridge, decoder, PROMPTS)
     real = out["real"]
     for n, activation in out["cache"].items():
@@ -294,3 +294,37 @@ def test_another_architecture_gemma3_with_sliding_window(tmp_path):
     fast, slow = _both_paths(model, PROMPTS[:6], steering=terms, batch_size=3)
     assert fast == slow
     assert fast == [reference_generate(model, p, terms, N_NEW) for p in PROMPTS[:6]]
+
+
+def test_sixteen_bit_models_decode_with_eager_attention_exactly(tiny_dir):
+    """In bfloat16 SDPA drifts from the bridge; the plain model's eager attention does
+    the bridge's arithmetic, so the fast path is exact there too."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = load_model(str(tiny_dir), dtype=torch.bfloat16)
+    decoder = decoder_for(model)
+    assert decoder is not None and decoder.attention == "eager", FastDecoder(model).reason
+    out = both_forwards(model, decoder, PROMPTS[:6])
+    real = out["real"]
+    for n, activation in out["cache"].items():
+        assert torch.equal(out["layer_out"][n][real], activation[real]), n
+    vec = compute_instruction_vector(model, LOWERCASE_PAIRS, layers=[1])
+    for term in (SteeringTerm(vec, layer=1, mode="project"), None):
+        fast, slow = _both_paths(model, PROMPTS[:6], steering=term, batch_size=3)
+        assert fast == slow
+
+
+def test_eager_attention_is_the_fallback_when_sdpa_fails_the_probe(fresh, monkeypatch):
+    import workbench.fast_decode as fast_decode
+
+    # A tolerance SDPA's float32 rounding (~1e-7) cannot meet, and eager's 0 can.
+    monkeypatch.setitem(fast_decode._TOLERANCE, torch.float32, 1e-12)
+    decoder = decoder_for(fresh)
+    assert decoder is not None and decoder.attention == "eager"
+    assert decoder.hf.config._attn_implementation == "eager"
+    fast, slow = _both_paths(fresh, PROMPTS[:4])
+    assert fast == slow
+    # With neither able to pass, the reason names both tries.
+    monkeypatch.setitem(fast_decode._TOLERANCE, torch.float32, -1.0)
+    reason = FastDecoder(fresh).reason
+    assert "sdpa attention:" in reason and "eager attention:" in reason
