@@ -39,6 +39,7 @@ BAD = {
     "unknown_benchmark": (["bench", "nope"], "'nope'"),
     "bench_unknown_config": (["bench", "generate", "--config", "llama-9"], "'llama-9'"),
     "bench_option_unused": (["bench", "load", "--device", "cpu"], "--device 'cpu'"),
+    "bench_unknown_dtype": (["bench", "generate", "--dtype", "int8"], "'int8'"),
 }
 
 
