@@ -44,6 +44,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from .errors import ArgumentTypeError
 from .models import model_info
 
 _ATTR = "_workbench_fast_decoder"
@@ -68,7 +69,9 @@ def use_fast_decode(enabled: bool) -> Iterator[None]:
         >>> len(out)
         1
     """
-    token = _ENABLED.set(bool(enabled))
+    if not isinstance(enabled, bool):
+        raise ArgumentTypeError(f"use_fast_decode takes True or False, got {enabled!r}")
+    token = _ENABLED.set(enabled)
     try:
         yield
     finally:

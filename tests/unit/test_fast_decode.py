@@ -20,6 +20,7 @@ from workbench import (
     load_model,
     steer,
 )
+from workbench.errors import ArgumentTypeError
 from workbench.fast_decode import FastDecoder, decoder_for, use_fast_decode
 from workbench.reference import reference_generate
 from workbench.steering import SteeringPlan
@@ -201,6 +202,10 @@ def test_other_hooks_backends_and_the_switch_are_not_fast(tiny_models, vec):
     with use_fast_decode(False):
         assert decoder_for(bridge) is None
     assert decoder_for(bridge) is not None
+    # "no" is truthy: a switch that took it would turn the fast path on.
+    with pytest.raises(ArgumentTypeError, match="True or False, got 'no'"):
+        with use_fast_decode("no"):
+            pass
     # A hook name the plain model has no layer for runs TransformerLens' path, exactly.
     assert _tokens(bridge, PROMPTS[:3], steering=mid) == [
         reference_generate(bridge, p, mid, N_NEW) for p in PROMPTS[:3]
