@@ -1,9 +1,20 @@
-"""Atomic file writes, shared by vector files, GGUF exports, figures and the model cache.
+"""Paths the user gives, and atomic file writes (vector files, GGUF, figures, the model cache).
+
+Every path argument goes through `user_path`: ``~`` is expanded, and an empty path or
+one of another type is refused with a one-line error.
 
 A file is written under a temporary name beside its target and renamed into place,
-so a reader sees the old file or the new one, never half of one. The new file gets
-the permissions an ordinary ``open(path, "w")`` would give it: the target's own
-mode when it is overwritten, else 0666 less the umask. Errors name the target.
+so a reader sees the old file or the new one, never half of one. The rules of what
+may be written over (`write_target`):
+
+- a symlink to a regular file is followed: the file it points to is written and the
+  link stays;
+- anything that exists and is not a regular file (a directory, a FIFO, a device such
+  as ``/dev/null``, a socket, a dangling link) is refused, never replaced.
+
+The new file gets the permissions an ordinary ``open(path, "w")`` would give it: the
+target's own mode when it is overwritten, else 0666 less the umask. Errors name the
+target.
 """
 
 from __future__ import annotations
@@ -18,9 +29,77 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import FileWriteError
+from .errors import ArgumentTypeError, FileWriteError, InvalidArgumentError
 
 _TMP_TAG = ".tmp-"
+
+
+def user_path(path: object, what: str = "path") -> Path:
+    """`path` as a `Path` with ``~`` expanded; an empty path or a non-path is refused.
+
+    Example:
+        >>> user_path("~/v.safetensors") == Path.home() / "v.safetensors"
+        True
+        >>> user_path("", "out")
+        Traceback (most recent call last):
+        ...
+        workbench.errors.InvalidArgumentError: out '' is empty; give a file name
+    """
+    if isinstance(path, os.PathLike):
+        path = os.fspath(path)
+    if not isinstance(path, str):
+        raise ArgumentTypeError(
+            f"{what} must be a str or Path, got {type(path).__name__} {path!r}"
+        )
+    if not path.strip():
+        raise InvalidArgumentError(f"{what} {path!r} is empty; give a file name")
+    if "\0" in path:
+        raise InvalidArgumentError(f"{what} {path!r} holds a NUL character")
+    return Path(path).expanduser()
+
+
+def write_target(path: object, what: str = "path") -> Path:
+    """The regular file a write to `path` replaces or creates (symlinks followed).
+
+    Refuses anything that exists and is not a regular file: a directory, a FIFO, a
+    character or block device, a socket, or a symlink that leads to one of those or
+    nowhere.
+
+    Example:
+        >>> write_target("/dev/null")
+        Traceback (most recent call last):
+        ...
+        workbench.errors.InvalidArgumentError: path '/dev/null' is a character device, not a regular file; refusing to replace it
+    """
+    path = user_path(path, what)
+    if not os.path.lexists(path):
+        return path
+    try:
+        real = Path(os.path.realpath(path))
+        mode = real.stat().st_mode
+    except OSError:
+        raise InvalidArgumentError(
+            f"{what} {str(path)!r} is a symlink to {os.readlink(path)!r}, which does not "
+            "exist; refusing to replace the link"
+        ) from None
+    if not stat.S_ISREG(mode):
+        raise InvalidArgumentError(
+            f"{what} {str(path)!r} is {_kind(mode)}, not a regular file; refusing to replace it"
+        )
+    return real
+
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
 
 
 def temp_name(path: Path) -> Path:
@@ -34,6 +113,9 @@ def temp_name(path: Path) -> Path:
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path to write; on success it is renamed to `path`.
 
+    `path` follows the rules of `write_target`: a symlink's target is written, and
+    anything other than a regular file is refused before anything is written.
+
     Example:
         >>> import tempfile
         >>> target = Path(tempfile.mkdtemp()) / "out.txt"
@@ -42,7 +124,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         >>> target.read_text()
         'hello'
     """
-    path = Path(path)
+    path = write_target(path)
     tmp = temp_name(path)
     try:
         try:
@@ -65,8 +147,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def write_atomic(path: str | Path, data: bytes) -> Path:
-    """Write `data` to `path` atomically and durably; returns the path."""
-    path = Path(path)
+    """Write `data` to `path` atomically and durably; returns `path` (``~`` expanded)."""
+    given = user_path(path)
+    path = write_target(given)
     with atomic_path(path) as tmp:
         try:
             with open(tmp, "wb") as f:
@@ -75,7 +158,7 @@ def write_atomic(path: str | Path, data: bytes) -> Path:
                 os.fsync(f.fileno())
         except OSError as e:
             raise FileWriteError(f"cannot write {str(path)!r}: {e.strerror or e}") from e
-    return path
+    return given
 
 
 def _writer_gone(name: str, max_age_s: float, mtime: float) -> bool:
