@@ -15,6 +15,7 @@ from .cli_common import (
     add_command,
     add_force,
     add_model_options,
+    check_count,
     check_distinct,
     check_layers_in,
     check_model_layers,
@@ -67,7 +68,9 @@ def register_first(sub: Any) -> None:
     )
     add_model_options(p, DEFAULT_MODEL, DEFAULT_MODEL)
     p.add_argument("--split", default="train", choices=choices(Split))
-    p.add_argument("--pairs", type=positive_int, default=None, metavar="N", help="at most N pairs")
+    p.add_argument(
+        "--pairs", type=positive_int, default=None, metavar="N", help="first N pairs (default: all)"
+    )
     p.add_argument("--layers", default=None, help="e.g. 8-20 or 10,14 (default: all)")
     count_option(p, "--batch-size", 16)
     p.add_argument("--keep-pair-diffs", action="store_true", help="store per-pair differences")
@@ -202,7 +205,7 @@ def run_list(args: argparse.Namespace) -> None:
 def run_extract(args: argparse.Namespace) -> None:
     """Pairs of a bundled instruction -> a vector file (and optionally a GGUF file)."""
     from .extraction import compute_instruction_vector
-    from .pairs import instruction, make_pairs
+    from .pairs import base_queries, instruction, make_pairs
 
     # Everything that can be checked without the model is checked before loading it,
     # and everything is checked before the first file is written.
@@ -211,6 +214,8 @@ def run_extract(args: argparse.Namespace) -> None:
         outputs.append(("--gguf", args.gguf, "gguf"))
     check_outputs(args, model_input(args), outputs)
     values = parse_settings(args.set, args.instruction)
+    # One pair per base query of the split.
+    check_count(args.pairs, len(base_queries(args.split)), "--pairs", f"{args.split} pairs")
     pairs = make_pairs(instruction(args.instruction, **values), split=args.split, n=args.pairs)
     layers = parse_layers(args.layers) if args.layers is not None else None
     if layers is not None and args.gguf is not None:
@@ -373,6 +378,9 @@ def run_demo(args: argparse.Namespace) -> None:
         )
     if args.out.exists() and not args.out.is_dir():
         raise InvalidArgumentError(f"--out {str(args.out)!r} exists and is not a directory")
+    from .pairs import base_queries
+
+    check_count(args.pairs, len(base_queries("train")), "--pairs", "train pairs")
     if args.out.is_dir():
         outputs = [("--out", args.out / name, kind) for name, kind in DEMO_FILES.items()]
         check_outputs(args, model_input(args), outputs)

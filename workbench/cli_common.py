@@ -289,6 +289,19 @@ def parse_shard(text: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
+def check_count(n: int | None, available: int, flag: str, what: str) -> None:
+    """Refuse asking for more items than there are (a smaller n would pass silently).
+
+    Example:
+        >>> check_count(30, 24, "--queries", "validation queries")
+        Traceback (most recent call last):
+        ...
+        workbench.errors.InvalidArgumentError: --queries 30: there are only 24 validation queries
+    """
+    if n is not None and n > available:
+        raise InvalidArgumentError(f"{flag} {n}: there are only {available} {what}")
+
+
 def parse_settings(items: Sequence[str], instruction: str) -> dict[str, Any]:
     """``--set NAME=VALUE`` items, each parsed by its placeholder's declared type.
 
@@ -350,12 +363,15 @@ def _not_regular(path: Path) -> str | None:
     return None if stat.S_ISREG(mode) else "not a regular file"
 
 
-def input_file(path: Path, what: str) -> Path:
+def input_file(path: Path, what: str, *, pipe: bool = False) -> Path:
     """`path` if it is an existing regular file, else an error naming it as `what`.
 
-    A FIFO is refused rather than read: reading one waits for a writer, forever.
+    A FIFO is refused rather than read (reading one waits for a writer, forever),
+    unless `pipe`: a prompts file may be one, as ``--prompts-file <(...)`` gives.
     """
     kind = _not_regular(path)
+    if pipe and kind == "a FIFO":
+        return path
     if kind is not None:
         raise InvalidArgumentError(f"{what} {str(path)!r} is {kind}, not a file")
     if not path.is_file():
@@ -600,7 +616,8 @@ def read_prompts(args_prompts: Sequence[str], prompts_file: Path | None) -> list
             text = sys.stdin.read()
         else:
             try:
-                text = input_file(prompts_file, "prompts file").read_text(encoding="utf-8")
+                file = input_file(prompts_file, "prompts file", pipe=True)
+                text = file.read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as e:
                 raise InvalidArgumentError(
                     f"cannot read prompts file {str(prompts_file)!r}: {e}"

@@ -13,6 +13,7 @@ from .cli_common import (
     add_command,
     add_force,
     add_model_options,
+    check_count,
     check_distinct,
     check_fits,
     check_layers_in,
@@ -302,7 +303,7 @@ def _evaluate_one(model: Any, name: str, values: dict, layers: list[int], args: 
 
 def run_evaluate(args: argparse.Namespace) -> None:
     """The four-setting table for the named (or all) bundled instructions."""
-    from .pairs import _bundled, instruction_names
+    from .pairs import _bundled, base_queries, instruction_names
 
     if args.all and args.instructions:
         raise InvalidArgumentError("name instructions or pass --all, not both")
@@ -315,6 +316,13 @@ def run_evaluate(args: argparse.Namespace) -> None:
     if args.set and len(names) != 1:
         raise InvalidArgumentError(f"--set fills one instruction's placeholders; got {names}")
     values = parse_settings(args.set, names[0]) if args.set else {}
+    for flag, n, split, what in [
+        ("--train-pairs", args.train_pairs, "train", "train pairs"),
+        ("--val-queries", args.val_queries, "validation", "validation queries"),
+        ("--test-queries", args.test_queries, "test", "test queries"),
+    ]:
+        # One pair per base query of the split.
+        check_count(n, len(base_queries(split)), flag, what)
     replaced = []
     if args.out_dir is not None:
         output_dir(args.out_dir, "--out-dir")

@@ -11,6 +11,7 @@ from .cli_common import (
     add_command,
     add_force,
     add_model_options,
+    check_count,
     check_fits,
     check_layers_in,
     check_outputs,
@@ -161,7 +162,9 @@ def run_sweep(args: argparse.Namespace) -> None:
             raise InvalidArgumentError("--queries picks bundled queries; not with --prompts-file")
         prompts = read_prompts([], args.prompts_file)
     else:
-        prompts = [q.text for q in base_queries(args.split)[: args.queries]]
+        queries = base_queries(args.split)
+        check_count(args.queries, len(queries), "--queries", f"{args.split} queries")
+        prompts = [q.text for q in queries[: args.queries]]
     model = load_model_from(args, vec.model_name)
     check_fits(vec, args.vector, model)
     start_afresh(replaced)

@@ -454,3 +454,27 @@ def test_a_value_starting_with_a_dash_reaches_its_own_check(work, capsys):
     assert "--layers '-1': '-1' is not a layer" in refused(capsys, argv)
     # An option where a value belongs is still a missing value.
     assert "expected one argument" in refused(capsys, ["extract", "lowercase", "--out", "--json"])
+
+
+def test_prompts_may_come_from_a_pipe_but_a_vector_may_not(work, capsys, tiny_dir):
+    import threading
+
+    pipe = fifo(work / "prompts.pipe")
+
+    def feed() -> None:
+        with open(pipe, "w") as f:
+            f.write("Hi\nName a colour.\n")
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    argv = ["steer", "v.safetensors", "--prompts-file", "prompts.pipe", "--layer", "1"]
+    try:
+        out = succeeds(capsys, [*argv, "--model", str(tiny_dir), "--max-new-tokens", "1", "--json"])
+    finally:
+        if writer.is_alive():  # the command never read the pipe: release the writer
+            with open(pipe) as f:
+                f.read()
+        writer.join()
+    assert [json.loads(line)["prompt"] for line in out.splitlines()] == ["Hi", "Name a colour."]
+    line = refused(capsys, ["steer", "prompts.pipe", "Hi", "--layer", "1"])
+    assert "vector file 'prompts.pipe' is a FIFO, not a file" in line
