@@ -357,10 +357,18 @@ def _not_regular(path: Path) -> str | None:
         mode = os.stat(path).st_mode
     except OSError:
         return None
-    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO")):
+    if stat.S_ISREG(mode):
+        return None
+    for test, name in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
         if test(mode):
             return name
-    return None if stat.S_ISREG(mode) else "not a regular file"
+    return "a special file"
 
 
 def input_file(path: Path, what: str, *, pipe: bool = False) -> Path:

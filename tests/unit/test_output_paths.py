@@ -478,3 +478,33 @@ def test_prompts_may_come_from_a_pipe_but_a_vector_may_not(work, capsys, tiny_di
     assert [json.loads(line)["prompt"] for line in out.splitlines()] == ["Hi", "Name a colour."]
     line = refused(capsys, ["steer", "prompts.pipe", "Hi", "--layer", "1"])
     assert "vector file 'prompts.pipe' is a FIFO, not a file" in line
+
+
+# --- every writer ---------------------------------------------------------------------------
+
+WRITERS = {
+    "extract --out": [*EXTRACT, *NO_MODEL, "--out", "{target}"],
+    "extract --gguf": [*EXTRACT, *NO_MODEL, "--out", "x.st", "--gguf", "{target}"],
+    "export-gguf --out": ["export-gguf", "v.safetensors", "--out", "{target}"],
+    "report --out": ["report", "v.safetensors", "--out", "{target}"],
+    "sweep --out": [*SWEEP, *NO_MODEL, "--out", "{target}"],
+    "select --write": ["select", "s.jsonl", "--vector", "{target}", "--write"],
+}
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+@pytest.mark.parametrize(("target", "shown"), [("pipe", "is a FIFO"), ("/dev/null", "device")])
+def test_every_writer_refuses_a_special_file_with_force_too(work, capsys, writer, target, shown):
+    fifo(work / "pipe")
+    argv = [word.replace("{target}", target) for word in WRITERS[writer]]
+    force = [] if writer == "select --write" else ["--force"]
+    refused_untouched(capsys, work, [*argv, *force], shown)
+    assert stat.S_ISFIFO((work / "pipe").lstat().st_mode)
+
+
+def test_select_write_expands_home(work, capsys):
+    shutil.copy(work / "v.safetensors", work / "home" / "v.safetensors")
+    out = succeeds(
+        capsys, ["select", "s.jsonl", "--vector", "~/v.safetensors", "--write", "--json"]
+    )
+    assert json.loads(out)["written"] == str(work / "home" / "v.safetensors")
