@@ -10,7 +10,14 @@ Typical run (each step's ``--help`` shows its options and an example):
   workbench evaluate title                                      # the four-setting table
   workbench report title.safetensors --sweep title.jsonl --out title.html
 
-Bad input ends in one line on stderr and exit status 2, never a traceback.
+Bad input ends in one line on stderr and exit status 2, never a traceback. Every
+check runs before any model loads and before any file is written.
+
+Output files: a command never writes over one of its inputs, never writes two
+outputs to one file, and never replaces anything but a regular file (a symlink to
+one has its target written). An existing file of another kind than the output (a
+sweep file where a vector goes, say; judged by content) is replaced only with
+--force. ``~`` is expanded in every path.
 --json prints machine-readable output (JSONL for row streams) on stdout; progress
 bars and warnings go to stderr.
 """

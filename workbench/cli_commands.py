@@ -13,15 +13,22 @@ from .cli_common import (
     DEFAULT_MODEL,
     DTYPES,
     add_command,
+    add_force,
     add_model_options,
+    check_count,
+    check_distinct,
     check_layers_in,
+    check_model_layers,
+    check_outputs,
     count_option,
     emit_json,
     finite_float,
+    input_file,
     load_model_from,
-    output_path,
+    model_input,
     parse_layers,
     parse_settings,
+    path_arg,
     positive_int,
     progress,
     read_vector,
@@ -50,7 +57,7 @@ def register_first(sub: Any) -> None:
     )
     p.add_argument("instruction", help="a bundled instruction (see `workbench list`)")
     p.add_argument(
-        "--out", type=Path, required=True, metavar="FILE", help="output .safetensors file"
+        "--out", type=path_arg, required=True, metavar="FILE", help="output .safetensors file"
     )
     p.add_argument(
         "--set",
@@ -61,11 +68,16 @@ def register_first(sub: Any) -> None:
     )
     add_model_options(p, DEFAULT_MODEL, DEFAULT_MODEL)
     p.add_argument("--split", default="train", choices=choices(Split))
-    p.add_argument("--pairs", type=positive_int, default=None, metavar="N", help="at most N pairs")
+    p.add_argument(
+        "--pairs", type=positive_int, default=None, metavar="N", help="first N pairs (default: all)"
+    )
     p.add_argument("--layers", default=None, help="e.g. 8-20 or 10,14 (default: all)")
     count_option(p, "--batch-size", 16)
     p.add_argument("--keep-pair-diffs", action="store_true", help="store per-pair differences")
-    p.add_argument("--gguf", type=Path, default=None, help="also write a llama.cpp file")
+    p.add_argument(
+        "--gguf", type=path_arg, default=None, metavar="FILE", help="also write a llama.cpp file"
+    )
+    add_force(p)
     p.set_defaults(func=run_extract)
 
 
@@ -77,10 +89,11 @@ def register_last(sub: Any) -> None:
         "write a vector file as a llama.cpp control vector (add mode, every layer but 0)",
         "workbench export-gguf title.safetensors --out title.gguf --scale 2",
     )
-    p.add_argument("vector", type=Path, help="a vector file from `workbench extract`")
-    p.add_argument("--out", type=Path, required=True, metavar="FILE", help="output .gguf file")
+    p.add_argument("vector", type=path_arg, help="a vector file from `workbench extract`")
+    p.add_argument("--out", type=path_arg, required=True, metavar="FILE", help="output .gguf file")
     p.add_argument("--layers", default=None, help="layers to export (default: all but 0)")
     p.add_argument("--scale", type=finite_float, default=1.0, help="multiplies every direction")
+    add_force(p)
     p.set_defaults(func=run_export)
 
     p = add_command(
@@ -110,7 +123,7 @@ def register_last(sub: Any) -> None:
         "workbench demo --out demo_output\n"
         "workbench demo --model /path/to/checkpoint --device cuda --dtype bfloat16 --layer 12",
     )
-    p.add_argument("--out", type=Path, default=Path("demo_output"), help="output directory")
+    p.add_argument("--out", type=path_arg, default=Path("demo_output"), help="output directory")
     add_model_options(p, DEFAULT_MODEL, DEFAULT_MODEL)
     p.add_argument(
         "--layer",
@@ -121,6 +134,7 @@ def register_last(sub: Any) -> None:
     p.add_argument(
         "--pairs", type=positive_int, default=64, metavar="N", help="(default: %(default)s)"
     )
+    add_force(p)
     p.set_defaults(func=run_demo)
 
 
@@ -191,18 +205,26 @@ def run_list(args: argparse.Namespace) -> None:
 def run_extract(args: argparse.Namespace) -> None:
     """Pairs of a bundled instruction -> a vector file (and optionally a GGUF file)."""
     from .extraction import compute_instruction_vector
-    from .pairs import instruction, make_pairs
+    from .pairs import base_queries, instruction, make_pairs
 
-    # Everything that can be checked without the model is checked before loading it.
-    output_path(args.out)
+    # Everything that can be checked without the model is checked before loading it,
+    # and everything is checked before the first file is written.
+    outputs = [("--out", args.out, "vector")]
     if args.gguf is not None:
-        output_path(args.gguf, "--gguf")
+        outputs.append(("--gguf", args.gguf, "gguf"))
+    check_outputs(args, model_input(args), outputs)
     values = parse_settings(args.set, args.instruction)
+    # One pair per base query of the split.
+    check_count(args.pairs, len(base_queries(args.split)), "--pairs", f"{args.split} pairs")
     pairs = make_pairs(instruction(args.instruction, **values), split=args.split, n=args.pairs)
     layers = parse_layers(args.layers) if args.layers is not None else None
+    if layers is not None and args.gguf is not None:
+        _check_gguf_layers(layers, f"--layers {args.layers!r}")
     model = load_model_from(args)
     if layers is not None:
-        check_layers_in(layers, range(model.cfg.n_layers))
+        check_model_layers(layers, model.cfg.n_layers)
+    elif args.gguf is not None:
+        _check_gguf_layers(range(model.cfg.n_layers), "the model")
     vec = compute_instruction_vector(
         model,
         pairs,
@@ -233,13 +255,23 @@ def run_extract(args: argparse.Namespace) -> None:
         say(f"wrote {export.path} (llama.cpp control vector{left_out})")
 
 
+def _check_gguf_layers(layers: Any, given: str) -> None:
+    """Refuse --gguf when no layer but 0 is read: llama.cpp has no slot for layer 0."""
+    if not any(layer > 0 for layer in layers):
+        raise InvalidArgumentError(
+            f"--gguf: llama.cpp control vectors have no slot for layer 0, and {given} "
+            "holds no other layer; read a layer above 0, or drop --gguf"
+        )
+
+
 def _export_record(export: Any) -> dict[str, Any]:
     return {"path": export.path, "layers": list(export.layers), "skipped": list(export.skipped)}
 
 
 def run_export(args: argparse.Namespace) -> None:
     """A vector file -> a llama.cpp control vector."""
-    output_path(args.out)
+    input_file(args.vector, "vector file")
+    check_outputs(args, [("vector file", args.vector)], [("--out", args.out, "gguf")])
     layers = parse_layers(args.layers) if args.layers is not None else None
     vec = read_vector(args.vector)
     if layers is not None:
@@ -303,6 +335,7 @@ def run_bench(args: argparse.Namespace) -> None:
     """Run benchmarks by name (all by default)."""
     import contextlib
 
+    check_distinct(args.names, "benchmark")
     bench = _benchmarks()
     unknown = [n for n in args.names if n not in bench.BENCHMARKS]
     if unknown:
@@ -335,7 +368,7 @@ def _check_bench_options(bench: Any, names: list[str], options: dict[str, str]) 
 
 def run_demo(args: argparse.Namespace) -> None:
     """The demo: vector, side-by-side steering, vector file and report page."""
-    from .demo import DEMO_LAYER
+    from .demo import DEMO_FILES, DEMO_LAYER
     from .demo import run_demo as demo
 
     if not args.out.parent.is_dir():
@@ -345,6 +378,12 @@ def run_demo(args: argparse.Namespace) -> None:
         )
     if args.out.exists() and not args.out.is_dir():
         raise InvalidArgumentError(f"--out {str(args.out)!r} exists and is not a directory")
+    from .pairs import base_queries
+
+    check_count(args.pairs, len(base_queries("train")), "--pairs", "train pairs")
+    if args.out.is_dir():
+        outputs = [("--out", args.out / name, kind) for name, kind in DEMO_FILES.items()]
+        check_outputs(args, model_input(args), outputs)
     model = load_model_from(args)
     layer = DEMO_LAYER if args.layer is None else args.layer
     paths = demo(args.out, model_name=args.model, model=model, layer=layer, n_pairs=args.pairs)

@@ -11,24 +11,32 @@ from typing import Any
 from .cli_common import (
     DEFAULT_MODEL,
     add_command,
+    add_force,
     add_model_options,
+    check_count,
+    check_distinct,
     check_fits,
     check_layers_in,
+    check_model_layers,
+    check_outputs,
     count_option,
     emit_json,
     finite_float,
     load_model_from,
+    model_input,
     output_dir,
     parse_floats,
     parse_layers,
     parse_list,
     parse_settings,
+    path_arg,
     percent,
     positive_int,
     progress,
     read_prompts,
     read_vector,
     say,
+    start_afresh,
 )
 from .cli_sweep import METRICS, VECTOR_MODEL, setting_label
 from .errors import InvalidArgumentError
@@ -49,11 +57,11 @@ def register(sub: Any) -> None:
         "workbench steer title.safetensors --prompts-file prompts.txt --layer 14 --mode add "
         "--strength 2 --json",
     )
-    p.add_argument("vector", type=Path, help="a vector file from `workbench extract`")
+    p.add_argument("vector", type=path_arg, help="a vector file from `workbench extract`")
     p.add_argument("prompts", nargs="*", metavar="PROMPT", help="user messages")
     p.add_argument(
         "--prompts-file",
-        type=Path,
+        type=path_arg,
         default=None,
         metavar="FILE",
         help="one prompt a line; - = stdin",
@@ -106,8 +114,9 @@ def register(sub: Any) -> None:
     p.add_argument("--metric", default=METRICS[0], choices=METRICS)
     count_option(p, "--max-new-tokens", 32)
     count_option(p, "--batch-size", 48)
-    p.add_argument("--out-dir", type=Path, default=None, help="keep raw rows and vectors here")
+    p.add_argument("--out-dir", type=path_arg, default=None, help="keep raw rows and vectors here")
     add_model_options(p, DEFAULT_MODEL, DEFAULT_MODEL)
+    add_force(p)
     p.set_defaults(func=run_evaluate)
 
 
@@ -219,6 +228,16 @@ def _summary(table: Any, metric: str) -> dict[str, Any]:
     }
 
 
+def _raw_name(name: str, part: str) -> str:
+    return f"{name}.{part}.jsonl"
+
+
+def _out_files(name: str) -> dict[str, str]:
+    """The files --out-dir holds for instruction `name`, and the kind of each."""
+    parts = ("val", "test.no_instruction", "test.instruction")
+    return {**{_raw_name(name, part): "sweep" for part in parts}, f"{name}.safetensors": "vector"}
+
+
 def _evaluate_one(model: Any, name: str, values: dict, layers: list[int], args: Any) -> dict:
     """Vector from train pairs, selection on validation, the four settings on test."""
     from .extraction import compute_instruction_vector
@@ -227,7 +246,7 @@ def _evaluate_one(model: Any, name: str, values: dict, layers: list[int], args: 
     from .sweeps import SweepPrompt, sweep
 
     def raw(part: str) -> Path | None:
-        return None if args.out_dir is None else args.out_dir / f"{name}.{part}.jsonl"
+        return None if args.out_dir is None else args.out_dir / _raw_name(name, part)
 
     instr = instruction(name, **values)
     pairs = make_pairs(instr, split="train", n=args.train_pairs)
@@ -284,27 +303,43 @@ def _evaluate_one(model: Any, name: str, values: dict, layers: list[int], args: 
 
 def run_evaluate(args: argparse.Namespace) -> None:
     """The four-setting table for the named (or all) bundled instructions."""
-    from .pairs import _bundled, instruction_names
+    from .pairs import _bundled, base_queries, instruction_names
 
     if args.all and args.instructions:
         raise InvalidArgumentError("name instructions or pass --all, not both")
     names = instruction_names() if args.all else list(args.instructions)
     if not names:
         raise InvalidArgumentError("name an instruction (see `workbench list`) or pass --all")
+    check_distinct(names, "instruction")
     for name in names:
         _bundled(name)  # an unknown name fails here, before the model loads
     if args.set and len(names) != 1:
         raise InvalidArgumentError(f"--set fills one instruction's placeholders; got {names}")
     values = parse_settings(args.set, names[0]) if args.set else {}
+    for flag, n, split, what in [
+        ("--train-pairs", args.train_pairs, "train", "train pairs"),
+        ("--val-queries", args.val_queries, "validation", "validation queries"),
+        ("--test-queries", args.test_queries, "test", "test queries"),
+    ]:
+        # One pair per base query of the split.
+        check_count(n, len(base_queries(split)), flag, what)
+    replaced = []
     if args.out_dir is not None:
         output_dir(args.out_dir, "--out-dir")
+        outputs = [
+            ("--out-dir", args.out_dir / file, kind)
+            for name in names
+            for file, kind in _out_files(name).items()
+        ]
+        replaced = check_outputs(args, model_input(args), outputs)
     layers = parse_layers(args.layers) if args.layers is not None else None
     args.mode_list = parse_list(args.modes, "--modes", choices(Mode))
     args.strength_list = parse_floats(args.strengths, "--strengths")
     model = load_model_from(args)
     if layers is None:
         layers = _default_layers(model.cfg.n_layers)
-    check_layers_in(layers, range(model.cfg.n_layers))
+    check_model_layers(layers, model.cfg.n_layers)
+    start_afresh(replaced)
     if not args.json:
         say(f"| instruction | selected | {' | '.join(_HEADS)} |")
         say("|" + " --- |" * (2 + len(_HEADS)))

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from .cli_common import (
     add_command,
+    add_force,
     add_model_options,
     check_fits,
+    check_outputs,
+    distinct_files,
     emit_json,
+    input_file,
     load_model_from,
-    output_path,
+    model_input,
+    path_arg,
     read_vector,
     say,
     sweep_file,
@@ -30,11 +34,12 @@ def register(sub: Any) -> None:
         "# with a model the page adds residual-norm and held-out projection figures\n"
         "workbench report title.safetensors --out title.html --model smollm2-135m-instruct",
     )
-    p.add_argument("vector", type=Path, help="a vector file from `workbench extract`")
-    p.add_argument("--sweep", type=Path, nargs="+", default=None, help="sweep file(s) / shards")
-    p.add_argument("--out", type=Path, required=True, metavar="FILE", help="output .html file")
+    p.add_argument("vector", type=path_arg, help="a vector file from `workbench extract`")
+    p.add_argument("--sweep", type=path_arg, nargs="+", default=None, help="sweep file(s) / shards")
+    p.add_argument("--out", type=path_arg, required=True, metavar="FILE", help="output .html file")
     p.add_argument("--title", default=None, help="page title (default: names the vector)")
     add_model_options(p, None, "none; the model figures are left out")
+    add_force(p)
     p.set_defaults(func=run_report)
 
 
@@ -42,9 +47,13 @@ def run_report(args: argparse.Namespace) -> None:
     """A vector (and sweep) -> an HTML page."""
     from .sweep_files import merge_sweeps
 
-    output_path(args.out)
-    for path in args.sweep or []:
+    input_file(args.vector, "vector file")
+    sweeps = args.sweep or []
+    for path in sweeps:
         sweep_file(path)
+    distinct_files(sweeps, "--sweep")
+    inputs = [("vector file", args.vector), *(("sweep file", p) for p in sweeps)]
+    check_outputs(args, [*inputs, *model_input(args)], [("--out", args.out, "html")])
     vec = read_vector(args.vector)
     if args.sweep:
         check_swept(vec, args.vector, args.sweep[0])

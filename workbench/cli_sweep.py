@@ -9,23 +9,30 @@ from typing import Any
 
 from .cli_common import (
     add_command,
+    add_force,
     add_model_options,
+    check_count,
     check_fits,
     check_layers_in,
+    check_outputs,
     count_option,
+    distinct_files,
     emit_json,
     frame_records,
+    input_file,
     load_model_from,
-    output_path,
+    model_input,
     parse_floats,
     parse_layers,
     parse_list,
     parse_shard,
+    path_arg,
     percent,
     positive_int,
     read_prompts,
     read_vector,
     say,
+    start_afresh,
     sweep_file,
 )
 from .errors import InvalidArgumentError
@@ -48,9 +55,9 @@ def register(sub: Any) -> None:
         description="Run the sweep; rows are appended to --out as they are scored, so the "
         "same command rerun after an interruption resumes where it stopped.",
     )
-    p.add_argument("vector", type=Path, help="a vector file from `workbench extract`")
+    p.add_argument("vector", type=path_arg, help="a vector file from `workbench extract`")
     p.add_argument(
-        "--out", type=Path, required=True, metavar="FILE", help="results file (JSONL; resumed)"
+        "--out", type=path_arg, required=True, metavar="FILE", help="results file (JSONL; resumed)"
     )
     p.add_argument("--layers", default=None, help="e.g. 8-20 or 10,14 (default: the vector's)")
     p.add_argument("--modes", default="project", help="add, project, ablate (default: %(default)s)")
@@ -63,12 +70,17 @@ def register(sub: Any) -> None:
         "--queries", type=positive_int, default=None, metavar="N", help="first N of the split"
     )
     p.add_argument(
-        "--prompts-file", type=Path, default=None, metavar="FILE", help="own prompts, one a line"
+        "--prompts-file",
+        type=path_arg,
+        default=None,
+        metavar="FILE",
+        help="own prompts, one a line",
     )
     count_option(p, "--max-new-tokens", 64)
     count_option(p, "--batch-size", 32)
     p.add_argument("--shard", default=None, metavar="I/N", help="run part I of N, e.g. 0/4")
     add_model_options(p, None, VECTOR_MODEL)
+    add_force(p)
     p.set_defaults(func=run_sweep)
 
     p = add_command(
@@ -80,8 +92,8 @@ def register(sub: Any) -> None:
         description="Highest accuracy among settings whose degenerate share is not above the "
         "unsteered baseline's; ties go to the baseline, then the lower layer and strength.",
     )
-    p.add_argument("sweeps", type=Path, nargs="+", help="results file(s) of one sweep")
-    p.add_argument("--vector", type=Path, default=None, help="the vector the sweep used")
+    p.add_argument("sweeps", type=path_arg, nargs="+", help="results file(s) of one sweep")
+    p.add_argument("--vector", type=path_arg, default=None, help="the vector the sweep used")
     p.add_argument("--write", action="store_true", help="store the selection in --vector")
     p.add_argument("--metric", default=METRICS[0], choices=METRICS)
     p.set_defaults(func=run_select)
@@ -135,7 +147,9 @@ def run_sweep(args: argparse.Namespace) -> None:
     from .selection import summarize
     from .sweeps import sweep
 
-    output_path(args.out)
+    input_file(args.vector, "vector file")
+    inputs = [("vector file", args.vector), ("prompts file", args.prompts_file)]
+    replaced = check_outputs(args, [*inputs, *model_input(args)], [("--out", args.out, "sweep")])
     shard = parse_shard(args.shard) if args.shard is not None else None
     layers = parse_layers(args.layers) if args.layers is not None else None
     modes = parse_list(args.modes, "--modes", choices(Mode))
@@ -148,9 +162,12 @@ def run_sweep(args: argparse.Namespace) -> None:
             raise InvalidArgumentError("--queries picks bundled queries; not with --prompts-file")
         prompts = read_prompts([], args.prompts_file)
     else:
-        prompts = [q.text for q in base_queries(args.split)[: args.queries]]
+        queries = base_queries(args.split)
+        check_count(args.queries, len(queries), "--queries", f"{args.split} queries")
+        prompts = [q.text for q in queries[: args.queries]]
     model = load_model_from(args, vec.model_name)
     check_fits(vec, args.vector, model)
+    start_afresh(replaced)
     table = sweep(
         model,
         vec,
@@ -182,8 +199,17 @@ def run_select(args: argparse.Namespace) -> None:
 
     for path in args.sweeps:
         sweep_file(path)
+    distinct_files(args.sweeps, "sweep file")
     if args.write and args.vector is None:
         raise InvalidArgumentError("--write stores the selection in --vector; pass --vector FILE")
+    vec = None
+    if args.vector is not None:
+        vec = read_vector(args.vector)
+    if args.write:
+        # The vector is rewritten in place (that is --write's purpose), so the sweep
+        # files are the inputs it must not be.
+        inputs = [("sweep file", path) for path in args.sweeps]
+        check_outputs(args, inputs, [("--vector", args.vector, "vector")])
     table = merge_sweeps(args.sweeps)
     config = read_rows(args.sweeps[0], None)[0]["config"]
     expected = len(config.get("grid", [])) * len(config.get("prompts", []))
@@ -192,9 +218,7 @@ def run_select(args: argparse.Namespace) -> None:
             f"the sweep file(s) hold {len(table)} of the sweep's {expected} rows: pass every "
             "shard's file, or finish the sweep by rerunning the same `workbench sweep` command"
         )
-    vec = None
-    if args.vector is not None:
-        vec = read_vector(args.vector)
+    if vec is not None:
         check_swept(vec, args.vector, args.sweeps[0])
     chosen = select(table, vec, metric=args.metric)
     written = None

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from .activations import check_layers
+from .errors import InvalidArgumentError
 from .extraction import compute_instruction_vector
+from .files import user_path, write_target
 from .generation import generate
 from .models import load_model
 from .pairs import base_queries, make_pairs
@@ -18,6 +20,11 @@ from .terms import SteeringTerm
 # turns multi-sentence answers into single sentences without the instruction.
 DEMO_INSTRUCTION = "one_sentence"
 DEMO_LAYER = 14
+# The files the demo writes in its output directory, and what each holds.
+DEMO_FILES = {
+    f"{DEMO_INSTRUCTION}.safetensors": "vector",
+    f"{DEMO_INSTRUCTION}_report.html": "html",
+}
 
 
 def _side_by_side(left: str, right: str, width: int = 58) -> str:
@@ -41,9 +48,16 @@ def run_demo(
 ) -> dict[str, Path]:
     """Load the model (or use `model`, already loaded as `model_name`), compute the
     vector, print unsteered vs steered at `layer`, write the vector file and its report
-    page (``{"vector": path, "report": path}``)."""
+    page (``{"vector": path, "report": path}``) in `out_dir` (``~`` expanded; made if
+    missing). A FIFO, device or directory where a file goes is refused before any work."""
     from analyses.report import report
 
+    out_dir = user_path(out_dir, "out_dir")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InvalidArgumentError(f"out_dir {str(out_dir)!r} exists and is not a directory")
+    vector_file, report_file = (out_dir / name for name in DEMO_FILES)
+    for path in (vector_file, report_file):
+        write_target(path)  # a FIFO or a device there is refused before any work
     t0 = time.perf_counter()
     model = load_model(model_name) if model is None else model
     check_layers(model, [layer])
@@ -74,8 +88,8 @@ def run_demo(
         print(_side_by_side(a, b))
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    vector_path = vec.save(out_dir / f"{DEMO_INSTRUCTION}.safetensors")
+    vector_path = vec.save(vector_file)
     # With the model, the page adds the relative norms and the held-out projections.
-    report_path = report(vec, out=out_dir / f"{DEMO_INSTRUCTION}_report.html", model=model)
+    report_path = report(vec, out=report_file, model=model)
     print(f"\nwrote {vector_path} and {report_path} (open it in a browser)")
     return {"vector": vector_path, "report": report_path}

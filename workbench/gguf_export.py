@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import FileWriteError, InvalidArgumentError, VectorMismatchError
-from .files import atomic_path
+from .files import atomic_path, user_path, write_target
 from .options import RESID_HOOK, is_finite_number
 from .vectors import InstructionVector
 
@@ -45,6 +45,8 @@ def export_gguf(
     position's block output and has no ``project`` or ``ablate``.
 
     Args:
+        path: the file to write (``~`` expanded). A symlink to a regular file has its
+            target written; a FIFO, a device or a directory is refused.
         layers: the layers to export. None exports every layer llama.cpp can take
             (all but layer 0) and reports the rest in `GGUFExport.skipped`; an
             explicit list containing 0 is refused.
@@ -59,6 +61,8 @@ def export_gguf(
     """
     import gguf
 
+    path = user_path(path, "GGUF path")
+    write_target(path, "GGUF path")  # refused before any work, not after
     if vec.hook_name != RESID_HOOK:
         raise VectorMismatchError(
             f"a GGUF control vector is added to block outputs ({RESID_HOOK!r}); this vector "
@@ -86,7 +90,6 @@ def export_gguf(
     if not all(np.isfinite(d).all() for d in data.values()):
         raise InvalidArgumentError(f"scale {scale!r} overflows float32 in the exported directions")
     hint = re.sub(r"(ForCausalLM|LMHeadModel|Model)$", "", vec.architecture).lower()
-    path = Path(path)
     with atomic_path(path) as tmp:
         try:
             writer = gguf.GGUFWriter(str(tmp), "controlvector")

@@ -10,6 +10,8 @@ the path and the offending key.
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +20,8 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from ._version import __version__
-from .errors import VectorError, VectorFileError
-from .files import write_atomic
+from .errors import VectorError, VectorFileError, WorkbenchError
+from .files import user_path, write_atomic
 from .vectors import InstructionVector
 
 FORMAT_NAME = "workbench.instruction_vector"
@@ -60,15 +62,28 @@ def metadata(vec: InstructionVector) -> dict[str, Any]:
 
 
 def save_vector(vec: InstructionVector, path: str | Path) -> Path:
-    """Write `vec` to `path` atomically; returns the path."""
+    """Write `vec` to `path` atomically; returns the path (``~`` expanded).
+
+    The rules of `workbench.files.write_target` apply: a symlink to a regular file
+    has its target written, and a FIFO, device or directory is refused.
+    """
+    path = user_path(path, "vector file path")
     tensors = {name: getattr(vec, name).contiguous() for name in TENSOR_FIELDS}
     if vec.pair_diffs is not None:
         tensors["pair_diffs"] = vec.pair_diffs.contiguous()
     data = st_save(tensors, metadata={"workbench": json.dumps(metadata(vec))})
-    return write_atomic(Path(path), data)
+    return write_atomic(path, data)
 
 
 def _read(path: Path) -> tuple[dict[str, Any], Any]:
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise VectorFileError(f"cannot read vector file {str(path)!r}: {e.strerror or e}") from e
+    if not stat.S_ISREG(mode):
+        # Reading a FIFO would wait for a writer forever.
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise VectorFileError(f"cannot read vector file {str(path)!r}: it is {kind}")
     try:
         raw = path.read_bytes()
     except OSError as e:
@@ -128,9 +143,10 @@ def load_vector(path: str | Path, model: Any = None) -> InstructionVector:
         >>> load_vector(path, model).d_model
         32
     """
-    if not isinstance(path, (str, Path)):
-        raise VectorFileError(f"a vector file path must be a str or Path, got {path!r}")
-    path = Path(path)
+    try:
+        path = user_path(path, "vector file path")
+    except WorkbenchError as e:
+        raise VectorFileError(str(e)) from None
     tensors, meta = _read(path)
     _check_header(path, tensors, meta)
     fields = {key: meta.get(key) for key in _FIELDS}

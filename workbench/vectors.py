@@ -248,6 +248,10 @@ class InstructionVector:
     def save(self, path: str | Path) -> Path:
         """Write a safetensors file with JSON metadata, atomically (see `vector_files`).
 
+        `path` has ``~`` expanded; an empty path or a non-path is a one-line error. A
+        symlink to a regular file has its target written (the link stays); a FIFO, a
+        device or a directory is refused, never replaced. Returns the path.
+
         Example:
             >>> import tempfile
             >>> path = vec.save(Path(tempfile.mkdtemp()) / "lowercase.safetensors")
@@ -262,8 +266,9 @@ class InstructionVector:
     def load(cls, path: str | Path, model: Any = None) -> InstructionVector:
         """Read a vector written by `save`, checking it against `model` if given.
 
-        Raises `VectorFileError` for a truncated, foreign or inconsistent file and
-        `VectorMismatchError` when it does not fit `model`.
+        Raises `VectorFileError` for an empty or non-path `path`, a missing file or
+        one that is not a regular file, a truncated, foreign or inconsistent file, and
+        `VectorMismatchError` when it does not fit `model`. ``~`` is expanded.
         """
         from .vector_files import load_vector
 

@@ -40,6 +40,16 @@ BAD = {
     "bench_unknown_config": (["bench", "generate", "--config", "llama-9"], "'llama-9'"),
     "bench_option_unused": (["bench", "load", "--device", "cpu"], "--device 'cpu'"),
     "bench_unknown_dtype": (["bench", "generate", "--dtype", "int8"], "'int8'"),
+    # The console script never writes over its input, nor two outputs to one file.
+    "gguf_over_its_vector": (
+        ["export-gguf", "v.safetensors", "--out", "v.safetensors", "--force"],
+        "--out 'v.safetensors' is the vector file 'v.safetensors', which this command reads",
+    ),
+    "two_outputs_one_file": (
+        ["extract", "lowercase", "--out", "x.safetensors", "--gguf", "x.safetensors"],
+        "--gguf 'x.safetensors' is the same file as --out 'x.safetensors'",
+    ),
+    "negative_shard": (["sweep", "v.safetensors", "--out", "s.jsonl", "--shard", "-1/2"], "I/N"),
 }
 
 
@@ -262,6 +272,7 @@ def test_bad_input_is_one_line_on_stderr(runs, name):
     args, shown = BAD[name]
     assert shown in _one_error_line(runs[name], args[0])
     assert not (runs.cwd / "x.safetensors").exists()
+    assert InstructionVector.load(runs.cwd / "v.safetensors").layers == (1, 2)
 
 
 def test_a_vector_for_another_model_is_refused_in_one_line(runs):

@@ -161,6 +161,24 @@ OUT = ["--out", "x.safetensors"]
         (["select", "p.txt"], "'p.txt' is not a sweep file"),
         (["report", "other.safetensors", "--sweep", "full.jsonl", "--out", "r.html"], "not the"),
         (["demo", "--out", "nodir/demo"], "directory 'nodir' does not exist"),
+        # A count above what the split holds would silently give fewer.
+        (["extract", "lowercase", "--pairs", "200", *OUT], "--pairs 200: there are only 108"),
+        (["demo", "--pairs", "200", "--out", "d"], "--pairs 200: there are only 108 train pairs"),
+        (
+            ["sweep", "v.safetensors", "--out", "s.jsonl", "--queries", "30"],
+            "--queries 30: there are only 24 validation queries",
+        ),
+        (["evaluate", "title", "--test-queries", "30"], "there are only 24 test queries"),
+        (["evaluate", "title", "--train-pairs", "109"], "there are only 108 train pairs"),
+        # A list that names an item twice would count it twice.
+        (["sweep", "v.safetensors", "--out", "s.jsonl", "--modes", "add,add"], "'add' twice"),
+        (["evaluate", "title", "--strengths", "1,0.5,1"], "--strengths '1,0.5,1' names '1' twice"),
+        (["select", "full.jsonl", "./full.jsonl"], "sweep file 'full.jsonl' is given twice"),
+        # Outputs: never an input, never a file of another kind without --force.
+        (["export-gguf", "v.safetensors", "--out", "v.safetensors"], "which this command reads"),
+        (["report", "v.safetensors", "--out", "v.safetensors"], "which this command reads"),
+        (["sweep", "v.safetensors", "--out", "other.safetensors"], "pass --force"),
+        (["extract", "lowercase", "--out", "full.jsonl"], "holds a sweep file"),
     ],
 )
 def test_bad_arguments_are_one_line_before_any_model_loads(in_files, capsys, argv, shown):

@@ -17,6 +17,7 @@ from safetensors.torch import save as st_save
 from tests.tiny import make_tiny_checkpoint
 from workbench import InstructionVector, compute_instruction_vector, load_model, make_pairs
 from workbench.errors import (
+    ArgumentTypeError,
     FileWriteError,
     InvalidArgumentError,
     VectorFileError,
@@ -245,3 +246,85 @@ def test_gguf_refuses_a_vector_read_at_another_hook(tiny_model, tmp_path):
     with pytest.raises(VectorMismatchError, match="off by one"):
         mid.to_gguf(tmp_path / "cv.gguf")
     assert list(tmp_path.iterdir()) == []
+
+
+# --- paths: empty, None, ~, symlinks, FIFOs ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "error", "match"),
+    [
+        ("", InvalidArgumentError, "vector file path '' is empty; give a file name"),
+        ("  ", InvalidArgumentError, "vector file path '  ' is empty"),
+        (None, ArgumentTypeError, "vector file path must be a str or Path, got NoneType None"),
+        (7, ArgumentTypeError, "must be a str or Path, got int 7"),
+    ],
+)
+def test_saving_to_no_path_is_a_one_line_error(saved, tmp_path, monkeypatch, path, error, match):
+    monkeypatch.chdir(tmp_path)
+    vec = InstructionVector.load(saved)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(error, match=match) as info:
+        vec.save(path)
+    assert len(str(info.value).splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("path", ["", None])
+def test_loading_no_path_is_a_one_line_error(path):
+    with pytest.raises(VectorFileError, match="vector file path") as info:
+        InstructionVector.load(path)
+    assert len(str(info.value).splitlines()) == 1
+
+
+def test_home_is_expanded_in_save_load_and_gguf(saved, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    vec = InstructionVector.load(saved)
+    written = vec.save("~/sub/v.safetensors")
+    assert written == tmp_path / "home" / "sub" / "v.safetensors" and written.is_file()
+    assert torch.equal(InstructionVector.load("~/sub/v.safetensors").diffs, vec.diffs)
+    export = vec.to_gguf("~/v.gguf")
+    assert export.path == tmp_path / "home" / "v.gguf" and export.path.is_file()
+    assert not (tmp_path / "~").exists()
+
+
+def test_saving_through_a_symlink_writes_its_target_and_keeps_the_link(saved, tmp_path):
+    target = tmp_path / "target.safetensors"
+    target.write_bytes(saved.read_bytes())
+    link = tmp_path / "link.safetensors"
+    link.symlink_to(target.name)
+    vec = InstructionVector.load(saved).select_layer(2)
+    assert vec.save(link) == link
+    assert link.is_symlink() and os.readlink(link) == target.name
+    assert InstructionVector.load(target).selected_layer == 2
+    vec.to_gguf(link)  # the GGUF export follows the same rule
+    assert link.is_symlink() and target.read_bytes()[:4] == b"GGUF"
+
+
+@pytest.mark.parametrize("via_link", [False, True])
+def test_a_fifo_is_never_replaced_nor_read(saved, tmp_path, via_link):
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    path = pipe
+    if via_link:
+        path = tmp_path / "link"
+        path.symlink_to("pipe")
+    vec = InstructionVector.load(saved)
+    with pytest.raises(InvalidArgumentError, match="is a FIFO, not a regular file"):
+        vec.save(path)
+    with pytest.raises(InvalidArgumentError, match="is a FIFO, not a regular file"):
+        vec.to_gguf(path)
+    assert stat.S_ISFIFO(pipe.lstat().st_mode)
+    # Reading a FIFO would wait for a writer forever: it is refused instead.
+    with pytest.raises(VectorFileError, match="it is not a regular file"):
+        InstructionVector.load(path)
+
+
+def test_a_character_device_is_never_replaced(saved):
+    vec = InstructionVector.load(saved)
+    with pytest.raises(InvalidArgumentError, match="'/dev/null' is a character device"):
+        vec.save("/dev/null")
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    with pytest.raises(VectorFileError, match="'/dev/null': it is not a regular file"):
+        InstructionVector.load("/dev/null")
