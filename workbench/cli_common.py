@@ -621,7 +621,11 @@ def read_prompts(args_prompts: Sequence[str], prompts_file: Path | None) -> list
     prompts = list(args_prompts)
     if prompts_file is not None:
         if str(prompts_file) == "-":
-            text = sys.stdin.read()
+            try:
+                raw = getattr(sys.stdin, "buffer", None)  # absent on a StringIO stdin
+                text = raw.read().decode("utf-8") if raw is not None else sys.stdin.read()
+            except (OSError, UnicodeDecodeError) as e:
+                raise InvalidArgumentError(f"cannot read prompts from stdin: {e}") from e
         else:
             try:
                 file = input_file(prompts_file, "prompts file", pipe=True)

@@ -18,6 +18,7 @@ from workbench.cli import build_parser, main
 from workbench.cli_commands import _BenchJson
 from workbench.cli_common import DTYPES
 from workbench.cli_sweep import METRICS
+from workbench.errors import InvalidArgumentError
 from workbench.options import choices
 
 COMMANDS = list(build_parser()._subparsers._group_actions[0].choices)
@@ -286,3 +287,16 @@ def test_an_unexpected_error_is_one_line_with_a_hint(monkeypatch, capsys):
         "workbench list: error: unexpected RuntimeError: boom second line "
         "(set WORKBENCH_TRACEBACK=1 for the traceback)"
     )
+
+
+def test_prompts_from_stdin_that_are_not_utf8_are_one_line_error(monkeypatch) -> None:
+    import io
+    import types
+
+    from workbench.cli_common import read_prompts
+
+    monkeypatch.setattr("sys.stdin", types.SimpleNamespace(buffer=io.BytesIO(b"caf\xe9\n")))
+    with pytest.raises(InvalidArgumentError, match="cannot read prompts from stdin"):
+        read_prompts([], Path("-"))
+    monkeypatch.setattr("sys.stdin", types.SimpleNamespace(buffer=io.BytesIO(b"one\n\ntwo\n")))
+    assert read_prompts([], Path("-")) == ["one", "two"]
