@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import numbers
 import os
 import random
 import re
@@ -66,6 +65,7 @@ from .errors import (
 )
 from .files import remove_stale_temps, temp_name
 from .options import check_int
+from .placeholders import checker_arg, unset_arg
 
 CONCISE_MAX_WORDS = 40
 VERBOSE_MIN_WORDS = 120
@@ -77,18 +77,6 @@ _PROMPT_KEYS = ("prompt", "prompt_to_repeat")
 # Cache roots known to hold the punkt_tab data, so a call costs no file-system lookup.
 _PUNKT_WRITTEN: set[str] = set()
 _FRAME_COLUMNS = ["instruction_id", "follows_strict", "follows_loose", "response_words"]
-# The type of every checker argument (IFEval's and the workbench's own). IFEval reads a
-# str where it wants a list letter by letter ("ocean" -> o, c, e, a, n) and a bool as
-# a count, so each value is checked against its type before any checker sees it.
-_INT_ARGS = frozenset(
-    "capital_frequency frequency let_frequency nth_paragraph num_bullets num_highlights "
-    "num_paragraphs num_placeholders num_sections num_sentences num_words".split()
-)
-_STR_ARGS = frozenset(
-    "capital_relation end_phrase first_word keyword language let_relation letter "
-    "postscript_marker prompt prompt_to_repeat relation section_spliter start_word".split()
-)
-_WORDS_ARGS = frozenset({"keywords", "forbidden_words"})
 
 
 def _ensure_offline() -> None:
@@ -222,49 +210,6 @@ def _arg_keys(instruction_id: str) -> tuple[str, ...]:
     return tuple(_ifeval_registry()[instruction_id](instruction_id).get_instruction_args_keys())
 
 
-def _unset(value: Any) -> bool:
-    """IFEval's data carries every instruction's keys on every row, unused ones None or empty."""
-    return value is None or (isinstance(value, (str, list, tuple)) and len(value) == 0)
-
-
-def _typed(instruction_id: str, key: str, value: Any) -> Any:
-    """`value` checked against the type of checker argument `key`, hashable (lists as tuples)."""
-
-    def fail(wanted: str) -> ArgumentTypeError:
-        return ArgumentTypeError(
-            f"instruction {instruction_id!r}: kwargs[{key!r}] must be {wanted}, "
-            f"got {type(value).__name__} {value!r:.60}"
-        )
-
-    if key in _INT_ARGS:
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            raise fail("an int")
-        return int(value)
-    if key in _STR_ARGS:
-        if not isinstance(value, str):
-            raise fail("a str")
-        return value
-    if key in _WORDS_ARGS:
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            example = [value] if isinstance(value, str) else ["ocean"]
-            raise fail(f"a list of str such as {example!r}")
-        return tuple(value)
-    return _freeze(key, value)
-
-
-def _freeze(key: str, value: Any) -> Any:
-    """A hashable copy of a kwargs value (lists become tuples), for the checker cache."""
-    if isinstance(value, (list, tuple)):
-        return tuple(_freeze(key, v) for v in value)
-    try:
-        hash(value)
-    except TypeError:
-        raise ArgumentTypeError(
-            f"kwargs[{key!r}] must be a string, number or list, got {type(value).__name__}"
-        ) from None
-    return value
-
-
 def _thaw(value: Any) -> Any:
     # Checkers get lists, as from IFEval's JSON, and fresh ones: a list the caller
     # mutates later cannot reach a cached checker.
@@ -276,9 +221,7 @@ def _normalize(
 ) -> tuple[str, tuple[tuple[str, Any], ...]]:
     """Validate the id and kwargs; return the cache key ``(id, sorted frozen kwargs)``."""
     if not isinstance(instruction_id, str):
-        raise ArgumentTypeError(
-            f"instruction_id must be a str, got {type(instruction_id).__name__}"
-        )
+        raise ArgumentTypeError(f"instruction_id must be a str, got {instruction_id!r:.60}")
     known = instruction_ids()
     if instruction_id not in known:
         raise UnknownNameError(
@@ -289,10 +232,7 @@ def _normalize(
         raise ArgumentTypeError(f"kwargs must be a mapping or None, got {type(kwargs).__name__}")
     if prompt is not None and not isinstance(prompt, str):
         raise ArgumentTypeError(f"prompt must be a str or None, got {type(prompt).__name__}")
-    bad_keys = [k for k in (kwargs or {}) if not isinstance(k, str)]
-    if bad_keys:
-        raise ArgumentTypeError(f"kwargs keys must be str, got {bad_keys!r}")
-    given = {k: v for k, v in (kwargs or {}).items() if not _unset(v)}
+    given = {k: v for k, v in (kwargs or {}).items() if not unset_arg(v)}
     takes = _arg_keys(instruction_id)
     for key in _PROMPT_KEYS:
         if key in takes and key not in given and prompt:
@@ -302,19 +242,15 @@ def _normalize(
     if unknown or missing:
         raise InvalidArgumentError(_kwargs_message(instruction_id, unknown, missing, takes))
     return instruction_id, tuple(
-        sorted((k, _typed(instruction_id, k, v)) for k, v in given.items())
+        sorted((k, checker_arg(instruction_id, k, v)) for k, v in given.items())
     )
 
 
 def _kwargs_message(instruction_id: str, unknown: list, missing: list, takes: tuple) -> str:
-    parts = []
-    if unknown:
-        parts.append(f"does not take kwargs {unknown}")
-    if missing:
-        parts.append(f"needs kwargs {missing}")
-    hint = ""
-    if any(k in _PROMPT_KEYS for k in missing):
-        hint = " (pass score(..., prompt=<the request to repeat>))"
+    parts = [f"does not take kwargs {unknown}"] * bool(unknown)
+    parts += [f"needs kwargs {missing}"] * bool(missing)
+    prompt = any(k in _PROMPT_KEYS for k in missing)
+    hint = " (pass score(..., prompt=<the request to repeat>))" if prompt else ""
     return f"instruction {instruction_id!r} {' and '.join(parts)}; it takes {list(takes)}{hint}"
 
 
@@ -393,9 +329,6 @@ def check_instruction(
     instruction_id: str, kwargs: Mapping | None = None, *, prompt: str | None = None
 ) -> None:
     """Raise as `score` would for `instruction_id` and `kwargs`, before any response exists.
-
-    Sweeps and vector extraction call it at entry, so a bad id or argument is refused
-    before any generation instead of after the first batch.
 
     Example:
         >>> check_instruction("keywords:existence", {"keywords": "ocean"})

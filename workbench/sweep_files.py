@@ -138,10 +138,13 @@ def check_table_vector(table: pd.DataFrame, vector: Any) -> None:
     A table without ``attrs["sweep"]`` (built by hand) carries no identity to compare.
 
     Example:
-        >>> check_table_vector(sweep(model, vec, ["Hi"], layers=[1], max_new_tokens=2, progress=False), other_vec)
+        >>> table = sweep(model, vec, ["Hi"], layers=[1], max_new_tokens=2, progress=False)
+        >>> check_table_vector(table, vec)
+        >>> other = compute_instruction_vector(model, make_pairs("capitals", n=3))
+        >>> check_table_vector(table, other)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        workbench.errors.VectorMismatchError: the sweep table was run with vector ...
+        workbench.errors.VectorMismatchError: the sweep table was run with vector ..., not with this vector ... (change_case:english_capital on ..., layers [0, 1, 2]); pass the vector that was swept
     """
     identity = table.attrs.get("sweep")
     if not isinstance(identity, Mapping):
