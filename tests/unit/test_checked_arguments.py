@@ -247,3 +247,12 @@ def test_every_refusal_here_is_a_workbench_error(tiny_models):
     for call in calls:
         with pytest.raises(WorkbenchError):
             call()
+
+
+def test_a_pair_carries_a_str_id_and_a_mapping_of_kwargs():
+    from workbench.pairs import as_pairs
+
+    with pytest.raises(ArgumentTypeError, match="pair 0: kwargs must be a mapping"):
+        as_pairs([Pair("a b", "a", "keywords:existence", "ocean")])
+    with pytest.raises(ArgumentTypeError, match="pair 0: instruction_id must be a str or None"):
+        as_pairs([Pair("a b", "a", 3)])

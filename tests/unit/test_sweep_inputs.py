@@ -326,3 +326,21 @@ def test_every_refusal_is_a_workbench_error(model, lower, shards, no_generation)
     for call in calls:
         with pytest.raises(WorkbenchError):
             call()
+
+
+def test_the_report_never_writes_over_its_own_inputs(lower, shards, tmp_path, monkeypatch):
+    paths, _ = shards
+    monkeypatch.setenv("HOME", str(tmp_path))
+    vec_file = lower.save(tmp_path / "v.safetensors")
+    link = tmp_path / "link.html"
+    link.symlink_to(vec_file)
+    before = vec_file.read_bytes()
+    for out in (vec_file, link, "~/v.safetensors"):
+        with pytest.raises(InvalidArgumentError, match="is the input file .* would replace it"):
+            report(vec_file, out=out)
+    sweep_before = paths[0].read_bytes()
+    with pytest.raises(InvalidArgumentError, match="is the input file"):
+        report(lower, out=paths[0], sweep=paths)
+    assert vec_file.read_bytes() == before and paths[0].read_bytes() == sweep_before
+    with pytest.raises(InvalidArgumentError, match="is a directory, not a regular file"):
+        report(lower, out=tmp_path)
