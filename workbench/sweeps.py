@@ -275,15 +275,18 @@ def sweep(
     Args:
         prompts: user messages (str: checked against the vector's instruction) or
             `SweepPrompt`s carrying their own instruction id and kwargs.
-        layers, modes, strengths: the grid (see the module docstring); the
-            unsteered baseline (``layer=None``) comes first unless ``baseline=False``.
-        out: a JSONL file; rows are appended as they are scored, and a restarted
+        layers, modes, strengths: the grid (see the module docstring): lists (or 1-d
+            arrays) of distinct values, never a bare str or number; the unsteered
+            baseline (``layer=None``) comes first unless ``baseline=False``.
+        out: a JSONL file (``~`` expanded, a symlink followed; a directory or device
+            is refused); rows are appended as they are scored, and a restarted
             sweep with the same arguments skips the rows it holds.
         shard: ``(i, n)`` runs the i-th of n disjoint parts (see `merge_sweeps`).
 
     Returns:
         A DataFrame with the columns `sweep_files.COLUMNS`, ordered by work unit, holding this
-        run's part (all of it without `shard`).
+        run's part (all of it without `shard`). ``attrs["sweep"]`` names the vector swept
+        and the rows held of all (`sweep_files.table_identity`), which `select` checks.
 
     Example:
         >>> table = sweep(model, vec, ["Hi"], layers=[1, 2], strengths=[0.5], max_new_tokens=4, progress=False)
