@@ -27,7 +27,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from workbench import InstructionVector
-from workbench.activations import check_layers
+from workbench.activations import check_context, check_layers
 from workbench.errors import ArgumentTypeError, InvalidArgumentError, VectorMismatchError
 from workbench.options import RESID_HOOK, check_int
 from workbench.prompts import check_prompts, encode_prompts, format_prompt, pad_left
@@ -263,6 +263,7 @@ def residual_norms(
     check_int("batch_size", batch_size, low=1)
     texts = [format_prompt(model, p, style=prompt_style) for p in check_prompts(prompts)]
     token_lists = encode_prompts(model, texts, style=prompt_style)
+    check_context(model, token_lists)
     names = [RESID_HOOK.format(layer=layer) for layer in layers]
     check_hooks(model, names)
     chunks: list[list[Tensor]] = [[] for _ in layers]

@@ -20,6 +20,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from workbench import InstructionVector
+from workbench.activations import int_list
 from workbench.diagnostics import separability_from_activations
 from workbench.errors import ArgumentTypeError, InvalidArgumentError, VectorMismatchError
 from workbench.extraction import pair_activations
@@ -61,20 +62,19 @@ def _vector_layers(vec: InstructionVector, layers: Sequence[int] | None) -> list
     """`layers` checked against the vector (None: all of them), order kept."""
     if layers is None:
         return list(vec.layers)
-    if isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence):
+    if isinstance(layers, (str, bytes)):
         raise ArgumentTypeError(
             f"layers must be a list of the vector's layers {list(vec.layers)} or None, "
             f"got {layers!r}"
         )
-    if not layers:
+    if isinstance(layers, Sequence) and not layers:
         raise InvalidArgumentError(
             f"layers is empty; pass None for all of the vector's layers {list(vec.layers)}"
         )
+    layers = int_list("layers", layers, "layer")
     for layer in layers:
         vec.row(layer)  # VectorMismatchError naming the layers the vector holds
-    if len(set(layers)) != len(layers):
-        raise InvalidArgumentError(f"layers {list(layers)} contain duplicates")
-    return list(layers)
+    return layers
 
 
 def projections(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +20,10 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from workbench import InstructionVector, make_pairs, stability_curve
-from workbench.errors import ArgumentTypeError
-from workbench.files import write_atomic
+from workbench.errors import ArgumentTypeError, InvalidArgumentError
+from workbench.files import user_path, write_atomic, write_target
 from workbench.options import RESID_HOOK
-from workbench.sweep_files import merge_sweeps
+from workbench.sweep_files import check_table_vector, merge_sweeps
 
 from .figures import plot_layer_profile
 from .style import vector_label
@@ -42,8 +43,8 @@ class Section:
 def _vector(vector: Any) -> InstructionVector:
     if isinstance(vector, InstructionVector):
         return vector
-    if isinstance(vector, (str, Path)):
-        return InstructionVector.load(vector)
+    if isinstance(vector, (str, os.PathLike)):
+        return InstructionVector.load(user_path(vector, "vector"))
     raise ArgumentTypeError(
         f"vector must be an InstructionVector or a .safetensors path, got {type(vector).__name__}"
     )
@@ -52,7 +53,7 @@ def _vector(vector: Any) -> InstructionVector:
 def _sweep(sweep: Any) -> pd.DataFrame | None:
     if sweep is None or isinstance(sweep, pd.DataFrame):
         return sweep
-    if isinstance(sweep, (str, Path)):
+    if isinstance(sweep, (str, os.PathLike)):
         return merge_sweeps([sweep])
     if isinstance(sweep, Sequence):
         return merge_sweeps(list(sweep))
@@ -180,8 +181,11 @@ def report_sections(
     """
     vec = _vector(vector)
     label = vector_label(vec)
+    table = _sweep(sweep)
+    if table is not None:
+        check_table_vector(table, vec)
     sections = _vector_sections(vec, label)
-    sections += _sweep_sections(_sweep(sweep), vec, label)
+    sections += _sweep_sections(table, vec, label)
     if model is None:
         sections.append(
             Section("Residual-stream context", "", None, "no model was given (model=…)")
@@ -262,9 +266,28 @@ def report(
         >>> page.read_text().count('class="plotly-graph-div"')
         2
     """
+    target = write_target(out, "out")
+    _refuse_input(target, vector, sweep)
+    if title is not None and not isinstance(title, str):
+        raise ArgumentTypeError(f"title must be a str or None, got {type(title).__name__}")
     vec = _vector(vector)
     sections = report_sections(vec, sweep=sweep, model=model, pairs=pairs)
     title = title or f"Instruction vector: {vector_label(vec)} ({vec.model_name})"
-    path = Path(out)
-    write_atomic(path, render_page(sections, title=title, meta=_meta(vec)).encode("utf-8"))
-    return path
+    page = render_page(sections, title=title, meta=_meta(vec))
+    return write_atomic(out, page.encode("utf-8"))
+
+
+def _refuse_input(target: Path, vector: Any, sweep: Any) -> None:
+    """Refuse an `out` that is one of the page's own input files: it would be replaced."""
+    inputs = [vector] if isinstance(vector, (str, os.PathLike)) else []
+    if isinstance(sweep, (str, os.PathLike)):
+        inputs.append(sweep)
+    elif isinstance(sweep, Sequence) and not isinstance(sweep, (str, bytes)):
+        inputs += [p for p in sweep if isinstance(p, (str, os.PathLike))]
+    for given in inputs:
+        path = user_path(given, "input")
+        if target.exists() and path.exists() and os.path.samefile(target, path):
+            raise InvalidArgumentError(
+                f"out {str(target)!r} is the input file {str(given)!r}; writing the page "
+                "there would replace it: choose another out"
+            )

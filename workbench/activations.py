@@ -9,7 +9,9 @@ Memory therefore grows with prompts x layers x d_model, not with sequence length
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
+import math
+import numbers
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -30,6 +32,80 @@ class _StopForward(Exception):
     """Raised by the hook of the last needed layer to skip the rest of the model."""
 
 
+def as_list(name: str, values: Any, example: str) -> list:
+    """`values` as a list: a list, tuple, range, or 1-d numpy array or torch tensor.
+
+    A str is refused (it would be read letter by letter), and so are sets and
+    iterators (no order, or used up once read).
+
+    Example:
+        >>> as_list("modes", "add", "['add']")
+        Traceback (most recent call last):
+        ...
+        workbench.errors.ArgumentTypeError: modes must be a list, got str 'add'; give a list such as ['add']
+    """
+    if isinstance(values, (str, bytes)):
+        raise ArgumentTypeError(
+            f"{name} must be a list, got {type(values).__name__} {values!r}; "
+            f"give a list such as {example}"
+        )
+    if hasattr(values, "ndim") and hasattr(values, "tolist"):
+        if values.ndim != 1:
+            raise InvalidArgumentError(
+                f"{name} must be one-dimensional, got an array of shape {tuple(values.shape)}"
+            )
+        return values.tolist()
+    if not isinstance(values, Sequence):
+        raise ArgumentTypeError(
+            f"{name} must be a list such as {example}, got {type(values).__name__} {values!r:.60}"
+        )
+    return list(values)
+
+
+def check_distinct(name: str, values: list) -> list:
+    """`values` if no item repeats, else an error naming the repeated ones."""
+    repeated = list(dict.fromkeys(v for i, v in enumerate(values) if v in values[:i]))
+    if repeated:
+        raise InvalidArgumentError(
+            f"{name} {values} contain duplicates: {', '.join(map(repr, repeated))} repeated"
+        )
+    return values
+
+
+def int_list(name: str, values: Any, item: str) -> list[int]:
+    """Non-empty, distinct ints (numpy ints included) from `values` (see `as_list`)."""
+    values = as_list(name, values, "[1, 2]")
+    if not values:
+        raise InvalidArgumentError(f"{name} is empty; give at least one {item}")
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise ArgumentTypeError(
+                f"{item} must be an int, got {type(value).__name__} {value!r} in {name}"
+            )
+    return check_distinct(name, [int(v) for v in values])
+
+
+def float_list(name: str, values: Any, item: str) -> list[float]:
+    """Non-empty, distinct finite numbers (numpy floats included) as Python floats."""
+    values = as_list(name, values, "[0.5, 1.0]")
+    if not values:
+        raise InvalidArgumentError(f"{name} is empty; give at least one {item}")
+    out = []
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ArgumentTypeError(
+                f"{item} must be a number, got {type(value).__name__} {value!r} in {name}"
+            )
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise InvalidArgumentError(f"{name} must be finite numbers, got {item} {value!r}")
+        out.append(number)
+    return check_distinct(name, out)
+
+
 def check_layers(model: Any, layers: Sequence[int] | None) -> list[int]:
     """Validate layer indices against the model (None means every layer).
 
@@ -40,20 +116,33 @@ def check_layers(model: Any, layers: Sequence[int] | None) -> list[int]:
     n_layers = model.cfg.n_layers
     if layers is None:
         return list(range(n_layers))
-    if isinstance(layers, (str, bytes)) or not isinstance(layers, Iterable):
-        raise ArgumentTypeError(f"layers must be a list of ints or None, got {layers!r}")
-    layers = list(layers)
-    if not layers:
+    if isinstance(layers, Sequence) and not isinstance(layers, (str, bytes)) and not layers:
         raise InvalidArgumentError("layers is empty; pass None for every layer")
+    layers = int_list("layers", layers, "layer")
     for layer in layers:
-        check_int("layer", layer)
         if not 0 <= layer < n_layers:
             raise InvalidArgumentError(
                 f"layer {layer!r} is out of range: the model has {n_layers} layers (0..{n_layers - 1})"
             )
-    if len(set(layers)) != len(layers):
-        raise InvalidArgumentError(f"layers {layers} contain duplicates")
     return layers
+
+
+def check_context(
+    model: Any,
+    token_lists: Sequence[Sequence[int]],
+    name: Callable[[int], str] = "prompt {}".format,
+) -> None:
+    """Refuse a prompt longer than the model's context, as `generate` does.
+
+    `name(i)` names prompt i in the message (``"prompt 3"``, ``"pair 1's with side"``).
+    """
+    n_ctx = model.cfg.n_ctx
+    for i, ids in enumerate(token_lists):
+        if len(ids) > n_ctx:
+            raise InvalidArgumentError(
+                f"{name(i)} has {len(ids)} tokens, which exceeds the model's context of "
+                f"{n_ctx} tokens"
+            )
 
 
 def reduce_positions(
@@ -116,23 +205,56 @@ def read_residuals(
         torch.Size([1, 2, 32])
     """
     refuse_under_per_row_steer("read_residuals")
+    token_lists = encode_prompts(model, prompts, style=prompt_style)
+    check_context(model, token_lists)
+    return read_tokens(
+        model,
+        token_lists,
+        layers=layers,
+        position=position,
+        batch_size=batch_size,
+        hook_name=hook_name,
+        share_prefix=share_prefix,
+        progress=progress,
+    )
+
+
+def read_tokens(
+    model: Any,
+    token_lists: list[list[int]],
+    *,
+    layers: Sequence[int] | None = None,
+    position: str | int = "last",
+    batch_size: int = 16,
+    hook_name: str = RESID_HOOK,
+    share_prefix: bool = True,
+    progress: bool = False,
+) -> Float[Tensor, "n_prompts n_layers d_model"]:
+    """`read_residuals` of prompts already tokenized and checked with `check_context`."""
+    refuse_under_per_row_steer("read_residuals")
     layers = check_layers(model, layers)
     position = check_read_position(position)
     check_int("batch_size", batch_size, low=1)
+    _check_bool("share_prefix", share_prefix)
+    _check_bool("progress", progress)
     names = [check_hook_template(hook_name).format(layer=layer) for layer in layers]
     check_hooks(model, names)
-    token_lists = encode_prompts(model, prompts, style=prompt_style)
     shortest = min(len(t) for t in token_lists)
     if isinstance(position, int) and shortest < position:
         raise InvalidArgumentError(
             f"position={position} reads the last {position} tokens but a prompt has only {shortest}"
         )
     prefix = 0
-    if share_prefix and position != "mean" and len(prompts) > 1:
+    if share_prefix and position != "mean" and len(token_lists) > 1:
         prefix = shared_prefix_length(
             token_lists, keep=position if isinstance(position, int) else 1
         )
     return _read(model, token_lists, names, layers, position, prefix, batch_size, progress)
+
+
+def _check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ArgumentTypeError(f"{name} must be True or False, got {value!r}")
 
 
 def _read(

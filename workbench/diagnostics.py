@@ -15,9 +15,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from .activations import as_list, check_distinct
 from .errors import ArgumentTypeError, InvalidArgumentError
 from .extraction import pair_activations
-from .options import check_int
+from .options import check_int, is_finite_number
 from .pairs import Pair, as_pairs
 from .vectors import InstructionVector
 
@@ -82,10 +83,12 @@ def stability_curve(
     check_int("seed", seed, low=0)
     if sizes is None:
         sizes = sorted({min(2**i, half) for i in range(half.bit_length() + 1)})
-    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence):
-        raise ArgumentTypeError(f"sizes must be a list of ints, got {sizes!r}")
+    sizes = as_list("sizes", sizes, "[1, 2, 4]")
+    if not sizes:
+        raise InvalidArgumentError("sizes is empty; give at least one subset size, or None")
     for k in sizes:
         check_int("subset size", k)
+    check_distinct("sizes", sizes)
     bad = [k for k in sizes if not 1 <= k <= half]
     if bad:
         raise InvalidArgumentError(
@@ -119,6 +122,13 @@ def pairs_to_settle(curve: pd.DataFrame, threshold: float = 0.9) -> pd.DataFrame
     Returns a DataFrame with ``layer`` and ``n_pairs`` (NA where it never settles
     within the pairs given; then more pairs are needed).
     """
+    if not isinstance(curve, pd.DataFrame) or not {"layer", "n_pairs", "cosine"} <= set(curve):
+        raise ArgumentTypeError(
+            "curve must be a stability_curve table (columns layer, n_pairs, cosine), "
+            f"got {type(curve).__name__}"
+        )
+    if not is_finite_number(threshold) or not -1 <= threshold <= 1:
+        raise InvalidArgumentError(f"threshold must be a cosine in [-1, 1], got {threshold!r}")
     rows = []
     for layer, group in curve.groupby("layer", sort=True):
         ok = group[group["cosine"] >= threshold]
@@ -150,6 +160,19 @@ def separability_from_activations(
     layers: Sequence[int] | None = None,
 ) -> pd.DataFrame:
     """AUC and d' of with vs without activations projected on each layer's direction."""
+    if not isinstance(directions, Tensor) or directions.ndim != 2:
+        raise InvalidArgumentError("directions must be a [n_layers, d_model] tensor")
+    for name, acts in (("acts_with", acts_with), ("acts_without", acts_without)):
+        if not isinstance(acts, Tensor) or acts.ndim != 3 or acts.shape[1:] != directions.shape:
+            shape = tuple(acts.shape) if isinstance(acts, Tensor) else type(acts).__name__
+            raise InvalidArgumentError(
+                f"{name} must be [n_pairs, {directions.shape[0]}, {directions.shape[1]}] "
+                f"to match directions, got {shape}"
+            )
+    if layers is not None and len(layers) != directions.shape[0]:
+        raise InvalidArgumentError(
+            f"layers {list(layers)} do not match the {directions.shape[0]} direction rows"
+        )
     proj_with = torch.einsum("nld,ld->nl", acts_with, directions)
     proj_without = torch.einsum("nld,ld->nl", acts_without, directions)
     layers = list(layers) if layers is not None else list(range(directions.shape[0]))

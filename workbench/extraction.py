@@ -11,12 +11,14 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from .activations import check_layers, read_residuals
+from .activations import check_context, check_layers, read_tokens
 from .errors import ArgumentTypeError, InvalidArgumentError
 from .models import model_info
 from .options import RESID_HOOK, PromptStyle, check_choice, check_read_position
 from .pairs import Pair, as_pairs
-from .prompts import format_prompt
+from .prompts import encode_prompts, format_prompt
+from .scoring import check_instruction
+from .steering import refuse_under_per_row_steer
 from .vectors import InstructionVector
 
 
@@ -41,20 +43,27 @@ def pair_activations(
         >>> acts_with.shape
         torch.Size([2, 3, 32])
     """
+    refuse_under_per_row_steer("pair_activations")
     pairs = as_pairs(pairs)
     style = model_info(model).prompt_style if prompt_style is None else prompt_style
     check_choice("prompt_style", style, PromptStyle)
     texts = [p.with_instruction for p in pairs] + [p.without_instruction for p in pairs]
     prompts = [format_prompt(model, t, style=style) for t in texts]
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    acts_sorted = read_residuals(
+    token_lists = encode_prompts(model, prompts, style=style)
+    n = len(pairs)
+    check_context(
         model,
-        [prompts[i] for i in order],
+        token_lists,
+        lambda i: f"pair {i % n}'s {'with' if i < n else 'without'}-instruction prompt",
+    )
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    acts_sorted = read_tokens(
+        model,
+        [token_lists[i] for i in order],
         layers=layers,
         position=position,
         batch_size=batch_size,
         hook_name=hook_name,
-        prompt_style=style,
         progress=progress,
     )
     acts = torch.empty_like(acts_sorted)
@@ -106,18 +115,37 @@ def difference_stats(
     )
 
 
-def _check_labels(instruction_id: Any, kwargs: Any) -> None:
-    """Refuse labels the vector file could not store, before any forward pass."""
+def _labels(
+    pairs: list[Pair], instruction_id: Any, kwargs: Any
+) -> tuple[str | None, dict[str, Any]]:
+    """The vector's instruction id and kwargs, checked before any forward pass.
+
+    Given ones override what the pairs carry; pairs of one id must then agree on its
+    kwargs, since the vector records one set. The result must be storable as JSON and,
+    with an id, accepted by the scorer (a sweep scores with them).
+    """
     if instruction_id is not None and not isinstance(instruction_id, str):
         raise ArgumentTypeError(f"instruction_id must be a str or None, got {instruction_id!r}")
-    if kwargs is None:
-        return
-    if not isinstance(kwargs, Mapping):
+    if kwargs is not None and not isinstance(kwargs, Mapping):
         raise ArgumentTypeError(f"kwargs must be a mapping, got {kwargs!r}")
+    ids = {p.instruction_id for p in pairs}
+    if instruction_id is None:
+        instruction_id = pairs[0].instruction_id if len(ids) == 1 else None
+    if kwargs is None:
+        seen = {json.dumps(dict(p.kwargs), sort_keys=True, default=repr) for p in pairs}
+        if instruction_id is not None and len(ids) == 1 and len(seen) > 1:
+            raise InvalidArgumentError(
+                f"the pairs of {instruction_id!r} carry {len(seen)} different kwargs "
+                f"({sorted(seen)[:2]}, ...); the vector records one set: pass kwargs=..."
+            )
+        kwargs = pairs[0].kwargs
     try:
         json.dumps(dict(kwargs), allow_nan=False)
     except (TypeError, ValueError) as e:
         raise InvalidArgumentError(f"kwargs {kwargs!r} cannot be stored as JSON: {e}") from e
+    if instruction_id is not None:
+        check_instruction(instruction_id, kwargs)
+    return instruction_id, dict(kwargs)
 
 
 def _architecture(model: Any) -> str:
@@ -165,8 +193,10 @@ def compute_instruction_vector(
     pairs = as_pairs(pairs)
     layers = check_layers(model, layers)
     position = check_read_position(position)
+    if not isinstance(keep_pair_diffs, bool):
+        raise ArgumentTypeError(f"keep_pair_diffs must be True or False, got {keep_pair_diffs!r}")
     style = model_info(model).prompt_style if prompt_style is None else prompt_style
-    _check_labels(instruction_id, kwargs)
+    instruction_id, kwargs = _labels(pairs, instruction_id, kwargs)
     acts_with, acts_without = pair_activations(
         model,
         pairs,
@@ -178,8 +208,6 @@ def compute_instruction_vector(
     )
     stats = difference_stats(acts_with, acts_without)
     info = model_info(model)
-    ids = {p.instruction_id for p in pairs}
-    first = pairs[0]
     return InstructionVector(
         diffs=stats.diffs,
         directions=stats.directions,
@@ -191,8 +219,8 @@ def compute_instruction_vector(
         fingerprint=info.fingerprint,
         model_n_layers=model.cfg.n_layers,
         architecture=_architecture(model),
-        instruction_id=instruction_id or (first.instruction_id if len(ids) == 1 else None),
-        kwargs=dict(kwargs if kwargs is not None else first.kwargs),
+        instruction_id=instruction_id,
+        kwargs=kwargs,
         position=position,
         prompt_style=style,
         pair_diffs=(acts_with - acts_without) if keep_pair_diffs else None,

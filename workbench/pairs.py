@@ -314,6 +314,16 @@ def _as_pair(i: int, item: Any) -> Pair:
                 f"pair {i}: the {side}-instruction side must be a str, "
                 f"got {type(text).__name__} {text!r}"
             )
+    if isinstance(item, Pair):
+        if item.instruction_id is not None and not isinstance(item.instruction_id, str):
+            raise ArgumentTypeError(
+                f"pair {i}: instruction_id must be a str or None, got {item.instruction_id!r}"
+            )
+        if not isinstance(item.kwargs, Mapping):
+            raise ArgumentTypeError(
+                f"pair {i}: kwargs must be a mapping such as {{'keywords': ['ocean']}}, "
+                f"got {type(item.kwargs).__name__} {item.kwargs!r:.60}"
+            )
     if sides[0] == sides[1]:
         raise InvalidArgumentError(
             f"pair {i} has identical with/without sides ({sides[0]!r}); "

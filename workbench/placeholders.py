@@ -1,21 +1,37 @@
-"""Placeholders of bundled instructions: a declared type, range and default for each.
+"""Placeholders of bundled instructions, and the types of the checkers' arguments.
 
 An instruction's phrasings and IFEval kwargs may hold ``{name}`` fields (a number of
 bullet points, a keyword). Each is declared in ``workbench/data/instructions.jsonl``
 with its type and range, so a value is checked before it reaches a phrasing or a
 checker: "exactly abc bullet points" or a keyword IFEval would read as a regular
 expression never gets that far.
+
+Every checker argument (IFEval's and the workbench's own) has a declared type too,
+checked by `checker_arg` before `workbench.scoring` builds a checker: IFEval reads a
+str where it wants a list letter by letter (``"ocean"`` as o, c, e, a, n) and a bool
+as a count.
 """
 
 from __future__ import annotations
 
+import numbers
 import re
 import unicodedata
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .errors import InvalidArgumentError
+from .errors import ArgumentTypeError, InvalidArgumentError
 from .options import check_choice, check_int
+
+INT_ARGS = frozenset(
+    "capital_frequency frequency let_frequency nth_paragraph num_bullets num_highlights "
+    "num_paragraphs num_placeholders num_sections num_sentences num_words".split()
+)
+STR_ARGS = frozenset(
+    "capital_relation end_phrase first_word keyword language let_relation letter "
+    "postscript_marker prompt prompt_to_repeat relation section_spliter start_word".split()
+)
+WORDS_ARGS = frozenset({"keywords", "forbidden_words"})
 
 PlaceholderType = Literal["int", "word", "text"]
 # A word of letters with inner apostrophes or hyphens ("don't", "well-being"). IFEval's
@@ -104,3 +120,55 @@ class Placeholder:
                 raise self._fail(repr(text), where)
             return self.check(int(text), where)
         return self.check(text, where)
+
+
+def unset_arg(value: Any) -> bool:
+    """IFEval's data carries every instruction's keys on every row, unused ones None or empty."""
+    return value is None or (isinstance(value, (str, list, tuple)) and len(value) == 0)
+
+
+def checker_arg(instruction_id: str, key: str, value: Any) -> Any:
+    """`value` checked against the type of checker argument `key`, hashable (lists as tuples).
+
+    Example:
+        >>> checker_arg("keywords:existence", "keywords", ["ocean"])
+        ('ocean',)
+        >>> checker_arg("detectable_format:number_bullet_lists", "num_bullets", True)
+        Traceback (most recent call last):
+        ...
+        workbench.errors.ArgumentTypeError: instruction 'detectable_format:number_bullet_lists': kwargs['num_bullets'] must be an int, got bool True
+    """
+
+    def fail(wanted: str) -> ArgumentTypeError:
+        return ArgumentTypeError(
+            f"instruction {instruction_id!r}: kwargs[{key!r}] must be {wanted}, "
+            f"got {type(value).__name__} {value!r:.60}"
+        )
+
+    if key in INT_ARGS:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise fail("an int")
+        return int(value)
+    if key in STR_ARGS:
+        if not isinstance(value, str):
+            raise fail("a str")
+        return value
+    if key in WORDS_ARGS:
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            example = [value] if isinstance(value, str) else ["ocean"]
+            raise fail(f"a list of str such as {example!r}")
+        return tuple(value)
+    return _freeze(key, value)
+
+
+def _freeze(key: str, value: Any) -> Any:
+    """A hashable copy of a value of an undeclared argument (lists become tuples)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(key, v) for v in value)
+    try:
+        hash(value)
+    except TypeError:
+        raise ArgumentTypeError(
+            f"kwargs[{key!r}] must be a string, number or list, got {type(value).__name__}"
+        ) from None
+    return value

@@ -30,7 +30,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from . import kv
-from .errors import InvalidArgumentError
+from .activations import check_context
+from .errors import ArgumentTypeError, InvalidArgumentError
 from .generation import Generation, eos_ids, generate
 from .options import check_int, is_finite_number
 from .prompts import encode_prompts, pad_left
@@ -65,6 +66,17 @@ class QualityThresholds:
             raise InvalidArgumentError(
                 f"min_perplexity must be a number >= 1, got {self.min_perplexity!r}"
             )
+
+
+def _thresholds(thresholds: Any) -> QualityThresholds:
+    if thresholds is None:
+        return QualityThresholds()
+    if not isinstance(thresholds, QualityThresholds):
+        raise ArgumentTypeError(
+            f"thresholds must be a QualityThresholds or None, got {type(thresholds).__name__} "
+            f"{thresholds!r:.60}"
+        )
+    return thresholds
 
 
 def repeated_ngram_share(tokens: Sequence[int], n: int = 4) -> float:
@@ -107,6 +119,16 @@ def response_perplexity(
         (2, True)
     """
     check_int("batch_size", batch_size, low=1)
+    if len(prompt_tokens) != len(response_tokens):
+        raise InvalidArgumentError(
+            f"got {len(prompt_tokens)} prompts and {len(response_tokens)} responses; "
+            "they must be one per response"
+        )
+    check_context(
+        model,
+        [[*p, *r] for p, r in zip(prompt_tokens, response_tokens, strict=True)],
+        "prompt {} with its response".format,
+    )
     out: list[float] = []
     for start in range(0, len(prompt_tokens), batch_size):
         prompts = prompt_tokens[start : start + batch_size]
@@ -143,7 +165,7 @@ def quality_frame(
         >>> list(table.columns)
         ['n_tokens', 'empty', 'truncated', 'repeated_ngram_share', 'perplexity', 'degenerate']
     """
-    limits = thresholds or QualityThresholds()
+    limits = _thresholds(thresholds)
     if not len(prompt_tokens) == len(response_tokens) == len(texts):
         raise InvalidArgumentError(
             f"got {len(prompt_tokens)} prompts, {len(response_tokens)} token lists and "

@@ -65,6 +65,7 @@ from .errors import (
 )
 from .files import remove_stale_temps, temp_name
 from .options import check_int
+from .placeholders import checker_arg, unset_arg
 
 CONCISE_MAX_WORDS = 40
 VERBOSE_MIN_WORDS = 120
@@ -209,19 +210,6 @@ def _arg_keys(instruction_id: str) -> tuple[str, ...]:
     return tuple(_ifeval_registry()[instruction_id](instruction_id).get_instruction_args_keys())
 
 
-def _freeze(key: str, value: Any) -> Any:
-    """A hashable copy of a kwargs value (lists become tuples), for the checker cache."""
-    if isinstance(value, (list, tuple)):
-        return tuple(_freeze(key, v) for v in value)
-    try:
-        hash(value)
-    except TypeError:
-        raise ArgumentTypeError(
-            f"kwargs[{key!r}] must be a string, number or list, got {type(value).__name__}"
-        ) from None
-    return value
-
-
 def _thaw(value: Any) -> Any:
     # Checkers get lists, as from IFEval's JSON, and fresh ones: a list the caller
     # mutates later cannot reach a cached checker.
@@ -233,9 +221,7 @@ def _normalize(
 ) -> tuple[str, tuple[tuple[str, Any], ...]]:
     """Validate the id and kwargs; return the cache key ``(id, sorted frozen kwargs)``."""
     if not isinstance(instruction_id, str):
-        raise ArgumentTypeError(
-            f"instruction_id must be a str, got {type(instruction_id).__name__}"
-        )
+        raise ArgumentTypeError(f"instruction_id must be a str, got {instruction_id!r:.60}")
     known = instruction_ids()
     if instruction_id not in known:
         raise UnknownNameError(
@@ -246,8 +232,7 @@ def _normalize(
         raise ArgumentTypeError(f"kwargs must be a mapping or None, got {type(kwargs).__name__}")
     if prompt is not None and not isinstance(prompt, str):
         raise ArgumentTypeError(f"prompt must be a str or None, got {type(prompt).__name__}")
-    # IFEval's data carries every instruction's keys on every row, unused ones None.
-    given = {k: v for k, v in (kwargs or {}).items() if v is not None and v not in ("", [], ())}
+    given = {k: v for k, v in (kwargs or {}).items() if not unset_arg(v)}
     takes = _arg_keys(instruction_id)
     for key in _PROMPT_KEYS:
         if key in takes and key not in given and prompt:
@@ -256,18 +241,16 @@ def _normalize(
     missing = [k for k in takes if k not in given]
     if unknown or missing:
         raise InvalidArgumentError(_kwargs_message(instruction_id, unknown, missing, takes))
-    return instruction_id, tuple(sorted((k, _freeze(k, v)) for k, v in given.items()))
+    return instruction_id, tuple(
+        sorted((k, checker_arg(instruction_id, k, v)) for k, v in given.items())
+    )
 
 
 def _kwargs_message(instruction_id: str, unknown: list, missing: list, takes: tuple) -> str:
-    parts = []
-    if unknown:
-        parts.append(f"does not take kwargs {unknown}")
-    if missing:
-        parts.append(f"needs kwargs {missing}")
-    hint = ""
-    if any(k in _PROMPT_KEYS for k in missing):
-        hint = " (pass score(..., prompt=<the request to repeat>))"
+    parts = [f"does not take kwargs {unknown}"] * bool(unknown)
+    parts += [f"needs kwargs {missing}"] * bool(missing)
+    prompt = any(k in _PROMPT_KEYS for k in missing)
+    hint = " (pass score(..., prompt=<the request to repeat>))" if prompt else ""
     return f"instruction {instruction_id!r} {' and '.join(parts)}; it takes {list(takes)}{hint}"
 
 
@@ -342,6 +325,22 @@ def _loose_variants(response: str) -> list[str]:
     return list(dict.fromkeys(cut + [v.replace("*", "") for v in cut]))
 
 
+def check_instruction(
+    instruction_id: str, kwargs: Mapping | None = None, *, prompt: str | None = None
+) -> None:
+    """Raise as `score` would for `instruction_id` and `kwargs`, before any response exists.
+
+    Example:
+        >>> check_instruction("keywords:existence", {"keywords": "ocean"})
+        Traceback (most recent call last):
+        ...
+        workbench.errors.ArgumentTypeError: instruction 'keywords:existence': kwargs['keywords'] must be a list of str such as ['ocean'], got str 'ocean'
+    """
+    key = _normalize(instruction_id, kwargs, prompt)
+    _ensure_offline()
+    _checker(*key)
+
+
 def score(
     response: str,
     instruction_id: str,
@@ -363,6 +362,8 @@ def score(
         True
     """
     _check_text("response", response)
+    if not isinstance(loose, bool):
+        raise ArgumentTypeError(f"loose must be True or False, got {loose!r}")
     key = _normalize(instruction_id, kwargs, prompt)
     _ensure_offline()
     check = _checker(*key)

@@ -11,10 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 
-from .errors import InvalidArgumentError
+from .errors import ArgumentTypeError, InvalidArgumentError
 from .options import check_choice
+from .sweep_files import check_complete, check_table_vector
 from .sweeps import Setting
 from .terms import SteeringTerm
 from .vectors import InstructionVector
@@ -34,10 +36,25 @@ def summarize(results: pd.DataFrame, metric: str = "follows_strict") -> pd.DataF
         [[<NA>, 0.0], [1, 1.0]]
     """
     check_choice("metric", metric, Metric)
+    if not isinstance(results, pd.DataFrame):
+        raise ArgumentTypeError(
+            f"results must be a sweep table (a DataFrame), got {type(results).__name__}"
+        )
     missing = {*_KEYS, "coefficient", metric, "degenerate"} - set(results.columns)
     if missing:
         raise InvalidArgumentError(f"results lack columns {sorted(missing)}; pass a sweep table")
-    table = results.assign(layer=results["layer"].astype("Int64"))
+    if results.empty:
+        raise InvalidArgumentError("results has no rows; pass a sweep table")
+    for column in (metric, "degenerate"):
+        _check_flags(results[column], column)
+    try:
+        layer = results["layer"].astype("Int64")
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(
+            f"results' layer column must hold layer indices or missing (the baseline), got "
+            f"{results['layer'].head(3).tolist()}"
+        ) from None
+    table = results.assign(layer=layer)
     grouped = table.groupby(_KEYS, dropna=False, sort=False)
     out = grouped.agg(
         coefficient=("coefficient", "first"),
@@ -50,6 +67,15 @@ def summarize(results: pd.DataFrame, metric: str = "follows_strict") -> pd.DataF
     order = out.assign(_base=out["layer"].notna(), _s=out["strength"].abs())
     order = order.sort_values(["_base", "layer", "mode", "_s"], na_position="first", kind="stable")
     return order.drop(columns=["_base", "_s"]).reset_index(drop=True)
+
+
+def _check_flags(values: pd.Series, column: str) -> None:
+    """A yes/no column holds bools (or 0/1) and missing values only, so its mean is a share."""
+    bad = [v for v in values.dropna() if not (isinstance(v, (bool, np.bool_)) or v in (0, 1))]
+    if bad:
+        raise InvalidArgumentError(
+            f"results' {column} column must hold True/False, got {bad[0]!r}; pass a sweep table"
+        )
 
 
 @dataclass(frozen=True)
@@ -100,7 +126,15 @@ def select(
         >>> chosen.setting, chosen.term.weight
         (Setting(layer=1, mode='add', strength=1.0), 3.0)
     """
+    if vector is not None:
+        if not isinstance(vector, InstructionVector):
+            raise ArgumentTypeError(
+                f"vector must be an InstructionVector or None, got {type(vector).__name__}"
+            )
     evidence = summarize(results, metric)
+    if vector is not None:
+        check_table_vector(results, vector)
+    check_complete(results, "select")
     base = evidence[evidence["layer"].isna()]
     if len(base) != 1:
         raise InvalidArgumentError(
@@ -108,7 +142,15 @@ def select(
             "run the sweep with baseline=True"
         )
     limit = float(base["degenerate_share"].iloc[0])
-    evidence["eligible"] = evidence["degenerate_share"] <= limit + 1e-12
+    if base[["accuracy", "degenerate_share"]].isna().any(axis=None):
+        raise InvalidArgumentError(
+            f"the baseline rows hold no {metric} or degenerate values (all missing); there "
+            "is nothing to compare the steered settings against"
+        )
+    # A setting whose accuracy is missing (no scored rows) cannot be chosen.
+    evidence["eligible"] = (evidence["degenerate_share"] <= limit + 1e-12) & evidence[
+        "accuracy"
+    ].notna()
     best = evidence.loc[evidence["eligible"], "accuracy"].max()
     # Summaries are ordered baseline, then layer, then |strength|: the first is the tie-break.
     chosen_at = evidence.index[evidence["eligible"] & (evidence["accuracy"] >= best - 1e-12)][0]

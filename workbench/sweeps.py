@@ -16,7 +16,8 @@ norms grow with depth, so multiples compare across layers where raw weights do n
 
 from __future__ import annotations
 
-import hashlib
+import math
+import numbers
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,13 +27,22 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .errors import ArgumentTypeError, InvalidArgumentError
+from .activations import as_list, check_distinct, float_list, int_list
+from .errors import ArgumentTypeError, InvalidArgumentError, WorkbenchError
+from .files import write_target
 from .models import model_info
-from .options import Mode, check_choice, check_int, is_finite_number
+from .options import Mode, check_choice, check_int, choices
 from .prompts import format_prompt
 from .quality import QualityThresholds, generate_with_quality
-from .scoring import score
-from .sweep_files import append_rows, as_frame, open_for_append
+from .scoring import check_instruction, score
+from .sweep_files import (
+    append_rows,
+    as_frame,
+    diffs_digest,
+    open_for_append,
+    table_identity,
+    vector_id,
+)
 from .terms import PerRow, SteeringTerm
 from .vectors import InstructionVector
 
@@ -48,6 +58,22 @@ class SweepPrompt:
     instruction_id: str | None = None
     kwargs: Mapping[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.text, str):
+            raise ArgumentTypeError(
+                f"SweepPrompt text must be a str, got {type(self.text).__name__} {self.text!r:.60}"
+            )
+        if self.instruction_id is not None and not isinstance(self.instruction_id, str):
+            raise ArgumentTypeError(
+                f"SweepPrompt instruction_id must be a str or None, got {self.instruction_id!r}"
+            )
+        if not isinstance(self.kwargs, Mapping):
+            raise ArgumentTypeError(f"SweepPrompt kwargs must be a mapping, got {self.kwargs!r}")
+
+
+def _missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -56,6 +82,37 @@ class Setting:
     layer: int | None
     mode: str | None = None
     strength: float | None = None
+
+    def __post_init__(self) -> None:
+        # A sweep table marks what a setting lacks as missing (NaN, <NA>): read as None,
+        # so Setting(row.layer, row.mode, row.strength) works for every row.
+        for name in ("layer", "mode", "strength"):
+            if _missing(getattr(self, name)):
+                object.__setattr__(self, name, None)
+        if self.layer is None:
+            if self.mode is not None or self.strength is not None:
+                raise InvalidArgumentError(
+                    f"the baseline Setting(None) takes no mode or strength, got mode "
+                    f"{self.mode!r}, strength {self.strength!r}"
+                )
+            return
+        if isinstance(self.layer, bool) or not isinstance(self.layer, numbers.Integral):
+            raise ArgumentTypeError(
+                f"Setting layer must be an int or None, got {type(self.layer).__name__} "
+                f"{self.layer!r}"
+            )
+        object.__setattr__(self, "layer", int(self.layer))
+        check_choice("Setting mode", self.mode, Mode)
+        strength = self.strength
+        # ablate takes no strength; a number given with it is ignored.
+        if strength is None and self.mode == "ablate":
+            return
+        ok = not isinstance(strength, bool) and isinstance(strength, numbers.Real)
+        if not ok or not math.isfinite(strength):
+            raise InvalidArgumentError(
+                f"Setting strength must be a finite number for mode {self.mode!r}, got {strength!r}"
+            )
+        object.__setattr__(self, "strength", float(strength))
 
     def term(self, vector: InstructionVector) -> SteeringTerm | None:
         """The steering term of this setting (None for the baseline)."""
@@ -84,16 +141,18 @@ def settings_grid(
         >>> [s.layer for s in settings_grid(vec, [1, 2], ["add"], [0.5, 1.0])]
         [None, 1, 1, 2, 2]
     """
-    if isinstance(layers, (str, bytes, int)) or not layers:
-        raise InvalidArgumentError(f"layers must be a non-empty list of ints, got {layers!r}")
+    if not isinstance(baseline, bool):
+        raise ArgumentTypeError(f"baseline must be True or False, got {baseline!r}")
+    layers = int_list("layers", layers, "layer")
     for layer in layers:
-        check_int("layer", layer)
         vector.row(layer)
+    modes = as_list("modes", modes, "['add']")
+    if not modes:
+        raise InvalidArgumentError(f"modes is empty; give at least one of {choices(Mode)}")
     for mode in modes:
         check_choice("mode", mode, Mode)
-    bad = [s for s in strengths if not is_finite_number(s)]
-    if bad or not strengths:
-        raise InvalidArgumentError(f"strengths must be finite numbers, got {list(strengths)!r}")
+    check_distinct("modes", modes)
+    strengths = float_list("strengths", strengths, "strength")
     grid = [Setting(None)] if baseline else []
     for layer in layers:
         for mode in modes:
@@ -111,7 +170,7 @@ def _as_prompts(prompts: Any, vector: InstructionVector) -> list[SweepPrompt]:
     for i, p in enumerate(prompts):
         if isinstance(p, str):
             p = SweepPrompt(p)
-        if not isinstance(p, SweepPrompt) or not isinstance(p.text, str):
+        if not isinstance(p, SweepPrompt):
             raise ArgumentTypeError(f"prompt {i} must be a str or a SweepPrompt, got {p!r}")
         if p.instruction_id is None:
             if vector.instruction_id is None:
@@ -119,17 +178,22 @@ def _as_prompts(prompts: Any, vector: InstructionVector) -> list[SweepPrompt]:
                     f"prompt {i} names no instruction and the vector has none to check against"
                 )
             p = SweepPrompt(p.text, vector.instruction_id, dict(vector.kwargs))
+        try:
+            # Checked now: the scorer would otherwise refuse it after the first batch.
+            check_instruction(p.instruction_id, p.kwargs)
+        except WorkbenchError as e:
+            raise type(e)(f"prompt {i}: {e}") from e
         out.append(p)
     return out
 
 
 def _config(model: Any, vector: InstructionVector, prompts: list[SweepPrompt], **kw: Any) -> dict:
-    digest = hashlib.sha256(vector.diffs.numpy().tobytes()).hexdigest()[:16]
     info = model_info(model)
     return {
         "model": info.name,
         "fingerprint": info.fingerprint,
-        "vector": digest,
+        "vector": diffs_digest(vector),
+        "vector_id": vector_id(vector),
         "prompts": [[p.text, p.instruction_id, dict(p.kwargs)] for p in prompts],
         **kw,
     }
@@ -211,26 +275,43 @@ def sweep(
     Args:
         prompts: user messages (str: checked against the vector's instruction) or
             `SweepPrompt`s carrying their own instruction id and kwargs.
-        layers, modes, strengths: the grid (see the module docstring); the
-            unsteered baseline (``layer=None``) comes first unless ``baseline=False``.
-        out: a JSONL file; rows are appended as they are scored, and a restarted
+        layers, modes, strengths: the grid (see the module docstring): lists (or 1-d
+            arrays) of distinct values, never a bare str or number; the unsteered
+            baseline (``layer=None``) comes first unless ``baseline=False``.
+        out: a JSONL file (``~`` expanded, a symlink followed; a directory or device
+            is refused); rows are appended as they are scored, and a restarted
             sweep with the same arguments skips the rows it holds.
         shard: ``(i, n)`` runs the i-th of n disjoint parts (see `merge_sweeps`).
 
     Returns:
         A DataFrame with the columns `sweep_files.COLUMNS`, ordered by work unit, holding this
-        run's part (all of it without `shard`).
+        run's part (all of it without `shard`). ``attrs["sweep"]`` names the vector swept
+        and the rows held of all (`sweep_files.table_identity`), which `select` checks.
 
     Example:
         >>> table = sweep(model, vec, ["Hi"], layers=[1, 2], strengths=[0.5], max_new_tokens=4, progress=False)
         >>> table.layer.tolist(), table.strength.tolist()
         ([<NA>, 1, 2], [nan, 0.5, 0.5])
     """
+    if not isinstance(vector, InstructionVector):
+        raise ArgumentTypeError(
+            f"vector must be an InstructionVector, got {type(vector).__name__} {vector!r:.60}"
+        )
     vector.check_model(model)
     check_int("max_new_tokens", max_new_tokens, low=1)
     check_int("batch_size", batch_size, low=1)
+    for name, flag in (("baseline", baseline), ("progress", progress)):
+        if not isinstance(flag, bool):
+            raise ArgumentTypeError(f"{name} must be True or False, got {flag!r}")
     shard = _check_shard(shard)
-    thresholds = thresholds or QualityThresholds()
+    if thresholds is None:
+        thresholds = QualityThresholds()
+    if not isinstance(thresholds, QualityThresholds):
+        raise ArgumentTypeError(
+            f"thresholds must be a QualityThresholds or None, got {type(thresholds).__name__}"
+        )
+    # Appended to, not replaced: a directory or device is refused, a symlink followed.
+    path = None if out is None else write_target(out, "out")
     items = _as_prompts(prompts, vector)
     grid = settings_grid(vector, layers, modes, strengths, baseline)
     config = _config(
@@ -241,7 +322,6 @@ def sweep(
         max_new_tokens=max_new_tokens,
         thresholds=[thresholds.ngram, thresholds.max_repeated_share, thresholds.min_perplexity],
     )
-    path = Path(out) if out is not None else None
     done = {r["unit"]: r for r in open_for_append(path, config, shard)} if path else {}
     units = [
         (u, s, i, p)
@@ -262,4 +342,6 @@ def sweep(
         rows += batch
         bar.update(len(batch))
     bar.close()
-    return as_frame(rows)
+    table = as_frame(rows)
+    table.attrs["sweep"] = table_identity(config, [str(path)] if path else None, len(table))
+    return table
