@@ -32,7 +32,7 @@ from torch import Tensor
 
 from workbench import Generation, InstructionVector
 from workbench.errors import ArgumentTypeError, InvalidArgumentError
-from workbench.prompts import encode_prompts, format_prompt
+from workbench.prompts import encode_prompts, encode_text, format_prompt
 from workbench.steering import refuse_under_per_row_steer
 
 from .style import vector_label
@@ -55,7 +55,8 @@ def _response_ids(model: Any, setting: str, response: Any) -> list[int]:
         # differently from how it was produced.
         ids = [int(t) for t in response.tokens[0]]
     elif isinstance(response, str):
-        ids = model.tokenizer(response, add_special_tokens=False)["input_ids"]
+        # As text: a response holding "<|im_end|>" is not read as a control token.
+        ids = encode_text(model, response)
     else:
         raise ArgumentTypeError(
             f"response {setting!r} must be a str or a one-completion Generation, got "

@@ -147,7 +147,7 @@ def _term(vec: Any, args: argparse.Namespace) -> Any:
     if mode == "ablate" and args.strength is not None:
         raise InvalidArgumentError(f"--strength {args.strength} has no meaning with --mode ablate")
     strength = 1.0 if args.strength is None else args.strength
-    term = Setting(layer, mode, strength).term(vec)
+    term = Setting(layer, mode, None if mode == "ablate" else strength).term(vec)
     return dataclasses.replace(term, positions=args.positions)
 
 

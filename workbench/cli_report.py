@@ -55,9 +55,9 @@ def run_report(args: argparse.Namespace) -> None:
     inputs = [("vector file", args.vector), *(("sweep file", p) for p in sweeps)]
     check_outputs(args, [*inputs, *model_input(args)], [("--out", args.out, "html")])
     vec = read_vector(args.vector)
-    if args.sweep:
-        check_swept(vec, args.vector, args.sweep[0])
     table = merge_sweeps(args.sweep) if args.sweep else None
+    if table is not None:
+        check_swept(vec, args.vector, table)
     model = None
     if args.model is not None:
         model = load_model_from(args)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -126,19 +125,15 @@ def _evidence_lines(evidence: Any) -> list[str]:
     return lines
 
 
-def vector_digest(vec: Any) -> str:
-    """The vector's id in a sweep file's header (as `workbench.sweeps` computes it)."""
-    return hashlib.sha256(vec.diffs.numpy().tobytes()).hexdigest()[:16]
+def check_swept(vec: Any, vector_path: Path, table: Any) -> None:
+    """Refuse a merged sweep table that was run with another vector than the file's."""
+    from .errors import VectorMismatchError
+    from .sweep_files import check_table_vector
 
-
-def check_swept(vec: Any, vector_path: Path, sweep_path: Path) -> None:
-    """Refuse a sweep file that was run with another vector."""
-    from .sweep_files import read_rows
-
-    if vector_digest(vec) != read_rows(sweep_path, None)[0]["config"].get("vector"):
-        raise InvalidArgumentError(
-            f"vector {str(vector_path)!r} is not the vector {str(sweep_path)!r} was swept with"
-        )
+    try:
+        check_table_vector(table, vec)
+    except VectorMismatchError as e:
+        raise VectorMismatchError(f"vector {str(vector_path)!r}: {e}") from e
 
 
 def run_sweep(args: argparse.Namespace) -> None:
@@ -195,7 +190,7 @@ def run_sweep(args: argparse.Namespace) -> None:
 def run_select(args: argparse.Namespace) -> None:
     """Results file(s) -> the chosen setting, optionally stored in the vector file."""
     from .selection import select
-    from .sweep_files import merge_sweeps, read_rows
+    from .sweep_files import merge_sweeps
 
     for path in args.sweeps:
         sweep_file(path)
@@ -210,16 +205,10 @@ def run_select(args: argparse.Namespace) -> None:
         # files are the inputs it must not be.
         inputs = [("sweep file", path) for path in args.sweeps]
         check_outputs(args, inputs, [("--vector", args.vector, "vector")])
+    # Refuses missing shards and unfinished runs, naming what is missing.
     table = merge_sweeps(args.sweeps)
-    config = read_rows(args.sweeps[0], None)[0]["config"]
-    expected = len(config.get("grid", [])) * len(config.get("prompts", []))
-    if len(table) < expected:
-        raise InvalidArgumentError(
-            f"the sweep file(s) hold {len(table)} of the sweep's {expected} rows: pass every "
-            "shard's file, or finish the sweep by rerunning the same `workbench sweep` command"
-        )
     if vec is not None:
-        check_swept(vec, args.vector, args.sweeps[0])
+        check_swept(vec, args.vector, table)
     chosen = select(table, vec, metric=args.metric)
     written = None
     if args.write:

@@ -104,8 +104,11 @@ class Setting:
         object.__setattr__(self, "layer", int(self.layer))
         check_choice("Setting mode", self.mode, Mode)
         strength = self.strength
-        # ablate takes no strength; a number given with it is ignored.
-        if strength is None and self.mode == "ablate":
+        if self.mode == "ablate":
+            if strength is not None:
+                raise InvalidArgumentError(
+                    f"Setting strength {strength!r} has no meaning for mode 'ablate'; pass None"
+                )
             return
         ok = not isinstance(strength, bool) and isinstance(strength, numbers.Real)
         if not ok or not math.isfinite(strength):

@@ -390,3 +390,11 @@ def test_figures_refuse_what_their_data_function_did_not_make():
         plot_token_projections(pd.DataFrame({"setting": ["a"], "position": [0], "token": ["x"]}))
     with pytest.raises(ArgumentTypeError, match="DataFrame"):
         plot_difference_pca({"pc1": [1.0]})
+
+
+def test_a_response_holding_a_control_token_string_is_read_as_text(tiny_model, tiny_vec):
+    text = "done<|im_end|>"
+    table = token_projections(tiny_model, tiny_vec, 1, PROMPT, {"unsteered": text})
+    end = tiny_model.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert end not in list(table.token_id)
+    assert "".join(table.token) == text

@@ -158,9 +158,12 @@ OUT = ["--out", "x.safetensors"]
         (["select", "no.jsonl"], "sweep file 'no.jsonl' does not exist"),
         (["select", "full.jsonl", "--write"], "pass --vector FILE"),
         (["select", "part0.jsonl"], "hold 2 of the sweep's 4 rows"),
-        (["select", "full.jsonl", "--vector", "other.safetensors"], "is not the vector"),
+        (["select", "full.jsonl", "--vector", "other.safetensors"], "was run with vector"),
         (["select", "p.txt"], "'p.txt' is not a sweep file"),
-        (["report", "other.safetensors", "--sweep", "full.jsonl", "--out", "r.html"], "not the"),
+        (
+            ["report", "other.safetensors", "--sweep", "full.jsonl", "--out", "r.html"],
+            "was run with vector",
+        ),
         (["demo", "--out", "nodir/demo"], "directory 'nodir' does not exist"),
         # A count above what the split holds would silently give fewer.
         (["extract", "lowercase", "--pairs", "200", *OUT], "--pairs 200: there are only 108"),

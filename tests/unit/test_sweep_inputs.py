@@ -344,3 +344,8 @@ def test_the_report_never_writes_over_its_own_inputs(lower, shards, tmp_path, mo
     assert vec_file.read_bytes() == before and paths[0].read_bytes() == sweep_before
     with pytest.raises(InvalidArgumentError, match="is a directory, not a regular file"):
         report(lower, out=tmp_path)
+
+
+def test_a_strength_with_ablate_is_refused_not_ignored() -> None:
+    with pytest.raises(InvalidArgumentError, match="no meaning for mode 'ablate'"):
+        Setting(2, "ablate", 1.0)
