@@ -10,14 +10,23 @@ Where steering applies, for every way of running the model:
   Only `generate` (and the reference loop) tell the hooks, per forward pass; any
   other forward pass with such a term raises `PositionsError` instead of guessing.
 
-Every term is checked against the model (vector shape, layers, hook, finite
-coefficients in the model's dtype) before any hook is added.
+Every term is checked against the model (vector shape, layers, hook) before any
+hook is added, and so is what the terms do together: the coefficients of all the
+terms that reach one position (over every layer, and enclosing `steer()` blocks)
+must fit the model's dtype (`steering_limit`).
+
+One model, several threads: TransformerLens hooks live on the model, so a `steer()`
+block and a `generate` call each hold the model's reentrant lock (`model_lock`)
+while they run. Another thread's `generate` or `steer()` on the same model waits
+until the block or call ends; nesting in one thread (``generate`` inside ``steer``,
+``steer`` inside ``steer``) works as before.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -27,7 +36,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from .errors import InvalidArgumentError, PositionsError, VectorMismatchError
+from .errors import InvalidArgumentError, PositionsError, VectorMismatchError, WorkbenchError
 from .options import RESID_HOOK
 from .terms import SteerFn, Steering, SteeringTerm, split_steering
 from .vectors import InstructionVector, check_hooks
@@ -44,6 +53,55 @@ _WINDOW: contextvars.ContextVar[tuple[int, int] | None] = contextvars.ContextVar
 _PER_ROW_STEER: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "workbench_per_row_steer", default=False
 )
+
+
+# The steering magnitude of each `steer()` block open in this thread, by id(model):
+# terms inside the block add to it (see `SteeringPlan.check_fits`).
+_OPEN: contextvars.ContextVar[tuple[tuple[int, float], ...]] = contextvars.ContextVar(
+    "workbench_open_steering", default=()
+)
+
+_LOCK_ATTR = "_workbench_lock"
+_LOCK_GUARD = threading.Lock()
+
+
+class _ModelLock:
+    """A model's reentrant lock. A copied or pickled model gets a fresh one (an RLock
+    itself cannot be copied, and would make ``copy.deepcopy(model)`` fail)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+
+    def __deepcopy__(self, memo: dict) -> _ModelLock:
+        return _ModelLock()
+
+    def __reduce__(self) -> tuple[type, tuple]:
+        return _ModelLock, ()
+
+
+def model_lock(model: Any) -> Any:
+    """The model's reentrant lock, held by `generate` and by every `steer()` block.
+
+    Code that adds hooks of its own and runs forward passes holds it too, so that
+    another thread's steering cannot reach those passes (see `hooks_held`).
+    """
+    holder = vars(model).get(_LOCK_ATTR)
+    if holder is None:
+        with _LOCK_GUARD:
+            holder = vars(model).get(_LOCK_ATTR)
+            if holder is None:
+                holder = _ModelLock()
+                # Not a submodule or buffer: invisible to TransformerLens and state_dict.
+                object.__setattr__(model, _LOCK_ATTR, holder)
+    return holder.lock
+
+
+@contextlib.contextmanager
+def hooks_held(model: Any, fwd_hooks: Sequence[tuple[str, Callable[..., Any]]]) -> Iterator[Any]:
+    """``model.hooks(fwd_hooks=...)`` while holding `model_lock`: the forward passes
+    inside see these hooks and no other thread's."""
+    with model_lock(model), model.hooks(fwd_hooks=list(fwd_hooks)):
+        yield model
 
 
 def refuse_under_per_row_steer(caller: str) -> None:
@@ -80,10 +138,50 @@ class ResolvedTerm:
     c: float
     positions: str
     fn: SteerFn | None
+    label: str = ""
+
+
+def steering_limit(dtype: torch.dtype) -> tuple[float, str]:
+    """How much steering may add to one position's residual stream in `dtype`, and why.
+
+    Measured on both backends (a tiny Llama; `x + w * u` at layer 0, u one-hot or
+    spread): in float16 the logits break once a component of the residual passes
+    float16's largest value, at |w| near 6.5e4, because the normalisations (Hugging
+    Face's RMSNorm and TransformerLens' norms alike) upcast to float32 before
+    squaring. In bfloat16, float32 and float64 the squared norm overflows first, at
+    |w| = sqrt(max) (1.84e19 in float32): the norm's scale becomes inf, the
+    normalised residual 0, and every logit equal. Half of the smaller bound is left
+    to the steering; the other half is the model's own residual stream's.
+
+    Example:
+        >>> steering_limit(torch.float16)[0], f"{steering_limit(torch.float32)[0]:.3g}"
+        (32752.0, '9.22e+18')
+    """
+    norm_dtype = torch.float32 if torch.finfo(dtype).bits < 32 else dtype
+    stored, squared = torch.finfo(dtype).max, torch.finfo(norm_dtype).max ** 0.5
+    if stored < squared:
+        why = f"half of {dtype}'s largest value {stored:.5g}; the other half is the model's own"
+    else:
+        why = f"half of sqrt({norm_dtype}'s largest value): the norm squares it in {norm_dtype}"
+    return min(stored, squared) / 2, why
+
+
+def _direction(diff: Tensor, layer: int) -> tuple[Float[Tensor, " d_model"], float]:
+    """The unit direction (float32) and norm of `diff`, without overflow.
+
+    The vector is divided by its largest entry first: its norm taken directly would be
+    inf in float16 past 65504 (and in float32 past 3.4e38), giving a zero direction.
+    """
+    peak = diff.detach().abs().max()
+    if float(peak) == 0:
+        raise InvalidArgumentError(f"the vector at layer {layer} is zero; it has no direction")
+    scaled = (diff.detach() / peak).to(torch.float32)
+    length = scaled.norm()
+    return scaled / length, float(peak) * float(length)
 
 
 def _source(model: Any, term: SteeringTerm) -> tuple[int, Tensor, str, dict[str, float]]:
-    """The term's layer, mean difference, hook template and default coefficients."""
+    """The term's layer, mean difference, hook template and default project target."""
     vec = term.vector
     if isinstance(vec, InstructionVector):
         layer = term.layer if term.layer is not None else vec.selected_layer
@@ -93,20 +191,23 @@ def _source(model: Any, term: SteeringTerm) -> tuple[int, Tensor, str, dict[str,
                 f"pass layer= (one of {list(vec.layers)}) or use vector.select_layer(...)"
             )
         row = vec.row(layer)
-        diff = vec.diffs[row]
-        defaults = {"add": float(diff.norm()), "project": float(vec.mean_proj_with[row])}
-        return layer, diff, term.hook_name or vec.hook_name, defaults
+        defaults = {"project": float(vec.mean_proj_with[row])}
+        return layer, vec.diffs[row], term.hook_name or vec.hook_name, defaults
     if vec.shape[0] != model.cfg.d_model:
         raise VectorMismatchError(
             f"vector has d_model={vec.shape[0]}; the model has d_model={model.cfg.d_model}"
         )
     if not bool(torch.isfinite(vec).all()):
         raise InvalidArgumentError(f"the vector for layer {term.layer} contains NaN or inf")
-    return term.layer, vec, term.hook_name or RESID_HOOK, {"add": float(vec.norm())}
+    return term.layer, vec, term.hook_name or RESID_HOOK, {}
 
 
 def resolve(model: Any, term: SteeringTerm, known_hooks: Sequence[str]) -> ResolvedTerm:
-    """Check `term` against `model` and compute its coefficients (no hooks added)."""
+    """Check `term` against `model` and compute its coefficients (no hooks added).
+
+    Whether the coefficients fit the model's dtype is checked by `SteeringPlan`, over
+    all the terms that reach a position together.
+    """
     term = term.concrete()
     layer, diff, template, defaults = _source(model, term)
     n_layers = model.cfg.n_layers
@@ -114,31 +215,27 @@ def resolve(model: Any, term: SteeringTerm, known_hooks: Sequence[str]) -> Resol
         raise InvalidArgumentError(
             f"layer {layer} is out of range: the model has {n_layers} layers (0..{n_layers - 1})"
         )
-    norm = diff.norm()
-    if float(norm) == 0:
-        raise InvalidArgumentError(f"the vector at layer {layer} is zero; it has no direction")
+    u, norm = _direction(diff, layer)
     hook_name = template.format(layer=layer)
     check_hooks(model, [hook_name], known_hooks)
-    u = (diff / norm).to(device=model.cfg.device, dtype=torch.float32)
+    u = u.to(device=model.cfg.device)
     mode = term.mode
     if callable(mode):
-        return ResolvedTerm(hook_name, u, 0.0, 0.0, term.positions, mode)
-    if mode == "ablate":
-        a, c = 0.0, -1.0
-    elif mode == "add":
-        a, c = (term.weight if term.weight is not None else defaults["add"]), 0.0
-    else:
-        a, c = (term.target if term.target is not None else defaults["project"]), -1.0
-    dtype = model.cfg.dtype
-    # The next normalisation squares the residual: beyond sqrt(max) it overflows.
-    if not abs(a) < torch.finfo(dtype).max ** 0.5:
-        name = {"add": "weight", "project": "target"}[mode]
-        raise InvalidArgumentError(
-            f"{name} {a!r} at layer {layer} overflows the model's dtype {dtype} (|{name}| must "
-            f"stay below {torch.finfo(dtype).max ** 0.5:.3g}); steering would turn the residual "
-            "stream into inf/NaN"
+        return ResolvedTerm(
+            hook_name, u, 0.0, 0.0, term.positions, mode, f"a function at layer {layer}"
         )
-    return ResolvedTerm(hook_name, u, float(a), c, term.positions, None)
+    if mode == "ablate":
+        return ResolvedTerm(
+            hook_name, u, 0.0, -1.0, term.positions, None, f"ablate at layer {layer}"
+        )
+    if mode == "add":
+        name, a, c = "weight", (term.weight if term.weight is not None else norm), 0.0
+    else:
+        name, c = "target", -1.0
+        a = term.target if term.target is not None else defaults["project"]
+    return ResolvedTerm(
+        hook_name, u, float(a), c, term.positions, None, f"{name} {a!r} at layer {layer}"
+    )
 
 
 def _position_mask(positions: str, n_pos: int, device: torch.device) -> Tensor | None:
@@ -280,6 +377,38 @@ class SteeringPlan:
             else [[resolve(model, t, known) for t in row] for row in per_row]
         )
         self.n_rows = None if per_row is None else len(per_row)
+        # x <- (I - u u^T) x + a u for project, x + a u for add: either grows the
+        # residual's norm by at most |a|, so the terms reaching one position grow it by
+        # at most the sum of their |a| (functions return checked tensors of their own).
+        rows = [self.shared] if self.per_row is None else [self.shared + r for r in self.per_row]
+        self._worst = max(
+            (
+                [t for t in row if t.fn is None and t.a != 0 and t.positions in ("all", part)]
+                for row in rows
+                for part in ("prompt", "generated")
+            ),
+            key=lambda terms: sum(abs(t.a) for t in terms),
+        )
+        self.magnitude = sum(abs(t.a) for t in self._worst)
+        self._model_id, self._dtype = id(model), model.cfg.dtype
+        self.check_fits()
+
+    def check_fits(self) -> None:
+        """Raise if this plan's terms, with the enclosing `steer()` blocks of this thread,
+        could add more to one position than the model's dtype holds (`steering_limit`)."""
+        outer = sum(m for key, m in _OPEN.get() if key == self._model_id)
+        total = self.magnitude + outer
+        limit, why = steering_limit(self._dtype)
+        if total < limit:
+            return
+        parts = [t.label for t in self._worst]
+        parts += [f"{outer:.3g} from the enclosing steer() blocks"] if outer else []
+        what = parts[0] + " overflows" if len(parts) == 1 else " + ".join(parts) + " overflow"
+        raise InvalidArgumentError(
+            f"{what} the model's dtype {self._dtype}: steering that reaches one position "
+            f"adds up to {total:.3g} along the residual stream, which must stay below "
+            f"{limit:.3g} ({why}); lower the coefficients or use fewer terms"
+        )
 
     def hooks(self, rows: slice | None = None) -> list[tuple[str, Callable[..., Tensor]]]:
         """TransformerLens forward hooks; per-row plans take the batch's `rows` slice."""
@@ -297,12 +426,43 @@ class SteeringPlan:
         ]
 
 
-@contextlib.contextmanager
-def steer(model: Any, steering: Steering) -> Iterator[Any]:
+class _SteerBlock:
+    """What `steer` returns: a context manager that can be entered again, also nested."""
+
+    def __init__(self, model: Any, steering: Steering) -> None:
+        self.model = model
+        self.plan = SteeringPlan(model, steering)
+        self._open: list[contextlib.ExitStack] = []
+
+    def __enter__(self) -> Any:
+        with contextlib.ExitStack() as stack:
+            lock = model_lock(self.model)
+            lock.acquire()
+            stack.callback(lock.release)
+            # Checked again here: the enclosing blocks may differ from those at creation.
+            self.plan.check_fits()
+            per_row = _PER_ROW_STEER.set(self.plan.n_rows is not None or _PER_ROW_STEER.get())
+            stack.callback(_PER_ROW_STEER.reset, per_row)
+            open_ = _OPEN.set((*_OPEN.get(), (id(self.model), self.plan.magnitude)))
+            stack.callback(_OPEN.reset, open_)
+            stack.enter_context(self.model.hooks(fwd_hooks=self.plan.hooks()))
+            self._open.append(stack.pop_all())
+        return self.model
+
+    def __exit__(self, *exc: object) -> bool:
+        if not self._open:
+            raise WorkbenchError("this steer() block was exited more often than entered")
+        return bool(self._open.pop().__exit__(*exc))
+
+
+def steer(model: Any, steering: Steering) -> _SteerBlock:
     """Context manager that steers every forward pass of `model` inside the block.
 
     Hooks go through the model's own ``hooks()`` context, so they are removed when
-    the block exits, also when it raises. All terms are validated first.
+    the block exits, also when it raises. All terms are validated here, before any
+    block is entered. The returned object can be entered again (``with s: ...``
+    twice, or nested). While the block runs it holds `model_lock`: another thread's
+    `generate` or `steer()` on this model waits for the block to end.
 
     Args:
         steering: a `SteeringTerm` or a list of them (applied to every row), or
@@ -315,10 +475,4 @@ def steer(model: Any, steering: Steering) -> Iterator[Any]:
         >>> logits.shape[:2] == ids.shape
         True
     """
-    plan = SteeringPlan(model, steering)
-    token = _PER_ROW_STEER.set(plan.n_rows is not None or _PER_ROW_STEER.get())
-    try:
-        with model.hooks(fwd_hooks=plan.hooks()):
-            yield model
-    finally:
-        _PER_ROW_STEER.reset(token)
+    return _SteerBlock(model, steering)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -243,7 +244,7 @@ def _bad_cases(model, v):
         (
             {"steering": SteeringTerm(v, layer=1, mode="project", target=-1e20)},
             InvalidArgumentError,
-            r"target -1e[+]20 .* must stay below 1.84e[+]19",
+            r"target -1e[+]20 .* must stay below 9.22e[+]18 \(half of sqrt\(torch.float32's",
         ),
         ({"prompts": [b"bytes"]}, ArgumentTypeError, "prompt 0 must be a str, got bytes"),
         ({"prompts": b"bytes"}, ArgumentTypeError, "got a bare bytes"),
@@ -271,7 +272,16 @@ def test_bad_input_fails_before_any_forward_pass(tiny_model, tiny_vec):
         ({"mode": "amplify"}, InvalidArgumentError, r"mode 'amplify' is not one of \('add'"),
         ({"positions": "middle"}, InvalidArgumentError, r"positions 'middle' is not one of"),
         ({"mode": "add", "weight": math.inf}, InvalidArgumentError, "weight inf"),
-        ({"mode": "add", "weight": "2"}, InvalidArgumentError, "weight '2' is not a finite"),
+        (
+            {"mode": "add", "weight": "2"},
+            ArgumentTypeError,
+            "weight must be a real number.*str '2'",
+        ),
+        ({"mode": "add", "weight": True}, ArgumentTypeError, "weight must be a real number.*bool"),
+        ({"mode": "add", "weight": torch.ones(2)}, ArgumentTypeError, "weight must be a real"),
+        ({"mode": "project", "target": math.nan}, InvalidArgumentError, "target nan is not a fin"),
+        ({"layer": True}, ArgumentTypeError, "layer must be an int, got bool True"),
+        ({"layer": np.float64(1)}, ArgumentTypeError, "layer must be an int, got float64"),
         ({"layer": 14.0}, ArgumentTypeError, "layer must be an int, got float 14.0"),
         ({"layer": -1}, InvalidArgumentError, "layer -1 is out of range"),
         ({"mode": "ablate", "weight": 2.0}, InvalidArgumentError, "takes neither"),
