@@ -16,7 +16,13 @@ from .errors import ArgumentTypeError, InvalidArgumentError, WorkbenchError
 from .models import model_info
 from .options import PromptStyle, check_choice
 from .prompts import check_prompts, encode_prompts, format_prompt, pad_left
-from .steering import SteeringPlan, model_lock, position_window, refuse_under_per_row_steer
+from .steering import (
+    SteeringPlan,
+    check_model,
+    model_lock,
+    position_window,
+    refuse_under_per_row_steer,
+)
 from .terms import Steering, as_float, as_int, check_bool
 
 PLAIN_STOP = "\nQ:"
@@ -168,6 +174,7 @@ def generate(
         2
     """
     refuse_under_per_row_steer("generate")
+    check_model(model)
     prompts = check_prompts([prompts] if isinstance(prompts, str) else prompts)
     max_new_tokens = as_int("max_new_tokens", max_new_tokens, low=1)
     batch_size = as_int("batch_size", batch_size, low=1)

@@ -14,7 +14,7 @@ import torch
 from .errors import InvalidArgumentError
 from .generation import eos_ids
 from .prompts import encode_prompts, format_prompt
-from .steering import position_window, steer
+from .steering import check_model, position_window, steer
 from .terms import Steering, as_int, check_bool
 
 
@@ -32,6 +32,7 @@ def reference_generate(
         >>> len(tokens) <= 3
         True
     """
+    check_model(model)
     max_new_tokens = as_int("max_new_tokens", max_new_tokens, low=1)
     check_bool("stop_at_eos", stop_at_eos)
     text = format_prompt(model, prompt)

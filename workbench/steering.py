@@ -36,7 +36,13 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from .errors import InvalidArgumentError, PositionsError, VectorMismatchError, WorkbenchError
+from .errors import (
+    ArgumentTypeError,
+    InvalidArgumentError,
+    PositionsError,
+    VectorMismatchError,
+    WorkbenchError,
+)
 from .options import RESID_HOOK
 from .terms import SteerFn, Steering, SteeringTerm, split_steering
 from .vectors import InstructionVector, check_hooks
@@ -79,13 +85,25 @@ class _ModelLock:
         return _ModelLock, ()
 
 
+def check_model(model: Any) -> Any:
+    """`model` if it is a TransformerLens model (hooks, config, tokenizer), else raise."""
+    if not all(hasattr(model, name) for name in ("hooks", "cfg", "tokenizer")) or not hasattr(
+        model, "__dict__"
+    ):
+        raise ArgumentTypeError(
+            "model must be a TransformerLens model from workbench.load_model, got "
+            f"{type(model).__name__} {model!r:.60}"
+        )
+    return model
+
+
 def model_lock(model: Any) -> Any:
     """The model's reentrant lock, held by `generate` and by every `steer()` block.
 
     Code that adds hooks of its own and runs forward passes holds it too, so that
     another thread's steering cannot reach those passes (see `hooks_held`).
     """
-    holder = vars(model).get(_LOCK_ATTR)
+    holder = vars(check_model(model)).get(_LOCK_ATTR)
     if holder is None:
         with _LOCK_GUARD:
             holder = vars(model).get(_LOCK_ATTR)
@@ -363,6 +381,7 @@ class SteeringPlan:
     """
 
     def __init__(self, model: Any, steering: Steering) -> None:
+        check_model(model)
         shared, per_row = split_steering(steering)
         known = list(model.hook_dict)  # rebuilt on every access on the bridge
         checked: set[int] = set()

@@ -370,3 +370,11 @@ def test_sampling_refuses_non_numbers_by_type():
         Sampling(top_p=True)
     with pytest.raises(ArgumentTypeError, match="seed must be an int, got bool True"):
         Sampling(seed=True)
+
+
+def test_something_that_is_not_a_model_is_refused_by_type():
+    for use in (generate, reference_generate):
+        with pytest.raises(ArgumentTypeError, match="model must be a TransformerLens model.*str"):
+            use("gpt2", ["hi"], None, 2) if use is reference_generate else use("gpt2", ["hi"])
+    with pytest.raises(ArgumentTypeError, match="got NoneType None"):
+        steer(None, None)
