@@ -15,11 +15,8 @@ hook is added, and so is what the terms do together: the coefficients of all the
 terms that reach one position (over every layer, and enclosing `steer()` blocks)
 must fit the model's dtype (`steering_limit`).
 
-One model, several threads: TransformerLens hooks live on the model, so a `steer()`
-block and a `generate` call each hold the model's reentrant lock (`model_lock`)
-while they run. Another thread's `generate` or `steer()` on the same model waits
-until the block or call ends; nesting in one thread (``generate`` inside ``steer``,
-``steer`` inside ``steer``) works as before.
+Threads: hooks live on the model, so `generate` and each `steer()` block hold the
+model's reentrant `model_lock`; another thread's call on that model waits for them.
 """
 
 from __future__ import annotations
@@ -27,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -36,15 +34,17 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from .errors import (
-    ArgumentTypeError,
-    InvalidArgumentError,
-    PositionsError,
-    VectorMismatchError,
-    WorkbenchError,
-)
+from .errors import InvalidArgumentError, PositionsError, VectorMismatchError, WorkbenchError
 from .options import RESID_HOOK
-from .terms import SteerFn, Steering, SteeringTerm, split_steering
+from .terms import (
+    SteerFn,
+    Steering,
+    SteeringTerm,
+    check_magnitude,
+    check_model,
+    split_steering,
+    unit_direction,
+)
 from .vectors import InstructionVector, check_hooks
 
 # (absolute column of the pass's first position, number of prompt columns), set by
@@ -60,58 +60,22 @@ _PER_ROW_STEER: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "workbench_per_row_steer", default=False
 )
 
-
-# The steering magnitude of each `steer()` block open in this thread, by id(model):
-# terms inside the block add to it (see `SteeringPlan.check_fits`).
+# (id(model), magnitude) of each `steer()` block open in this thread (`check_fits`).
 _OPEN: contextvars.ContextVar[tuple[tuple[int, float], ...]] = contextvars.ContextVar(
     "workbench_open_steering", default=()
 )
 
-_LOCK_ATTR = "_workbench_lock"
-_LOCK_GUARD = threading.Lock()
-
-
-class _ModelLock:
-    """A model's reentrant lock. A copied or pickled model gets a fresh one (an RLock
-    itself cannot be copied, and would make ``copy.deepcopy(model)`` fail)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.RLock()
-
-    def __deepcopy__(self, memo: dict) -> _ModelLock:
-        return _ModelLock()
-
-    def __reduce__(self) -> tuple[type, tuple]:
-        return _ModelLock, ()
-
-
-def check_model(model: Any) -> Any:
-    """`model` if it is a TransformerLens model (hooks, config, tokenizer), else raise."""
-    if not all(hasattr(model, name) for name in ("hooks", "cfg", "tokenizer")) or not hasattr(
-        model, "__dict__"
-    ):
-        raise ArgumentTypeError(
-            "model must be a TransformerLens model from workbench.load_model, got "
-            f"{type(model).__name__} {model!r:.60}"
-        )
-    return model
+# Kept beside the model rather than on it: no submodule for TransformerLens to see, and
+# a copied or pickled model (an RLock can be neither) gets a lock of its own.
+_LOCKS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
 
 
 def model_lock(model: Any) -> Any:
-    """The model's reentrant lock, held by `generate` and by every `steer()` block.
-
-    Code that adds hooks of its own and runs forward passes holds it too, so that
-    another thread's steering cannot reach those passes (see `hooks_held`).
-    """
-    holder = vars(check_model(model)).get(_LOCK_ATTR)
-    if holder is None:
-        with _LOCK_GUARD:
-            holder = vars(model).get(_LOCK_ATTR)
-            if holder is None:
-                holder = _ModelLock()
-                # Not a submodule or buffer: invisible to TransformerLens and state_dict.
-                object.__setattr__(model, _LOCK_ATTR, holder)
-    return holder.lock
+    """The model's reentrant lock, held by `generate` and every `steer()` block (and
+    by any code with hooks of its own, `hooks_held`, that other steering must not reach)."""
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(check_model(model), threading.RLock())
 
 
 @contextlib.contextmanager
@@ -123,11 +87,8 @@ def hooks_held(model: Any, fwd_hooks: Sequence[tuple[str, Callable[..., Any]]]) 
 
 
 def refuse_under_per_row_steer(caller: str) -> None:
-    """Raise if a `steer(model, PerRow(...))` block is active around `caller`.
-
-    Functions that split their input into batches of their own (`generate`,
-    `read_residuals`) would otherwise apply the per-row terms to every batch.
-    """
+    """Raise if a `steer(model, PerRow(...))` block is open: `caller` (`generate`,
+    `read_residuals`) batches on its own and would apply the per-row terms to every batch."""
     if _PER_ROW_STEER.get():
         raise InvalidArgumentError(
             f"{caller} runs inside steer(model, PerRow(...)), whose rows are the rows of each "
@@ -157,45 +118,6 @@ class ResolvedTerm:
     positions: str
     fn: SteerFn | None
     label: str = ""
-
-
-def steering_limit(dtype: torch.dtype) -> tuple[float, str]:
-    """How much steering may add to one position's residual stream in `dtype`, and why.
-
-    Measured on both backends (a tiny Llama; `x + w * u` at layer 0, u one-hot or
-    spread): in float16 the logits break once a component of the residual passes
-    float16's largest value, at |w| near 6.5e4, because the normalisations (Hugging
-    Face's RMSNorm and TransformerLens' norms alike) upcast to float32 before
-    squaring. In bfloat16, float32 and float64 the squared norm overflows first, at
-    |w| = sqrt(max) (1.84e19 in float32): the norm's scale becomes inf, the
-    normalised residual 0, and every logit equal. Half of the smaller bound is left
-    to the steering; the other half is the model's own residual stream's.
-
-    Example:
-        >>> steering_limit(torch.float16)[0], f"{steering_limit(torch.float32)[0]:.3g}"
-        (32752.0, '9.22e+18')
-    """
-    norm_dtype = torch.float32 if torch.finfo(dtype).bits < 32 else dtype
-    stored, squared = torch.finfo(dtype).max, torch.finfo(norm_dtype).max ** 0.5
-    if stored < squared:
-        why = f"half of {dtype}'s largest value {stored:.5g}; the other half is the model's own"
-    else:
-        why = f"half of sqrt({norm_dtype}'s largest value): the norm squares it in {norm_dtype}"
-    return min(stored, squared) / 2, why
-
-
-def _direction(diff: Tensor, layer: int) -> tuple[Float[Tensor, " d_model"], float]:
-    """The unit direction (float32) and norm of `diff`, without overflow.
-
-    The vector is divided by its largest entry first: its norm taken directly would be
-    inf in float16 past 65504 (and in float32 past 3.4e38), giving a zero direction.
-    """
-    peak = diff.detach().abs().max()
-    if float(peak) == 0:
-        raise InvalidArgumentError(f"the vector at layer {layer} is zero; it has no direction")
-    scaled = (diff.detach() / peak).to(torch.float32)
-    length = scaled.norm()
-    return scaled / length, float(peak) * float(length)
 
 
 def _source(model: Any, term: SteeringTerm) -> tuple[int, Tensor, str, dict[str, float]]:
@@ -233,27 +155,22 @@ def resolve(model: Any, term: SteeringTerm, known_hooks: Sequence[str]) -> Resol
         raise InvalidArgumentError(
             f"layer {layer} is out of range: the model has {n_layers} layers (0..{n_layers - 1})"
         )
-    u, norm = _direction(diff, layer)
+    u, norm = unit_direction(diff, layer)
     hook_name = template.format(layer=layer)
     check_hooks(model, [hook_name], known_hooks)
     u = u.to(device=model.cfg.device)
-    mode = term.mode
+    mode, fn = term.mode, None
     if callable(mode):
-        return ResolvedTerm(
-            hook_name, u, 0.0, 0.0, term.positions, mode, f"a function at layer {layer}"
-        )
-    if mode == "ablate":
-        return ResolvedTerm(
-            hook_name, u, 0.0, -1.0, term.positions, None, f"ablate at layer {layer}"
-        )
-    if mode == "add":
-        name, a, c = "weight", (term.weight if term.weight is not None else norm), 0.0
+        fn, a, c, label = mode, 0.0, 0.0, f"a function at layer {layer}"
+    elif mode == "ablate":
+        a, c, label = 0.0, -1.0, f"ablate at layer {layer}"
+    elif mode == "add":
+        a, c = (term.weight if term.weight is not None else norm), 0.0
+        label = f"weight {a!r} at layer {layer}"
     else:
-        name, c = "target", -1.0
-        a = term.target if term.target is not None else defaults["project"]
-    return ResolvedTerm(
-        hook_name, u, float(a), c, term.positions, None, f"{name} {a!r} at layer {layer}"
-    )
+        a, c = (term.target if term.target is not None else defaults["project"]), -1.0
+        label = f"target {a!r} at layer {layer}"
+    return ResolvedTerm(hook_name, u, float(a), c, term.positions, fn, label)
 
 
 def _position_mask(positions: str, n_pos: int, device: torch.device) -> Tensor | None:
@@ -396,18 +313,15 @@ class SteeringPlan:
             else [[resolve(model, t, known) for t in row] for row in per_row]
         )
         self.n_rows = None if per_row is None else len(per_row)
-        # x <- (I - u u^T) x + a u for project, x + a u for add: either grows the
-        # residual's norm by at most |a|, so the terms reaching one position grow it by
-        # at most the sum of their |a| (functions return checked tensors of their own).
+        # x + a u (add) and (I - u u^T) x + a u (project) grow the residual's norm by at
+        # most |a|: the terms that reach one position, by at most the sum of their |a|.
         rows = [self.shared] if self.per_row is None else [self.shared + r for r in self.per_row]
-        self._worst = max(
-            (
-                [t for t in row if t.fn is None and t.a != 0 and t.positions in ("all", part)]
-                for row in rows
-                for part in ("prompt", "generated")
-            ),
-            key=lambda terms: sum(abs(t.a) for t in terms),
-        )
+        reaching = [
+            [t for t in row if t.a != 0 and t.positions in ("all", part)]
+            for row in rows
+            for part in ("prompt", "generated")
+        ]
+        self._worst = max(reaching, key=lambda terms: sum(abs(t.a) for t in terms))
         self.magnitude = sum(abs(t.a) for t in self._worst)
         self._model_id, self._dtype = id(model), model.cfg.dtype
         self.check_fits()
@@ -416,18 +330,7 @@ class SteeringPlan:
         """Raise if this plan's terms, with the enclosing `steer()` blocks of this thread,
         could add more to one position than the model's dtype holds (`steering_limit`)."""
         outer = sum(m for key, m in _OPEN.get() if key == self._model_id)
-        total = self.magnitude + outer
-        limit, why = steering_limit(self._dtype)
-        if total < limit:
-            return
-        parts = [t.label for t in self._worst]
-        parts += [f"{outer:.3g} from the enclosing steer() blocks"] if outer else []
-        what = parts[0] + " overflows" if len(parts) == 1 else " + ".join(parts) + " overflow"
-        raise InvalidArgumentError(
-            f"{what} the model's dtype {self._dtype}: steering that reaches one position "
-            f"adds up to {total:.3g} along the residual stream, which must stay below "
-            f"{limit:.3g} ({why}); lower the coefficients or use fewer terms"
-        )
+        check_magnitude([t.label for t in self._worst], self.magnitude, outer, self._dtype)
 
     def hooks(self, rows: slice | None = None) -> list[tuple[str, Callable[..., Tensor]]]:
         """TransformerLens forward hooks; per-row plans take the batch's `rows` slice."""
@@ -478,10 +381,9 @@ def steer(model: Any, steering: Steering) -> _SteerBlock:
     """Context manager that steers every forward pass of `model` inside the block.
 
     Hooks go through the model's own ``hooks()`` context, so they are removed when
-    the block exits, also when it raises. All terms are validated here, before any
-    block is entered. The returned object can be entered again (``with s: ...``
-    twice, or nested). While the block runs it holds `model_lock`: another thread's
-    `generate` or `steer()` on this model waits for the block to end.
+    the block exits, also when it raises. Terms are validated here, before any block;
+    the result can be entered again, also nested. The block holds `model_lock`:
+    another thread's `generate` or `steer()` on this model waits for it to end.
 
     Args:
         steering: a `SteeringTerm` or a list of them (applied to every row), or

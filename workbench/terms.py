@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
+from jaxtyping import Float
 from torch import Tensor
 
 from .errors import ArgumentTypeError, InvalidArgumentError
@@ -222,6 +223,71 @@ class SteeringTerm:
                 )
             # Stored as a float, so numpy and tensor scalars behave as the float they hold.
             object.__setattr__(self, name, as_float(name, value))
+
+
+def check_model(model: Any) -> Any:
+    """`model` if it is a TransformerLens model (hooks, config, tokenizer), else raise."""
+    if not all(hasattr(model, name) for name in ("hooks", "hook_dict", "cfg", "tokenizer")):
+        raise ArgumentTypeError(
+            "model must be a TransformerLens model from workbench.load_model, got "
+            f"{type(model).__name__} {model!r:.60}"
+        )
+    return model
+
+
+def steering_limit(dtype: torch.dtype) -> tuple[float, str]:
+    """How much steering may add to one position's residual stream in `dtype`, and why.
+
+    Measured on both backends (a tiny Llama; `x + w * u` at layer 0, u one-hot or
+    spread): in float16 the logits break once a component of the residual passes
+    float16's largest value, at |w| near 6.5e4, because the normalisations (Hugging
+    Face's RMSNorm and TransformerLens' norms alike) upcast to float32 before
+    squaring. In bfloat16, float32 and float64 the squared norm overflows first, at
+    |w| = sqrt(max) (1.84e19 in float32): the norm's scale becomes inf, the
+    normalised residual 0, and every logit equal. Half of the smaller bound is left
+    to the steering; the other half is the model's own residual stream's.
+
+    Example:
+        >>> steering_limit(torch.float16)[0], f"{steering_limit(torch.float32)[0]:.3g}"
+        (32752.0, '9.22e+18')
+    """
+    norm_dtype = torch.float32 if torch.finfo(dtype).bits < 32 else dtype
+    stored, squared = torch.finfo(dtype).max, torch.finfo(norm_dtype).max ** 0.5
+    if stored < squared:
+        why = f"half of {dtype}'s largest value {stored:.5g}; the other half is the model's own"
+    else:
+        why = f"half of sqrt({norm_dtype}'s largest value): the norm squares it in {norm_dtype}"
+    return min(stored, squared) / 2, why
+
+
+def unit_direction(diff: Tensor, layer: int) -> tuple[Float[Tensor, " d_model"], float]:
+    """The unit direction (float32) and norm of `diff`, without overflow.
+
+    The vector is divided by its largest entry first: its norm taken directly would be
+    inf in float16 past 65504 (and in float32 past 3.4e38), giving a zero direction.
+    """
+    peak = diff.detach().abs().max()
+    if float(peak) == 0:
+        raise InvalidArgumentError(f"the vector at layer {layer} is zero; it has no direction")
+    scaled = (diff.detach() / peak).to(torch.float32)
+    length = scaled.norm()
+    return scaled / length, float(peak) * float(length)
+
+
+def check_magnitude(labels: list[str], magnitude: float, outer: float, dtype: torch.dtype) -> None:
+    """Raise unless `magnitude` (the terms `labels`) plus `outer` (enclosing blocks)
+    stays below `steering_limit(dtype)`."""
+    total = magnitude + outer
+    limit, why = steering_limit(dtype)
+    if total < limit:
+        return
+    parts = labels + ([f"{outer:.3g} from the enclosing steer() blocks"] if outer else [])
+    what = parts[0] + " overflows" if len(parts) == 1 else " + ".join(parts) + " overflow"
+    raise InvalidArgumentError(
+        f"{what} the model's dtype {dtype}: steering that reaches one position adds up to "
+        f"{total:.3g} along the residual stream, which must stay below {limit:.3g} ({why}); "
+        "lower the coefficients or use fewer terms"
+    )
 
 
 class PerRow:

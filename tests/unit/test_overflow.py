@@ -18,7 +18,8 @@ import torch
 from workbench import PerRow, Sampling, SteeringTerm, generate, load_model, steer
 from workbench.errors import InvalidArgumentError, WorkbenchError
 from workbench.prompts import format_prompt, tokenize_prompts
-from workbench.steering import SteeringPlan, steering_limit
+from workbench.steering import SteeringPlan
+from workbench.terms import steering_limit
 
 PROMPTS = ["hello there", "tell me a story about owls"]
 

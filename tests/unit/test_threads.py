@@ -70,13 +70,13 @@ class _SpyLock:
 @pytest.fixture
 def spy_lock(tiny_model):
     """Swap the model's lock for a `_SpyLock` for one test (the model is shared)."""
-    steering_module.model_lock(tiny_model)  # make sure the holder exists
-    holder = vars(tiny_model)[steering_module._LOCK_ATTR]
-    original, holder.lock = holder.lock, _SpyLock()
+    locks = steering_module._LOCKS
+    original = steering_module.model_lock(tiny_model)
+    locks[tiny_model] = spy = _SpyLock()
     try:
-        yield holder.lock
+        yield spy
     finally:
-        holder.lock = original
+        locks[tiny_model] = original
 
 
 def _term(vec):
@@ -187,5 +187,6 @@ def test_a_copied_model_gets_its_own_lock(tiny_models):
     twin = copy.deepcopy(model)
     assert steering_module.model_lock(twin) is not lock
     assert steering_module.model_lock(model) is lock
-    assert _SpyLock not in {type(m) for m in twin.modules()}
-    assert steering_module._LOCK_ATTR not in dict(model.named_modules())
+    # The lock is not stored on the model (no attribute, submodule or state).
+    rlock = type(threading.RLock())
+    assert not any(isinstance(value, rlock) for value in vars(model).values())
