@@ -53,7 +53,6 @@ _WINDOW: contextvars.ContextVar[tuple[int, int] | None] = contextvars.ContextVar
     "workbench_steering_window", default=None
 )
 
-
 # Set while a `steer(model, PerRow(...))` block runs: its rows are the rows of each
 # forward pass, which code that batches on its own cannot honour.
 _PER_ROW_STEER: contextvars.ContextVar[bool] = contextvars.ContextVar(
@@ -143,11 +142,8 @@ def _source(model: Any, term: SteeringTerm) -> tuple[int, Tensor, str, dict[str,
 
 
 def resolve(model: Any, term: SteeringTerm, known_hooks: Sequence[str]) -> ResolvedTerm:
-    """Check `term` against `model` and compute its coefficients (no hooks added).
-
-    Whether the coefficients fit the model's dtype is checked by `SteeringPlan`, over
-    all the terms that reach a position together.
-    """
+    """Check `term` against `model` and compute its coefficients (no hooks added); whether
+    they fit the dtype is checked over all the terms together, by `SteeringPlan`."""
     term = term.concrete()
     layer, diff, template, defaults = _source(model, term)
     n_layers = model.cfg.n_layers
@@ -155,10 +151,9 @@ def resolve(model: Any, term: SteeringTerm, known_hooks: Sequence[str]) -> Resol
         raise InvalidArgumentError(
             f"layer {layer} is out of range: the model has {n_layers} layers (0..{n_layers - 1})"
         )
-    u, norm = unit_direction(diff, layer)
     hook_name = template.format(layer=layer)
     check_hooks(model, [hook_name], known_hooks)
-    u = u.to(device=model.cfg.device)
+    u, norm = unit_direction(diff, layer)
     mode, fn = term.mode, None
     if callable(mode):
         fn, a, c, label = mode, 0.0, 0.0, f"a function at layer {layer}"
@@ -170,6 +165,7 @@ def resolve(model: Any, term: SteeringTerm, known_hooks: Sequence[str]) -> Resol
     else:
         a, c = (term.target if term.target is not None else defaults["project"]), -1.0
         label = f"target {a!r} at layer {layer}"
+    u = u.to(device=model.cfg.device)
     return ResolvedTerm(hook_name, u, float(a), c, term.positions, fn, label)
 
 
@@ -243,8 +239,12 @@ class _Slot:
                         f"custom steering function returned {shape}, expected a tensor of "
                         f"shape {tuple(xi.shape)}"
                     )
-                if not bool(torch.isfinite(new).all()):
-                    raise InvalidArgumentError("custom steering function returned NaN or inf")
+                wide = new if torch.finfo(new.dtype).bits >= 32 else new.float()  # as norms do
+                if not bool(torch.isfinite(wide.pow(2).sum(-1)).all()):
+                    raise InvalidArgumentError(
+                        "custom steering function returned NaN or inf, or a residual whose "
+                        f"squared norm overflows {wide.dtype}"
+                    )
                 xi = new if pmask is None else torch.where(pmask[None, :, None], new, xi)
             rows.append(xi)
         return torch.cat(rows)

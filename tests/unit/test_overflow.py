@@ -194,3 +194,18 @@ def test_logits_that_turn_nan_raise_instead_of_decoding_to_nothing(tiny_model, s
             match=r"^the logits of prompts \[0, 1\] are NaN or inf at generated token 0",
         ):
             generate(tiny_model, PROMPTS, max_new_tokens=3, sampling=sampling)
+
+
+def test_a_custom_function_whose_residual_overflows_the_norm_is_refused(tiny_model, half_model):
+    """Finite but past sqrt(max) in float32 (the norm's square is inf, every logit equal);
+    past float16's largest value in float16 (inf itself)."""
+    for model, big in [(tiny_model, 2e19), (half_model, 7e4)]:
+
+        def push(x, u, big=big):
+            return x + big * u
+
+        ids, mask = tokenize_prompts(model, [format_prompt(model, p) for p in PROMPTS])
+        term = SteeringTerm(_one_hot(), layer=1, mode=push)
+        with pytest.raises(InvalidArgumentError, match="squared norm overflows torch.float32"):
+            with torch.inference_mode(), steer(model, term):
+                model(ids, attention_mask=mask)
