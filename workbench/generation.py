@@ -12,12 +12,18 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from . import fast_decode, kv
-from .errors import ArgumentTypeError, InvalidArgumentError
+from .errors import ArgumentTypeError, InvalidArgumentError, WorkbenchError
 from .models import model_info
-from .options import PromptStyle, check_choice, check_int, is_finite_number
+from .options import PromptStyle, check_choice
 from .prompts import check_prompts, encode_prompts, format_prompt, pad_left
-from .steering import SteeringPlan, position_window, refuse_under_per_row_steer
-from .terms import Steering
+from .steering import (
+    SteeringPlan,
+    check_model,
+    model_lock,
+    position_window,
+    refuse_under_per_row_steer,
+)
+from .terms import Steering, as_float, as_int, check_bool
 
 PLAIN_STOP = "\nQ:"
 
@@ -27,11 +33,14 @@ class Sampling:
     """Sampling options for `generate` (no `Sampling` means greedy decoding).
 
     Attributes:
-        temperature: softmax temperature, > 0.
+        temperature: softmax temperature, > 0 (however small: the logits' maximum is
+            subtracted before dividing, so a tiny temperature samples the argmax).
         top_p: nucleus mass in (0, 1]; 1 keeps every token.
         seed: seeds one generator per prompt (``seed + prompt index``), so a
             prompt's sample does not depend on its batch. None draws a fresh seed,
             reported in `Generation.seed` so the run can be repeated.
+
+    Numbers may be numpy or 0-d tensor scalars; they are stored as Python numbers.
 
     Example:
         >>> Sampling(temperature=0.7, seed=3).top_p
@@ -43,13 +52,21 @@ class Sampling:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        if not is_finite_number(self.temperature) or not self.temperature > 0:
-            raise InvalidArgumentError(f"temperature must be > 0, got {self.temperature!r}")
-        if not is_finite_number(self.top_p) or not 0 < self.top_p <= 1:
-            raise InvalidArgumentError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        for name, ok, rule in [
+            ("temperature", lambda t: t > 0, "> 0"),
+            ("top_p", lambda p: 0 < p <= 1, "in (0, 1]"),
+        ]:
+            value = getattr(self, name)
+            try:
+                number = as_float(name, value)
+            except InvalidArgumentError:
+                number = None  # not finite
+            if number is None or not ok(number):
+                raise InvalidArgumentError(f"{name} must be {rule}, got {value!r}")
+            object.__setattr__(self, name, number)
         if self.seed is not None:
             # torch generators take 64-bit seeds; prompt i uses seed + i.
-            check_int("seed", self.seed, low=0, high=2**62)
+            object.__setattr__(self, "seed", as_int("seed", self.seed, low=0, high=2**62))
 
 
 @dataclass(frozen=True)
@@ -86,7 +103,15 @@ def _sample(
 ) -> Int[Tensor, " batch"]:
     if sampling is None:
         return logits.argmax(-1)
-    probs = torch.softmax(logits / sampling.temperature, dim=-1)
+    # Relative to each row's maximum, in float32: the best token is exactly 0 for any
+    # temperature, so even a tiny one gives finite probabilities (logits / 1e-45 would be
+    # inf, and softmax NaN). A row that is not finite is replaced by zeros here only to
+    # keep multinomial from raising; `_generate_batch` refuses it at this step's check.
+    logits = logits.float()
+    logits = torch.where(torch.isfinite(logits).all(-1, keepdim=True), logits, 0.0)
+    shifted = logits - logits.max(-1, keepdim=True).values
+    scaled = torch.where(shifted == 0, 0.0, shifted / sampling.temperature)
+    probs = torch.softmax(scaled, dim=-1)
     if sampling.top_p < 1.0:
         sorted_p, idx = probs.sort(-1, descending=True)
         # Keep the smallest prefix whose mass reaches top_p (always at least one token).
@@ -149,9 +174,12 @@ def generate(
         2
     """
     refuse_under_per_row_steer("generate")
+    check_model(model)
     prompts = check_prompts([prompts] if isinstance(prompts, str) else prompts)
-    check_int("max_new_tokens", max_new_tokens, low=1)
-    check_int("batch_size", batch_size, low=1)
+    max_new_tokens = as_int("max_new_tokens", max_new_tokens, low=1)
+    batch_size = as_int("batch_size", batch_size, low=1)
+    check_bool("formatted", formatted)
+    check_bool("return_tokens", return_tokens)
     if sampling is not None and not isinstance(sampling, Sampling):
         raise ArgumentTypeError(f"sampling must be a Sampling or None, got {sampling!r}")
     style = check_choice(
@@ -162,12 +190,6 @@ def generate(
     stops = _stops(stop, style, formatted)
     texts = prompts if formatted else [format_prompt(model, p, style=style) for p in prompts]
     token_lists = encode_prompts(model, texts, style=style)
-    # Validate everything before any forward pass: steering terms and lengths.
-    plan = SteeringPlan(model, steering)
-    if plan.n_rows is not None and plan.n_rows != len(prompts):
-        raise InvalidArgumentError(
-            f"PerRow steering has {plan.n_rows} entries for {len(prompts)} prompts"
-        )
     n_ctx = model.cfg.n_ctx
     for i, ids in enumerate(token_lists):
         if len(ids) + max_new_tokens > n_ctx:
@@ -179,13 +201,23 @@ def generate(
     if sampling is not None:
         seed = sampling.seed if sampling.seed is not None else secrets.randbits(48)
     out_tokens: list[list[int]] = []
-    for start in range(0, len(texts), batch_size):
-        rows = slice(start, start + batch_size)
-        indices = range(start, min(start + batch_size, len(texts)))
-        gens = [] if seed is None else [_generator(model, seed + i) for i in indices]
-        out_tokens += _generate_batch(
-            model, token_lists[rows], plan.hooks(rows), max_new_tokens, sampling, gens, stops
-        )
+    # Another thread's steer() block or generate would put its hooks on this model's
+    # forward passes: hold the model until done (reentrant, so nesting in one thread
+    # works). The plan is checked inside, against the steer() blocks open around it.
+    with model_lock(model):
+        plan = SteeringPlan(model, steering)
+        if plan.n_rows is not None and plan.n_rows != len(prompts):
+            raise InvalidArgumentError(
+                f"PerRow steering has {plan.n_rows} entries for {len(prompts)} prompts"
+            )
+        for start in range(0, len(texts), batch_size):
+            rows = slice(start, start + batch_size)
+            indices = range(start, min(start + batch_size, len(texts)))
+            gens = [] if seed is None else [_generator(model, seed + i) for i in indices]
+            hooks = plan.hooks(rows)
+            out_tokens += _generate_batch(
+                model, token_lists[rows], hooks, max_new_tokens, sampling, gens, stops, start
+            )
     out_texts = [_decode(model, row, stops) for row in out_tokens]
     return Generation(out_texts, out_tokens, seed) if return_tokens else out_texts
 
@@ -205,7 +237,9 @@ def _generate_batch(
     sampling: Sampling | None,
     generators: list[torch.Generator],
     stops: list[str],
+    first: int = 0,
 ) -> list[list[int]]:
+    """Token ids per prompt; `first` is the batch's first prompt index (for errors)."""
     input_ids, mask = pad_left(model, token_lists)
     batch, width = input_ids.shape
     device = input_ids.device
@@ -235,6 +269,9 @@ def _generate_batch(
         with position_window(0, width):
             logits = step_logits(input_ids, mask)
         for step in range(max_new_tokens):
+            # NaN or inf logits would decode to '' (greedy) or fail inside multinomial:
+            # flagged on the device, raised at this step's one host sync.
+            broken = ~(torch.isfinite(logits).all(-1) | done)
             nxt = _sample(logits, sampling, generators)
             nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
             generated[:, step] = nxt
@@ -249,7 +286,15 @@ def _generate_batch(
                     if any(s in model.tokenizer.decode(tail) for s in stops):
                         lengths[i] = step + 1
                         done[i] = True
-            if step == max_new_tokens - 1 or bool(done.all()):
+            all_done, any_broken = torch.stack([done.all(), broken.any()]).tolist()
+            if any_broken:
+                rows = [first + i for i in torch.nonzero(broken).flatten().tolist()]
+                raise WorkbenchError(
+                    f"the logits of prompts {rows} are NaN or inf at generated token {step} "
+                    f"(model dtype {model.cfg.dtype}); refusing to return their text. Steering "
+                    "or a dtype the model does not run in are the usual causes"
+                )
+            if step == max_new_tokens - 1 or all_done:
                 break
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             with position_window(width + step, width):

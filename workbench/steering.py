@@ -10,14 +10,21 @@ Where steering applies, for every way of running the model:
   Only `generate` (and the reference loop) tell the hooks, per forward pass; any
   other forward pass with such a term raises `PositionsError` instead of guessing.
 
-Every term is checked against the model (vector shape, layers, hook, finite
-coefficients in the model's dtype) before any hook is added.
+Every term is checked against the model (vector shape, layers, hook) before any
+hook is added, and so is what the terms do together: the coefficients of all the
+terms that reach one position (over every layer, and enclosing `steer()` blocks)
+must fit the model's dtype (`steering_limit`).
+
+Threads: hooks live on the model, so `generate` and each `steer()` block hold the
+model's reentrant `model_lock`; another thread's call on that model waits for them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -27,9 +34,17 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from .errors import InvalidArgumentError, PositionsError, VectorMismatchError
+from .errors import InvalidArgumentError, PositionsError, VectorMismatchError, WorkbenchError
 from .options import RESID_HOOK
-from .terms import SteerFn, Steering, SteeringTerm, split_steering
+from .terms import (
+    SteerFn,
+    Steering,
+    SteeringTerm,
+    check_magnitude,
+    check_model,
+    split_steering,
+    unit_direction,
+)
 from .vectors import InstructionVector, check_hooks
 
 # (absolute column of the pass's first position, number of prompt columns), set by
@@ -38,20 +53,41 @@ _WINDOW: contextvars.ContextVar[tuple[int, int] | None] = contextvars.ContextVar
     "workbench_steering_window", default=None
 )
 
-
 # Set while a `steer(model, PerRow(...))` block runs: its rows are the rows of each
 # forward pass, which code that batches on its own cannot honour.
 _PER_ROW_STEER: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "workbench_per_row_steer", default=False
 )
 
+# (id(model), magnitude) of each `steer()` block open in this thread (`check_fits`).
+_OPEN: contextvars.ContextVar[tuple[tuple[int, float], ...]] = contextvars.ContextVar(
+    "workbench_open_steering", default=()
+)
+
+# Kept beside the model rather than on it: no submodule for TransformerLens to see, and
+# a copied or pickled model (an RLock can be neither) gets a lock of its own.
+_LOCKS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: Any) -> Any:
+    """The model's reentrant lock, held by `generate` and every `steer()` block (and
+    by any code with hooks of its own, `hooks_held`, that other steering must not reach)."""
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(check_model(model), threading.RLock())
+
+
+@contextlib.contextmanager
+def hooks_held(model: Any, fwd_hooks: Sequence[tuple[str, Callable[..., Any]]]) -> Iterator[Any]:
+    """``model.hooks(fwd_hooks=...)`` while holding `model_lock`: the forward passes
+    inside see these hooks and no other thread's."""
+    with model_lock(model), model.hooks(fwd_hooks=list(fwd_hooks)):
+        yield model
+
 
 def refuse_under_per_row_steer(caller: str) -> None:
-    """Raise if a `steer(model, PerRow(...))` block is active around `caller`.
-
-    Functions that split their input into batches of their own (`generate`,
-    `read_residuals`) would otherwise apply the per-row terms to every batch.
-    """
+    """Raise if a `steer(model, PerRow(...))` block is open: `caller` (`generate`,
+    `read_residuals`) batches on its own and would apply the per-row terms to every batch."""
     if _PER_ROW_STEER.get():
         raise InvalidArgumentError(
             f"{caller} runs inside steer(model, PerRow(...)), whose rows are the rows of each "
@@ -80,10 +116,11 @@ class ResolvedTerm:
     c: float
     positions: str
     fn: SteerFn | None
+    label: str = ""
 
 
 def _source(model: Any, term: SteeringTerm) -> tuple[int, Tensor, str, dict[str, float]]:
-    """The term's layer, mean difference, hook template and default coefficients."""
+    """The term's layer, mean difference, hook template and default project target."""
     vec = term.vector
     if isinstance(vec, InstructionVector):
         layer = term.layer if term.layer is not None else vec.selected_layer
@@ -93,20 +130,20 @@ def _source(model: Any, term: SteeringTerm) -> tuple[int, Tensor, str, dict[str,
                 f"pass layer= (one of {list(vec.layers)}) or use vector.select_layer(...)"
             )
         row = vec.row(layer)
-        diff = vec.diffs[row]
-        defaults = {"add": float(diff.norm()), "project": float(vec.mean_proj_with[row])}
-        return layer, diff, term.hook_name or vec.hook_name, defaults
+        defaults = {"project": float(vec.mean_proj_with[row])}
+        return layer, vec.diffs[row], term.hook_name or vec.hook_name, defaults
     if vec.shape[0] != model.cfg.d_model:
         raise VectorMismatchError(
             f"vector has d_model={vec.shape[0]}; the model has d_model={model.cfg.d_model}"
         )
     if not bool(torch.isfinite(vec).all()):
         raise InvalidArgumentError(f"the vector for layer {term.layer} contains NaN or inf")
-    return term.layer, vec, term.hook_name or RESID_HOOK, {"add": float(vec.norm())}
+    return term.layer, vec, term.hook_name or RESID_HOOK, {}
 
 
 def resolve(model: Any, term: SteeringTerm, known_hooks: Sequence[str]) -> ResolvedTerm:
-    """Check `term` against `model` and compute its coefficients (no hooks added)."""
+    """Check `term` against `model` and compute its coefficients (no hooks added); whether
+    they fit the dtype is checked over all the terms together, by `SteeringPlan`."""
     term = term.concrete()
     layer, diff, template, defaults = _source(model, term)
     n_layers = model.cfg.n_layers
@@ -114,31 +151,22 @@ def resolve(model: Any, term: SteeringTerm, known_hooks: Sequence[str]) -> Resol
         raise InvalidArgumentError(
             f"layer {layer} is out of range: the model has {n_layers} layers (0..{n_layers - 1})"
         )
-    norm = diff.norm()
-    if float(norm) == 0:
-        raise InvalidArgumentError(f"the vector at layer {layer} is zero; it has no direction")
     hook_name = template.format(layer=layer)
     check_hooks(model, [hook_name], known_hooks)
-    u = (diff / norm).to(device=model.cfg.device, dtype=torch.float32)
-    mode = term.mode
+    u, norm = unit_direction(diff, layer)
+    mode, fn = term.mode, None
     if callable(mode):
-        return ResolvedTerm(hook_name, u, 0.0, 0.0, term.positions, mode)
-    if mode == "ablate":
-        a, c = 0.0, -1.0
+        fn, a, c, label = mode, 0.0, 0.0, f"a function at layer {layer}"
+    elif mode == "ablate":
+        a, c, label = 0.0, -1.0, f"ablate at layer {layer}"
     elif mode == "add":
-        a, c = (term.weight if term.weight is not None else defaults["add"]), 0.0
+        a, c = (term.weight if term.weight is not None else norm), 0.0
+        label = f"weight {a!r} at layer {layer}"
     else:
         a, c = (term.target if term.target is not None else defaults["project"]), -1.0
-    dtype = model.cfg.dtype
-    # The next normalisation squares the residual: beyond sqrt(max) it overflows.
-    if not abs(a) < torch.finfo(dtype).max ** 0.5:
-        name = {"add": "weight", "project": "target"}[mode]
-        raise InvalidArgumentError(
-            f"{name} {a!r} at layer {layer} overflows the model's dtype {dtype} (|{name}| must "
-            f"stay below {torch.finfo(dtype).max ** 0.5:.3g}); steering would turn the residual "
-            "stream into inf/NaN"
-        )
-    return ResolvedTerm(hook_name, u, float(a), c, term.positions, None)
+        label = f"target {a!r} at layer {layer}"
+    u = u.to(device=model.cfg.device)
+    return ResolvedTerm(hook_name, u, float(a), c, term.positions, fn, label)
 
 
 def _position_mask(positions: str, n_pos: int, device: torch.device) -> Tensor | None:
@@ -211,8 +239,12 @@ class _Slot:
                         f"custom steering function returned {shape}, expected a tensor of "
                         f"shape {tuple(xi.shape)}"
                     )
-                if not bool(torch.isfinite(new).all()):
-                    raise InvalidArgumentError("custom steering function returned NaN or inf")
+                wide = new if torch.finfo(new.dtype).bits >= 32 else new.float()  # as norms do
+                if not bool(torch.isfinite(wide.pow(2).sum(-1)).all()):
+                    raise InvalidArgumentError(
+                        "custom steering function returned NaN or inf, or a residual whose "
+                        f"squared norm overflows {wide.dtype}"
+                    )
                 xi = new if pmask is None else torch.where(pmask[None, :, None], new, xi)
             rows.append(xi)
         return torch.cat(rows)
@@ -266,6 +298,7 @@ class SteeringPlan:
     """
 
     def __init__(self, model: Any, steering: Steering) -> None:
+        check_model(model)
         shared, per_row = split_steering(steering)
         known = list(model.hook_dict)  # rebuilt on every access on the bridge
         checked: set[int] = set()
@@ -280,6 +313,24 @@ class SteeringPlan:
             else [[resolve(model, t, known) for t in row] for row in per_row]
         )
         self.n_rows = None if per_row is None else len(per_row)
+        # x + a u (add) and (I - u u^T) x + a u (project) grow the residual's norm by at
+        # most |a|: the terms that reach one position, by at most the sum of their |a|.
+        rows = [self.shared] if self.per_row is None else [self.shared + r for r in self.per_row]
+        reaching = [
+            [t for t in row if t.a != 0 and t.positions in ("all", part)]
+            for row in rows
+            for part in ("prompt", "generated")
+        ]
+        self._worst = max(reaching, key=lambda terms: sum(abs(t.a) for t in terms))
+        self.magnitude = sum(abs(t.a) for t in self._worst)
+        self._model_id, self._dtype = id(model), model.cfg.dtype
+        self.check_fits()
+
+    def check_fits(self) -> None:
+        """Raise if this plan's terms, with the enclosing `steer()` blocks of this thread,
+        could add more to one position than the model's dtype holds (`steering_limit`)."""
+        outer = sum(m for key, m in _OPEN.get() if key == self._model_id)
+        check_magnitude([t.label for t in self._worst], self.magnitude, outer, self._dtype)
 
     def hooks(self, rows: slice | None = None) -> list[tuple[str, Callable[..., Tensor]]]:
         """TransformerLens forward hooks; per-row plans take the batch's `rows` slice."""
@@ -297,12 +348,42 @@ class SteeringPlan:
         ]
 
 
-@contextlib.contextmanager
-def steer(model: Any, steering: Steering) -> Iterator[Any]:
+class _SteerBlock:
+    """What `steer` returns: a context manager that can be entered again, also nested."""
+
+    def __init__(self, model: Any, steering: Steering) -> None:
+        self.model = model
+        self.plan = SteeringPlan(model, steering)
+        self._open: list[contextlib.ExitStack] = []
+
+    def __enter__(self) -> Any:
+        with contextlib.ExitStack() as stack:
+            lock = model_lock(self.model)
+            lock.acquire()
+            stack.callback(lock.release)
+            # Checked again here: the enclosing blocks may differ from those at creation.
+            self.plan.check_fits()
+            per_row = _PER_ROW_STEER.set(self.plan.n_rows is not None or _PER_ROW_STEER.get())
+            stack.callback(_PER_ROW_STEER.reset, per_row)
+            open_ = _OPEN.set((*_OPEN.get(), (id(self.model), self.plan.magnitude)))
+            stack.callback(_OPEN.reset, open_)
+            stack.enter_context(self.model.hooks(fwd_hooks=self.plan.hooks()))
+            self._open.append(stack.pop_all())
+        return self.model
+
+    def __exit__(self, *exc: object) -> bool:
+        if not self._open:
+            raise WorkbenchError("this steer() block was exited more often than entered")
+        return bool(self._open.pop().__exit__(*exc))
+
+
+def steer(model: Any, steering: Steering) -> _SteerBlock:
     """Context manager that steers every forward pass of `model` inside the block.
 
     Hooks go through the model's own ``hooks()`` context, so they are removed when
-    the block exits, also when it raises. All terms are validated first.
+    the block exits, also when it raises. Terms are validated here, before any block;
+    the result can be entered again, also nested. The block holds `model_lock`:
+    another thread's `generate` or `steer()` on this model waits for it to end.
 
     Args:
         steering: a `SteeringTerm` or a list of them (applied to every row), or
@@ -315,10 +396,4 @@ def steer(model: Any, steering: Steering) -> Iterator[Any]:
         >>> logits.shape[:2] == ids.shape
         True
     """
-    plan = SteeringPlan(model, steering)
-    token = _PER_ROW_STEER.set(plan.n_rows is not None or _PER_ROW_STEER.get())
-    try:
-        with model.hooks(fwd_hooks=plan.hooks()):
-            yield model
-    finally:
-        _PER_ROW_STEER.reset(token)
+    return _SteerBlock(model, steering)

@@ -12,17 +12,93 @@ nested list is refused with a pointer to `PerRow`.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import torch
+from jaxtyping import Float
 from torch import Tensor
 
 from .errors import ArgumentTypeError, InvalidArgumentError
-from .options import Mode, Positions, check_choice, check_hook_template, check_int, is_finite_number
+from .options import Mode, Positions, check_choice, check_hook_template
 from .vectors import InstructionVector
 
 SteerFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def _scalar(value: Any) -> Any:
+    """A 0-d non-bool tensor as its Python number; anything else unchanged."""
+    if isinstance(value, Tensor) and value.ndim == 0 and value.dtype != torch.bool:
+        return value.item() if not value.is_complex() else value
+    return value
+
+
+def as_float(name: str, value: Any) -> float:
+    """`value` as a finite Python float: an int, float, numpy scalar or 0-d tensor, not a bool.
+
+    Example:
+        >>> import numpy as np
+        >>> as_float("weight", np.float32(2.5)), as_float("weight", torch.tensor(4.0))
+        (2.5, 4.0)
+        >>> as_float("weight", True)
+        Traceback (most recent call last):
+        ...
+        workbench.errors.ArgumentTypeError: weight must be a real number (int, float, numpy scalar or 0-d tensor), got bool True
+    """
+    value = _scalar(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ArgumentTypeError(
+            f"{name} must be a real number (int, float, numpy scalar or 0-d tensor), "
+            f"got {type(value).__name__} {value!r}"
+        )
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise InvalidArgumentError(f"{name} {value!r} is not a finite number")
+    return number
+
+
+def as_int(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> int:
+    """`value` as a Python int in ``[low, high]``: an int, numpy integer or 0-d integer
+    tensor, not a bool (nor a float, even a whole one).
+
+    Example:
+        >>> import numpy as np
+        >>> as_int("layer", np.int64(2), low=0)
+        2
+        >>> as_int("layer", 14.0, low=0)
+        Traceback (most recent call last):
+        ...
+        workbench.errors.ArgumentTypeError: layer must be an int, got float 14.0
+    """
+    value = _scalar(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ArgumentTypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    value = int(value)
+    if (low is not None and value < low) or (high is not None and value > high):
+        lo = "" if low is None else f"{low}"
+        hi = "" if high is None else f"{high}"
+        raise InvalidArgumentError(f"{name} {value} is out of range [{lo}..{hi}]")
+    return value
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """`value` if it is True or False (a flag is never read by truthiness).
+
+    Example:
+        >>> check_bool("formatted", "no")
+        Traceback (most recent call last):
+        ...
+        workbench.errors.ArgumentTypeError: formatted takes True or False, got str 'no'
+    """
+    if not isinstance(value, bool):
+        raise ArgumentTypeError(f"{name} takes True or False, got {type(value).__name__} {value!r}")
+    return value
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,13 +119,15 @@ class SteeringTerm:
     Args:
         vector: an `InstructionVector`, or a ``[d_model]`` tensor used as a mean
             difference (direction v/|v|; ``project`` then needs an explicit target).
-        layer: the layer to steer; None means the vector's `selected_layer`.
+        layer: the layer to steer (an int or numpy integer); None means the vector's
+            `selected_layer`.
         mode: ``"add"``, ``"project"``, ``"ablate"``, or a function. None means
             ``"project"``, except in ``SteeringTerm(vec)`` with nothing else given
             on a vector that holds a selection (`workbench.selection.select`):
             that steers with the selected layer, mode and coefficient.
-        weight: only for ``"add"``.
-        target: only for ``"project"``.
+        weight: only for ``"add"``; a real number (numpy and 0-d tensor scalars are
+            stored as the Python float they hold).
+        target: only for ``"project"``; likewise.
         positions: ``"all"`` (default); ``"prompt"`` or ``"generated"`` restrict the
             term to the prompt's tokens or the generated ones, which only
             `generate` can tell apart (elsewhere they raise `PositionsError`).
@@ -77,7 +155,7 @@ class SteeringTerm:
             check_choice("mode", self.mode, Mode)
         check_choice("positions", self.positions, Positions)
         if self.layer is not None:
-            check_int("layer", self.layer, low=0)
+            object.__setattr__(self, "layer", as_int("layer", self.layer, low=0))
         self._check_coefficients()
         if isinstance(self.vector, Tensor):
             if self.vector.ndim != 1 or not self.vector.is_floating_point():
@@ -143,8 +221,73 @@ class SteeringTerm:
                 raise InvalidArgumentError(
                     f"{name}={value!r} is used only by mode={owner!r}; {shown} {takes}"
                 )
-            if not is_finite_number(value):
-                raise InvalidArgumentError(f"{name} {value!r} is not a finite number")
+            # Stored as a float, so numpy and tensor scalars behave as the float they hold.
+            object.__setattr__(self, name, as_float(name, value))
+
+
+def check_model(model: Any) -> Any:
+    """`model` if it is a TransformerLens model (hooks, config, tokenizer), else raise."""
+    if not all(hasattr(model, name) for name in ("hooks", "hook_dict", "cfg", "tokenizer")):
+        raise ArgumentTypeError(
+            "model must be a TransformerLens model from workbench.load_model, got "
+            f"{type(model).__name__} {model!r:.60}"
+        )
+    return model
+
+
+def steering_limit(dtype: torch.dtype) -> tuple[float, str]:
+    """How much steering may add to one position's residual stream in `dtype`, and why.
+
+    Measured on both backends (a tiny Llama; `x + w * u` at layer 0, u one-hot or
+    spread): in float16 the logits break once a component of the residual passes
+    float16's largest value, at |w| near 6.5e4, because the normalisations (Hugging
+    Face's RMSNorm and TransformerLens' norms alike) upcast to float32 before
+    squaring. In bfloat16, float32 and float64 the squared norm overflows first, at
+    |w| = sqrt(max) (1.84e19 in float32): the norm's scale becomes inf, the
+    normalised residual 0, and every logit equal. Half of the smaller bound is left
+    to the steering; the other half is the model's own residual stream's.
+
+    Example:
+        >>> steering_limit(torch.float16)[0], f"{steering_limit(torch.float32)[0]:.3g}"
+        (32752.0, '9.22e+18')
+    """
+    norm_dtype = torch.float32 if torch.finfo(dtype).bits < 32 else dtype
+    stored, squared = torch.finfo(dtype).max, torch.finfo(norm_dtype).max ** 0.5
+    if stored < squared:
+        why = f"half of {dtype}'s largest value {stored:.5g}; the other half is the model's own"
+    else:
+        why = f"half of sqrt({norm_dtype}'s largest value): the norm squares it in {norm_dtype}"
+    return min(stored, squared) / 2, why
+
+
+def unit_direction(diff: Tensor, layer: int) -> tuple[Float[Tensor, " d_model"], float]:
+    """The unit direction (float32) and norm of `diff`, without overflow.
+
+    The vector is divided by its largest entry first: its norm taken directly would be
+    inf in float16 past 65504 (and in float32 past 3.4e38), giving a zero direction.
+    """
+    peak = diff.detach().abs().max()
+    if float(peak) == 0:
+        raise InvalidArgumentError(f"the vector at layer {layer} is zero; it has no direction")
+    scaled = (diff.detach() / peak).to(torch.float32)
+    length = scaled.norm()
+    return scaled / length, float(peak) * float(length)
+
+
+def check_magnitude(labels: list[str], magnitude: float, outer: float, dtype: torch.dtype) -> None:
+    """Raise unless `magnitude` (the terms `labels`) plus `outer` (enclosing blocks)
+    stays below `steering_limit(dtype)`."""
+    total = magnitude + outer
+    limit, why = steering_limit(dtype)
+    if total < limit:
+        return
+    parts = labels + ([f"{outer:.3g} from the enclosing steer() blocks"] if outer else [])
+    what = parts[0] + " overflows" if len(parts) == 1 else " + ".join(parts) + " overflow"
+    raise InvalidArgumentError(
+        f"{what} the model's dtype {dtype}: steering that reaches one position adds up to "
+        f"{total:.3g} along the residual stream, which must stay below {limit:.3g} ({why}); "
+        "lower the coefficients or use fewer terms"
+    )
 
 
 class PerRow:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -24,7 +25,8 @@ N_NEW = 10
 
 
 def _tokens(model, prompts=PROMPTS, **kwargs):
-    return generate(model, prompts, max_new_tokens=N_NEW, return_tokens=True, **kwargs).tokens
+    kwargs.setdefault("max_new_tokens", N_NEW)
+    return generate(model, prompts, return_tokens=True, **kwargs).tokens
 
 
 def _no_hooks_left(model) -> bool:
@@ -243,7 +245,7 @@ def _bad_cases(model, v):
         (
             {"steering": SteeringTerm(v, layer=1, mode="project", target=-1e20)},
             InvalidArgumentError,
-            r"target -1e[+]20 .* must stay below 1.84e[+]19",
+            r"target -1e[+]20 .* must stay below 9.22e[+]18 \(half of sqrt\(torch.float32's",
         ),
         ({"prompts": [b"bytes"]}, ArgumentTypeError, "prompt 0 must be a str, got bytes"),
         ({"prompts": b"bytes"}, ArgumentTypeError, "got a bare bytes"),
@@ -271,7 +273,16 @@ def test_bad_input_fails_before_any_forward_pass(tiny_model, tiny_vec):
         ({"mode": "amplify"}, InvalidArgumentError, r"mode 'amplify' is not one of \('add'"),
         ({"positions": "middle"}, InvalidArgumentError, r"positions 'middle' is not one of"),
         ({"mode": "add", "weight": math.inf}, InvalidArgumentError, "weight inf"),
-        ({"mode": "add", "weight": "2"}, InvalidArgumentError, "weight '2' is not a finite"),
+        (
+            {"mode": "add", "weight": "2"},
+            ArgumentTypeError,
+            "weight must be a real number.*str '2'",
+        ),
+        ({"mode": "add", "weight": True}, ArgumentTypeError, "weight must be a real number.*bool"),
+        ({"mode": "add", "weight": torch.ones(2)}, ArgumentTypeError, "weight must be a real"),
+        ({"mode": "project", "target": math.nan}, InvalidArgumentError, "target nan is not a fin"),
+        ({"layer": True}, ArgumentTypeError, "layer must be an int, got bool True"),
+        ({"layer": np.float64(1)}, ArgumentTypeError, "layer must be an int, got float64"),
         ({"layer": 14.0}, ArgumentTypeError, "layer must be an int, got float 14.0"),
         ({"layer": -1}, InvalidArgumentError, "layer -1 is out of range"),
         ({"mode": "ablate", "weight": 2.0}, InvalidArgumentError, "takes neither"),
@@ -300,3 +311,70 @@ def test_preformatted_prompts_are_used_as_given(tiny_model):
     assert _tokens(tiny_model, formatted, formatted=True) == _tokens(tiny_model)
     plain = [format_prompt(tiny_model, p, style="plain") for p in PROMPTS]
     assert _tokens(tiny_model, plain, formatted=True) == _tokens(tiny_model, prompt_style="plain")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"formatted": "no"}, "formatted takes True or False, got str 'no'"),
+        ({"formatted": 0}, "formatted takes True or False, got int 0"),
+        ({"return_tokens": 1}, "return_tokens takes True or False, got int 1"),
+        ({"return_tokens": None}, "return_tokens takes True or False, got NoneType None"),
+        ({"batch_size": True}, "batch_size must be an int, got bool True"),
+        ({"max_new_tokens": np.float32(3)}, "max_new_tokens must be an int, got float32"),
+    ],
+)
+def test_flags_take_only_bools_and_counts_only_ints(tiny_model, kwargs, match):
+    with pytest.raises(ArgumentTypeError, match=match):
+        generate(tiny_model, PROMPTS, **{"max_new_tokens": 2, **kwargs})
+
+
+def test_the_reference_loop_checks_its_arguments_too(tiny_model, tiny_vec):
+    term = SteeringTerm(tiny_vec, layer=1)
+    with pytest.raises(ArgumentTypeError, match="stop_at_eos takes True or False, got str"):
+        reference_generate(tiny_model, "hi", term, 3, stop_at_eos="no")
+    with pytest.raises(ArgumentTypeError, match="max_new_tokens must be an int, got float 3.0"):
+        reference_generate(tiny_model, "hi", term, 3.0)
+    with pytest.raises(InvalidArgumentError, match="context of 256 tokens"):
+        reference_generate(tiny_model, "hi", term, 300)
+
+
+@pytest.mark.parametrize(
+    ("weight", "layer"),
+    [(np.float32(4.5), np.int64(1)), (torch.tensor(4.5), torch.tensor(1)), (np.float64(4.5), 1)],
+)
+def test_numpy_and_tensor_scalars_steer_as_the_numbers_they_hold(
+    tiny_model, tiny_vec, weight, layer
+):
+    term = SteeringTerm(tiny_vec, layer=layer, mode="add", weight=weight)
+    assert (type(term.weight), type(term.layer)) == (float, int)
+    plain = SteeringTerm(tiny_vec, layer=1, mode="add", weight=4.5)
+    assert _tokens(tiny_model, steering=term) == _tokens(tiny_model, steering=plain)
+    sampling = Sampling(temperature=np.float32(0.5), top_p=torch.tensor(0.75), seed=np.int64(2))
+    assert (sampling.temperature, sampling.top_p, sampling.seed) == (0.5, 0.75, 2)
+    assert type(sampling.seed) is int
+    steps = np.int64(3)
+    assert len(_tokens(tiny_model, max_new_tokens=steps)[0]) == 3
+
+
+@pytest.mark.parametrize("temperature", [1e-45, 5e-324, 1e-8])
+def test_a_tiny_temperature_samples_the_argmax(tiny_model, temperature):
+    sampled = _tokens(tiny_model, sampling=Sampling(temperature=temperature, seed=0))
+    assert sampled == _tokens(tiny_model)
+
+
+def test_sampling_refuses_non_numbers_by_type():
+    with pytest.raises(ArgumentTypeError, match="temperature must be a real number.*str '0.5'"):
+        Sampling(temperature="0.5")
+    with pytest.raises(ArgumentTypeError, match="top_p must be a real number.*bool True"):
+        Sampling(top_p=True)
+    with pytest.raises(ArgumentTypeError, match="seed must be an int, got bool True"):
+        Sampling(seed=True)
+
+
+def test_something_that_is_not_a_model_is_refused_by_type():
+    for use in (generate, reference_generate):
+        with pytest.raises(ArgumentTypeError, match="model must be a TransformerLens model.*str"):
+            use("gpt2", ["hi"], None, 2) if use is reference_generate else use("gpt2", ["hi"])
+    with pytest.raises(ArgumentTypeError, match="got NoneType None"):
+        steer(None, None)

@@ -21,7 +21,12 @@ from workbench import (
     separability,
     steer,
 )
-from workbench.errors import ArgumentTypeError, PositionsError, VectorMismatchError
+from workbench.errors import (
+    ArgumentTypeError,
+    PositionsError,
+    VectorMismatchError,
+    WorkbenchError,
+)
 from workbench.prompts import tokenize_prompts
 from workbench.reference import reference_generate
 
@@ -218,3 +223,34 @@ def test_a_vector_transfers_to_a_model_of_the_same_width_and_depth(tiny_vecs, ot
     with pytest.warns(UserWarning, match="transfer"):
         oracle = [reference_generate(other, p, term, N_NEW) for p in PROMPTS]
     assert steered == oracle
+
+
+# ----- steer() objects ------------------------------------------------------------------
+
+
+def test_a_steer_object_can_be_entered_again_and_nested(tiny_model, tiny_vec):
+    term = SteeringTerm(tiny_vec, layer=1, mode="add", weight=6.0)
+    ids, mask = tokenize_prompts(tiny_model, [format_prompt(tiny_model, p) for p in PROMPTS])
+    block = steer(tiny_model, term)
+    with torch.inference_mode():
+        with block:
+            first = tiny_model(ids, attention_mask=mask)
+        with block:
+            again = tiny_model(ids, attention_mask=mask)
+        with block, block:
+            twice = tiny_model(ids, attention_mask=mask)
+        with steer(tiny_model, [term, term]):
+            doubled = tiny_model(ids, attention_mask=mask)
+        plain = tiny_model(ids, attention_mask=mask)
+    assert torch.equal(first, again)
+    assert torch.equal(twice, doubled)
+    assert not torch.equal(first, plain) and not torch.equal(first, twice)
+    assert all(not hp.fwd_hooks for hp in tiny_model.hook_dict.values())
+
+
+def test_a_steer_object_refuses_bad_terms_when_made_and_an_unmatched_exit(tiny_model, tiny_vec):
+    with pytest.raises(ArgumentTypeError, match="PerRow"):
+        steer(tiny_model, [None])  # before any block is entered
+    block = steer(tiny_model, SteeringTerm(tiny_vec, layer=1))
+    with pytest.raises(WorkbenchError, match="exited more often than entered"):
+        block.__exit__(None, None, None)
