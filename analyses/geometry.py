@@ -29,9 +29,9 @@ from torch import Tensor
 from workbench import InstructionVector
 from workbench.activations import check_context, check_layers
 from workbench.errors import ArgumentTypeError, InvalidArgumentError, VectorMismatchError
-from workbench.options import RESID_HOOK, check_int
+from workbench.options import RESID_HOOK, check_bool, check_int
 from workbench.prompts import check_prompts, encode_prompts, format_prompt, pad_left
-from workbench.steering import refuse_under_per_row_steer
+from workbench.steering import hooks_held, refuse_under_per_row_steer
 from workbench.vectors import check_hooks
 
 from .style import labelled
@@ -181,8 +181,7 @@ def cosine_table(
         )
     labels = list(named)
     directions = torch.stack([named[label].direction(layer) for label in labels])
-    if not isinstance(centred, bool):
-        raise ArgumentTypeError(f"centred must be True or False, got {centred!r}")
+    check_bool("centred", centred)
     if centred:
         if len(labels) < 3:
             raise InvalidArgumentError(
@@ -285,7 +284,7 @@ def residual_norms(
         return lambda x, hook: store(x, hook, col=col)
 
     hooks = [(name, hook_for(col)) for col, name in enumerate(names)]
-    with torch.inference_mode(), model.hooks(fwd_hooks=hooks):
+    with torch.inference_mode(), hooks_held(model, hooks):
         for start in range(0, len(token_lists), batch_size):
             input_ids, mask = pad_left(model, token_lists[start : start + batch_size])
             batch["mask"] = mask

@@ -33,7 +33,7 @@ from torch import Tensor
 from workbench import Generation, InstructionVector
 from workbench.errors import ArgumentTypeError, InvalidArgumentError
 from workbench.prompts import encode_prompts, encode_text, format_prompt
-from workbench.steering import refuse_under_per_row_steer
+from workbench.steering import hooks_held, refuse_under_per_row_steer
 
 from .style import vector_label
 
@@ -76,7 +76,7 @@ def _read_layer(model: Any, ids: list[int], hook_name: str) -> Float[Tensor, "po
         raise _StopForward
 
     input_ids = torch.tensor([ids], device=model.cfg.device)
-    with torch.inference_mode(), model.hooks(fwd_hooks=[(hook_name, keep)]):
+    with torch.inference_mode(), hooks_held(model, [(hook_name, keep)]):
         with contextlib.suppress(_StopForward):
             model(input_ids, attention_mask=torch.ones_like(input_ids))
     x = kept["x"]

@@ -22,9 +22,9 @@ from tqdm.auto import tqdm
 
 from . import kv
 from .errors import ArgumentTypeError, InvalidArgumentError
-from .options import RESID_HOOK, check_hook_template, check_int, check_read_position
+from .options import RESID_HOOK, check_bool, check_hook_template, check_int, check_read_position
 from .prompts import encode_prompts, pad_left
-from .steering import refuse_under_per_row_steer
+from .steering import hooks_held, refuse_under_per_row_steer
 from .vectors import check_hooks
 
 
@@ -235,8 +235,8 @@ def read_tokens(
     layers = check_layers(model, layers)
     position = check_read_position(position)
     check_int("batch_size", batch_size, low=1)
-    _check_bool("share_prefix", share_prefix)
-    _check_bool("progress", progress)
+    check_bool("share_prefix", share_prefix)
+    check_bool("progress", progress)
     names = [check_hook_template(hook_name).format(layer=layer) for layer in layers]
     check_hooks(model, names)
     shortest = min(len(t) for t in token_lists)
@@ -250,11 +250,6 @@ def read_tokens(
             token_lists, keep=position if isinstance(position, int) else 1
         )
     return _read(model, token_lists, names, layers, position, prefix, batch_size, progress)
-
-
-def _check_bool(name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ArgumentTypeError(f"{name} must be True or False, got {value!r}")
 
 
 def _read(
@@ -293,7 +288,7 @@ def _read(
     hooks = [(n, partial(store, col=i)) for i, n in enumerate(names)]
     device = model.cfg.device
     starts = range(0, len(token_lists), batch_size)
-    with torch.inference_mode(), model.hooks(fwd_hooks=hooks):
+    with torch.inference_mode(), hooks_held(model, hooks):
         if prefix:
             prefix_cache = kv.new_cache(model, 1)
             prefix_ids = torch.tensor([token_lists[0][:prefix]], device=device)

@@ -13,27 +13,23 @@ from .cli_common import (
     DEFAULT_MODEL,
     DTYPES,
     add_command,
-    add_force,
     add_model_options,
     check_count,
     check_distinct,
     check_layers_in,
     check_model_layers,
-    check_outputs,
     count_option,
     emit_json,
     finite_float,
-    input_file,
     load_model_from,
-    model_input,
     parse_layers,
     parse_settings,
-    path_arg,
     positive_int,
     progress,
     read_vector,
     say,
 )
+from .cli_files import add_force, check_outputs, input_file, model_input, path_arg
 from .errors import InvalidArgumentError
 from .options import Split, choices
 

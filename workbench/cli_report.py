@@ -7,18 +7,20 @@ from typing import Any
 
 from .cli_common import (
     add_command,
-    add_force,
     add_model_options,
     check_fits,
-    check_outputs,
-    distinct_files,
     emit_json,
-    input_file,
     load_model_from,
-    model_input,
-    path_arg,
     read_vector,
     say,
+)
+from .cli_files import (
+    add_force,
+    check_outputs,
+    distinct_files,
+    input_file,
+    model_input,
+    path_arg,
     sweep_file,
 )
 from .cli_sweep import check_swept

@@ -14,7 +14,7 @@ from torch import Tensor
 from .activations import check_context, check_layers, read_tokens
 from .errors import ArgumentTypeError, InvalidArgumentError
 from .models import model_info
-from .options import RESID_HOOK, PromptStyle, check_choice, check_read_position
+from .options import RESID_HOOK, PromptStyle, check_bool, check_choice, check_read_position
 from .pairs import Pair, as_pairs
 from .prompts import encode_prompts, format_prompt
 from .scoring import check_instruction
@@ -193,8 +193,7 @@ def compute_instruction_vector(
     pairs = as_pairs(pairs)
     layers = check_layers(model, layers)
     position = check_read_position(position)
-    if not isinstance(keep_pair_diffs, bool):
-        raise ArgumentTypeError(f"keep_pair_diffs must be True or False, got {keep_pair_diffs!r}")
+    check_bool("keep_pair_diffs", keep_pair_diffs)
     style = model_info(model).prompt_style if prompt_style is None else prompt_style
     instruction_id, kwargs = _labels(pairs, instruction_id, kwargs)
     acts_with, acts_without = pair_activations(

@@ -14,7 +14,7 @@ from torch import Tensor
 from . import fast_decode, kv
 from .errors import ArgumentTypeError, InvalidArgumentError, WorkbenchError
 from .models import model_info
-from .options import PromptStyle, check_choice
+from .options import PromptStyle, as_float, check_bool, check_choice, check_int
 from .prompts import check_prompts, encode_prompts, format_prompt, pad_left
 from .steering import (
     SteeringPlan,
@@ -23,7 +23,7 @@ from .steering import (
     position_window,
     refuse_under_per_row_steer,
 )
-from .terms import Steering, as_float, as_int, check_bool
+from .terms import Steering
 
 PLAIN_STOP = "\nQ:"
 
@@ -66,7 +66,7 @@ class Sampling:
             object.__setattr__(self, name, number)
         if self.seed is not None:
             # torch generators take 64-bit seeds; prompt i uses seed + i.
-            object.__setattr__(self, "seed", as_int("seed", self.seed, low=0, high=2**62))
+            object.__setattr__(self, "seed", check_int("seed", self.seed, low=0, high=2**62))
 
 
 @dataclass(frozen=True)
@@ -176,8 +176,8 @@ def generate(
     refuse_under_per_row_steer("generate")
     check_model(model)
     prompts = check_prompts([prompts] if isinstance(prompts, str) else prompts)
-    max_new_tokens = as_int("max_new_tokens", max_new_tokens, low=1)
-    batch_size = as_int("batch_size", batch_size, low=1)
+    max_new_tokens = check_int("max_new_tokens", max_new_tokens, low=1)
+    batch_size = check_int("batch_size", batch_size, low=1)
     check_bool("formatted", formatted)
     check_bool("return_tokens", return_tokens)
     if sampling is not None and not isinstance(sampling, Sampling):

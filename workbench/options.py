@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Literal, get_args
 
 from .errors import ArgumentTypeError, InvalidArgumentError
@@ -46,21 +47,83 @@ def check_choice(name: str, value: Any, option: Any) -> Any:
     return value
 
 
-def check_int(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> int:
-    """Return `value` if it is an int (not a bool) in ``[low, high]``, else raise.
+def _scalar(value: Any) -> Any:
+    """A 0-d tensor or array as its Python number; anything else unchanged.
+
+    Duck-typed (``ndim == 0`` and ``.item()``) so that this module imports no torch.
+    """
+    if not isinstance(value, numbers.Number) and getattr(value, "ndim", None) == 0:
+        item = getattr(value, "item", None)
+        if callable(item):
+            return item()
+    return value
+
+
+def as_float(name: str, value: Any) -> float:
+    """`value` as a finite Python float: an int, float, numpy scalar or 0-d tensor, not a bool.
 
     Example:
-        >>> check_int("layer", 14.0, low=0, high=29)
+        >>> import numpy as np
+        >>> import torch
+        >>> as_float("weight", np.float32(2.5)), as_float("weight", torch.tensor(4.0))
+        (2.5, 4.0)
+        >>> as_float("weight", True)
+        Traceback (most recent call last):
+        ...
+        workbench.errors.ArgumentTypeError: weight must be a real number (int, float, numpy scalar or 0-d tensor), got bool True
+    """
+    value = _scalar(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ArgumentTypeError(
+            f"{name} must be a real number (int, float, numpy scalar or 0-d tensor), "
+            f"got {type(value).__name__} {value!r}"
+        )
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise InvalidArgumentError(f"{name} {value!r} is not a finite number")
+    return number
+
+
+def check_int(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> int:
+    """`value` as a Python int in ``[low, high]``: an int, numpy integer or 0-d integer
+    tensor, not a bool (nor a float, even a whole one).
+
+    Example:
+        >>> import numpy as np
+        >>> check_int("layer", np.int64(2), low=0)
+        2
+        >>> check_int("layer", 14.0, low=0)
         Traceback (most recent call last):
         ...
         workbench.errors.ArgumentTypeError: layer must be an int, got float 14.0
     """
-    if isinstance(value, bool) or not isinstance(value, int):
+    value = _scalar(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ArgumentTypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    value = int(value)
     if (low is not None and value < low) or (high is not None and value > high):
         lo = "" if low is None else f"{low}"
         hi = "" if high is None else f"{high}"
         raise InvalidArgumentError(f"{name} {value} is out of range [{lo}..{hi}]")
+    return value
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """`value` if it is True or False (a flag is never read by truthiness).
+
+    Example:
+        >>> check_bool("formatted", "no")
+        Traceback (most recent call last):
+        ...
+        workbench.errors.ArgumentTypeError: formatted must be True or False, got str 'no'
+    """
+    if not isinstance(value, bool):
+        raise ArgumentTypeError(
+            f"{name} must be True or False, got {type(value).__name__} {value!r}"
+        )
     return value
 
 

@@ -13,9 +13,10 @@ import torch
 
 from .errors import InvalidArgumentError
 from .generation import eos_ids
+from .options import check_bool, check_int
 from .prompts import encode_prompts, format_prompt
 from .steering import check_model, position_window, steer
-from .terms import Steering, as_int, check_bool
+from .terms import Steering
 
 
 @torch.inference_mode()
@@ -33,7 +34,7 @@ def reference_generate(
         True
     """
     check_model(model)
-    max_new_tokens = as_int("max_new_tokens", max_new_tokens, low=1)
+    max_new_tokens = check_int("max_new_tokens", max_new_tokens, low=1)
     check_bool("stop_at_eos", stop_at_eos)
     text = format_prompt(model, prompt)
     ids = torch.tensor([encode_prompts(model, [text])[0]], device=model.cfg.device)

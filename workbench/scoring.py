@@ -64,7 +64,7 @@ from .errors import (
     nearest,
 )
 from .files import remove_stale_temps, temp_name
-from .options import check_int
+from .options import check_bool, check_int
 from .placeholders import checker_arg, unset_arg
 
 CONCISE_MAX_WORDS = 40
@@ -362,8 +362,7 @@ def score(
         True
     """
     _check_text("response", response)
-    if not isinstance(loose, bool):
-        raise ArgumentTypeError(f"loose must be True or False, got {loose!r}")
+    check_bool("loose", loose)
     key = _normalize(instruction_id, kwargs, prompt)
     _ensure_offline()
     check = _checker(*key)

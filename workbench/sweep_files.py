@@ -36,6 +36,7 @@ from .errors import (
     VectorMismatchError,
 )
 from .files import user_path
+from .options import check_bool
 
 SWEEP_FORMAT = "workbench.sweep"
 # 2: the configuration records `vector_id`. Format 1 files are read, never resumed.
@@ -347,8 +348,7 @@ def merge_sweeps(paths: Sequence[str | Path], *, partial: bool = False) -> pd.Da
             f"paths must be a list of sweep files, got {type(paths).__name__} {paths!r:.80}; "
             f"give a list such as [{str(paths)!r}]"
         )
-    if not isinstance(partial, bool):
-        raise ArgumentTypeError(f"partial must be True or False, got {partial!r}")
+    check_bool("partial", partial)
     if not paths:
         raise SweepFileError("merge_sweeps needs at least one file")
     files = [user_path(p, "sweep file") for p in paths]

@@ -31,7 +31,7 @@ from .activations import as_list, check_distinct, float_list, int_list
 from .errors import ArgumentTypeError, InvalidArgumentError, WorkbenchError
 from .files import write_target
 from .models import model_info
-from .options import Mode, check_choice, check_int, choices
+from .options import Mode, check_bool, check_choice, check_int, choices
 from .prompts import format_prompt
 from .quality import QualityThresholds, generate_with_quality
 from .scoring import check_instruction, score
@@ -144,8 +144,7 @@ def settings_grid(
         >>> [s.layer for s in settings_grid(vec, [1, 2], ["add"], [0.5, 1.0])]
         [None, 1, 1, 2, 2]
     """
-    if not isinstance(baseline, bool):
-        raise ArgumentTypeError(f"baseline must be True or False, got {baseline!r}")
+    check_bool("baseline", baseline)
     layers = int_list("layers", layers, "layer")
     for layer in layers:
         vector.row(layer)
@@ -303,9 +302,8 @@ def sweep(
     vector.check_model(model)
     check_int("max_new_tokens", max_new_tokens, low=1)
     check_int("batch_size", batch_size, low=1)
-    for name, flag in (("baseline", baseline), ("progress", progress)):
-        if not isinstance(flag, bool):
-            raise ArgumentTypeError(f"{name} must be True or False, got {flag!r}")
+    check_bool("baseline", baseline)
+    check_bool("progress", progress)
     shard = _check_shard(shard)
     if thresholds is None:
         thresholds = QualityThresholds()

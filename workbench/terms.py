@@ -12,8 +12,6 @@ nested list is refused with a pointer to `PerRow`.
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -23,82 +21,10 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .errors import ArgumentTypeError, InvalidArgumentError
-from .options import Mode, Positions, check_choice, check_hook_template
+from .options import Mode, Positions, as_float, check_choice, check_hook_template, check_int
 from .vectors import InstructionVector
 
 SteerFn = Callable[[Tensor, Tensor], Tensor]
-
-
-def _scalar(value: Any) -> Any:
-    """A 0-d non-bool tensor as its Python number; anything else unchanged."""
-    if isinstance(value, Tensor) and value.ndim == 0 and value.dtype != torch.bool:
-        return value.item() if not value.is_complex() else value
-    return value
-
-
-def as_float(name: str, value: Any) -> float:
-    """`value` as a finite Python float: an int, float, numpy scalar or 0-d tensor, not a bool.
-
-    Example:
-        >>> import numpy as np
-        >>> as_float("weight", np.float32(2.5)), as_float("weight", torch.tensor(4.0))
-        (2.5, 4.0)
-        >>> as_float("weight", True)
-        Traceback (most recent call last):
-        ...
-        workbench.errors.ArgumentTypeError: weight must be a real number (int, float, numpy scalar or 0-d tensor), got bool True
-    """
-    value = _scalar(value)
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ArgumentTypeError(
-            f"{name} must be a real number (int, float, numpy scalar or 0-d tensor), "
-            f"got {type(value).__name__} {value!r}"
-        )
-    try:
-        number = float(value)
-    except OverflowError:
-        number = math.inf
-    if not math.isfinite(number):
-        raise InvalidArgumentError(f"{name} {value!r} is not a finite number")
-    return number
-
-
-def as_int(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> int:
-    """`value` as a Python int in ``[low, high]``: an int, numpy integer or 0-d integer
-    tensor, not a bool (nor a float, even a whole one).
-
-    Example:
-        >>> import numpy as np
-        >>> as_int("layer", np.int64(2), low=0)
-        2
-        >>> as_int("layer", 14.0, low=0)
-        Traceback (most recent call last):
-        ...
-        workbench.errors.ArgumentTypeError: layer must be an int, got float 14.0
-    """
-    value = _scalar(value)
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ArgumentTypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    value = int(value)
-    if (low is not None and value < low) or (high is not None and value > high):
-        lo = "" if low is None else f"{low}"
-        hi = "" if high is None else f"{high}"
-        raise InvalidArgumentError(f"{name} {value} is out of range [{lo}..{hi}]")
-    return value
-
-
-def check_bool(name: str, value: Any) -> bool:
-    """`value` if it is True or False (a flag is never read by truthiness).
-
-    Example:
-        >>> check_bool("formatted", "no")
-        Traceback (most recent call last):
-        ...
-        workbench.errors.ArgumentTypeError: formatted takes True or False, got str 'no'
-    """
-    if not isinstance(value, bool):
-        raise ArgumentTypeError(f"{name} takes True or False, got {type(value).__name__} {value!r}")
-    return value
 
 
 @dataclass(frozen=True, eq=False)
@@ -155,7 +81,7 @@ class SteeringTerm:
             check_choice("mode", self.mode, Mode)
         check_choice("positions", self.positions, Positions)
         if self.layer is not None:
-            object.__setattr__(self, "layer", as_int("layer", self.layer, low=0))
+            object.__setattr__(self, "layer", check_int("layer", self.layer, low=0))
         self._check_coefficients()
         if isinstance(self.vector, Tensor):
             if self.vector.ndim != 1 or not self.vector.is_floating_point():

@@ -117,7 +117,7 @@ def test_centred_cosines_remove_the_shared_component():
         ({"a": PLANTED["a"], "b": PLANTED["b"]}, True, r"at least 3 vectors, got 2"),
         # Three copies of one direction: nothing is left after centring.
         ({k: flat(e(0)) for k in "abc"}, True, r"\['a', 'b', 'c'\] equal the mean"),
-        (PLANTED, "yes", r"centred must be True or False, got 'yes'"),
+        (PLANTED, "yes", r"centred must be True or False, got str 'yes'"),
     ],
 )
 def test_centred_cosine_bad_input(vectors, centred, match):

@@ -79,11 +79,6 @@ def test_importing_the_library_has_no_side_effects():
     assert out.stdout.strip() == "[]"
 
 
-def test_no_library_file_is_over_400_lines():
-    for path in [*PACKAGE.glob("*.py"), *(PACKAGE.parent / "analyses").glob("*.py")]:
-        assert len(path.read_text().splitlines()) <= 400, path.name
-
-
 def test_shape_annotations_are_checked_under_test():
     x = torch.ones(2, 3, 4)
     with pytest.raises(TypeCheckError):

@@ -98,7 +98,7 @@ def test_every_checker_argument_has_a_declared_type():
 
 
 def test_other_score_arguments_are_checked():
-    with pytest.raises(ArgumentTypeError, match="loose must be True or False, got 'no'"):
+    with pytest.raises(ArgumentTypeError, match="loose must be True or False, got str 'no'"):
         score("hi", "length:concise", loose="no")
     with pytest.raises(InvalidArgumentError, match=r"does not take kwargs \[1\]"):
         score("hi", "length:concise", {1: 2})
@@ -228,7 +228,7 @@ def test_diagnostics_check_sizes_thresholds_and_shapes():
 
 def test_readers_refuse_non_bool_switches(tiny_models):
     model = tiny_models["bridge"]
-    with pytest.raises(ArgumentTypeError, match="share_prefix must be True or False, got 'no'"):
+    with pytest.raises(ArgumentTypeError, match="share_prefix must be True or False, got str 'no'"):
         read_residuals(model, [format_prompt(model, "hi")], share_prefix="no")
     with pytest.raises(ArgumentTypeError, match="layer must be an int, got float 1.0 in layers"):
         read_residuals(model, [format_prompt(model, "hi")], layers=[1.0])

@@ -296,7 +296,7 @@ def test_prompts_from_stdin_that_are_not_utf8_are_one_line_error(monkeypatch) ->
     import io
     import types
 
-    from workbench.cli_common import read_prompts
+    from workbench.cli_files import read_prompts
 
     monkeypatch.setattr("sys.stdin", types.SimpleNamespace(buffer=io.BytesIO(b"caf\xe9\n")))
     with pytest.raises(InvalidArgumentError, match="cannot read prompts from stdin"):

@@ -316,10 +316,10 @@ def test_preformatted_prompts_are_used_as_given(tiny_model):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"formatted": "no"}, "formatted takes True or False, got str 'no'"),
-        ({"formatted": 0}, "formatted takes True or False, got int 0"),
-        ({"return_tokens": 1}, "return_tokens takes True or False, got int 1"),
-        ({"return_tokens": None}, "return_tokens takes True or False, got NoneType None"),
+        ({"formatted": "no"}, "formatted must be True or False, got str 'no'"),
+        ({"formatted": 0}, "formatted must be True or False, got int 0"),
+        ({"return_tokens": 1}, "return_tokens must be True or False, got int 1"),
+        ({"return_tokens": None}, "return_tokens must be True or False, got NoneType None"),
         ({"batch_size": True}, "batch_size must be an int, got bool True"),
         ({"max_new_tokens": np.float32(3)}, "max_new_tokens must be an int, got float32"),
     ],
@@ -331,7 +331,7 @@ def test_flags_take_only_bools_and_counts_only_ints(tiny_model, kwargs, match):
 
 def test_the_reference_loop_checks_its_arguments_too(tiny_model, tiny_vec):
     term = SteeringTerm(tiny_vec, layer=1)
-    with pytest.raises(ArgumentTypeError, match="stop_at_eos takes True or False, got str"):
+    with pytest.raises(ArgumentTypeError, match="stop_at_eos must be True or False, got str"):
         reference_generate(tiny_model, "hi", term, 3, stop_at_eos="no")
     with pytest.raises(ArgumentTypeError, match="max_new_tokens must be an int, got float 3.0"):
         reference_generate(tiny_model, "hi", term, 3.0)

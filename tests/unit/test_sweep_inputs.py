@@ -98,7 +98,7 @@ def no_generation(monkeypatch):
         ({"strengths": [1, 1.0]}, InvalidArgumentError, "duplicates: 1.0 repeated"),
         ({"strengths": [True]}, ArgumentTypeError, "strength must be a number, got bool"),
         ({"strengths": [10**400]}, InvalidArgumentError, "strengths must be finite"),
-        ({"baseline": "no"}, ArgumentTypeError, "baseline must be True or False, got 'no'"),
+        ({"baseline": "no"}, ArgumentTypeError, "baseline must be True or False, got str 'no'"),
         ({"progress": 0}, ArgumentTypeError, "progress must be True or False"),
         ({"thresholds": {"ngram": 3}}, ArgumentTypeError, "thresholds must be a QualityThresholds"),
     ],
