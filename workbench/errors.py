@@ -75,5 +75,9 @@ def nearest(value: object, choices: Iterable[str], n: int = 5) -> list[str]:
     return close or choices[:n]
 
 
+class NumericalError(WorkbenchError, ArithmeticError):
+    """A computation that turned NaN or inf (e.g. logits under an overflowing steer)."""
+
+
 class SweepFileError(WorkbenchError, ValueError):
     """A sweep results file that is corrupt or belongs to another sweep."""

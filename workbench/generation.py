@@ -12,7 +12,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from . import fast_decode, kv
-from .errors import ArgumentTypeError, InvalidArgumentError, WorkbenchError
+from .errors import ArgumentTypeError, InvalidArgumentError, NumericalError
 from .models import model_info
 from .options import PromptStyle, as_float, check_bool, check_choice, check_int
 from .prompts import check_prompts, encode_prompts, format_prompt, pad_left
@@ -289,7 +289,7 @@ def _generate_batch(
             all_done, any_broken = torch.stack([done.all(), broken.any()]).tolist()
             if any_broken:
                 rows = [first + i for i in torch.nonzero(broken).flatten().tolist()]
-                raise WorkbenchError(
+                raise NumericalError(
                     f"the logits of prompts {rows} are NaN or inf at generated token {step} "
                     f"(model dtype {model.cfg.dtype}); refusing to return their text. Steering "
                     "or a dtype the model does not run in are the usual causes"

@@ -34,7 +34,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from .errors import InvalidArgumentError, PositionsError, VectorMismatchError, WorkbenchError
+from .errors import InvalidArgumentError, PositionsError, VectorMismatchError
 from .options import RESID_HOOK
 from .terms import (
     SteerFn,
@@ -373,7 +373,7 @@ class _SteerBlock:
 
     def __exit__(self, *exc: object) -> bool:
         if not self._open:
-            raise WorkbenchError("this steer() block was exited more often than entered")
+            raise InvalidArgumentError("this steer() block was exited more often than entered")
         return bool(self._open.pop().__exit__(*exc))
 
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from workbench import PerRow, Sampling, SteeringTerm, generate, load_model, steer
-from workbench.errors import InvalidArgumentError, WorkbenchError
+from workbench.errors import InvalidArgumentError, NumericalError
 from workbench.prompts import format_prompt, tokenize_prompts
 from workbench.steering import SteeringPlan
 from workbench.terms import steering_limit
@@ -190,7 +190,7 @@ def test_logits_that_turn_nan_raise_instead_of_decoding_to_nothing(tiny_model, s
 
     with tiny_model.hooks(fwd_hooks=[("blocks.0.hook_resid_post", poison)]):
         with pytest.raises(
-            WorkbenchError,
+            NumericalError,
             match=r"^the logits of prompts \[0, 1\] are NaN or inf at generated token 0",
         ):
             generate(tiny_model, PROMPTS, max_new_tokens=3, sampling=sampling)
