@@ -17,12 +17,27 @@ the bridge `generate` runs a *plain* Hugging Face model instead:
 
 The equivalence is not assumed: when the plain model is built, one short left-padded
 forward pass through both must agree at every layer's ``hook_resid_post`` and on
-the logits, else `generate` keeps TransformerLens' path for that model. It also keeps
-it when the model carries a hook of its own (TransformerLens hook points, global
-torch hooks, or torch hooks added to the bridge after the plain model was built),
-for a hook name other than ``blocks.{l}.hook_resid_post``, on `HookedTransformer`,
-and inside ``use_fast_decode(False)``. What users read through TransformerLens
-(`run_with_cache`, hooks) is untouched: the bridge itself never runs here.
+the logits, else `generate` keeps TransformerLens' path for that model. Nor is it
+assumed to last: the plain model only ever computes the bridge as it was checked, so
+every `generate` compares the bridge with a `BridgeState` taken then (every module's
+and config's attributes one level deep: submodules, hook dicts, scalars such as an
+RMSNorm's ``variance_epsilon``, parameter slots; and the classes' own attributes).
+What may differ from the *reference* state, the one `load_model` takes before it
+returns (so before any user code ran, and after the probe's forward pass made the
+bridge install its own lazy hooks), decides what happens:
+
+- only tensors (a new `Parameter`, ``.to()``, which also writes ``model.cfg.device``
+  and ``dtype``): the plain model is rebuilt on the new tensors and probed again;
+- anything else (a torch hook on any module, a swapped submodule, an edited attribute
+  or config value, a patched class): `generate` takes TransformerLens' path for as
+  long as the change stays (`FastDecoder.change` names it).
+
+It also keeps that path with a TransformerLens hook or a global torch hook, for a hook
+name other than ``blocks.{l}.hook_resid_post``, on `HookedTransformer`, and inside
+``use_fast_decode(False)``. What users read through TransformerLens
+(`run_with_cache`, hooks) is untouched: the bridge itself never runs here. A bridge
+not from `load_model` gets its reference on its first `generate`, which refuses the
+fast path while any hook on it comes from outside transformers and TransformerLens.
 
 In float32, SDPA and the bridge's eager attention round differently (about 1e-6
 relative), so a greedy near-tie could resolve differently on the two paths (none did
@@ -35,6 +50,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import copy
+import operator
 import re
 from collections.abc import Callable, Iterator, Sequence
 from types import SimpleNamespace
@@ -83,30 +99,227 @@ def _strip(name: str) -> str:
     return name.replace("._original_component", "").replace("_original_component.", "")
 
 
-def _torch_hooks(model: Any) -> tuple[bool, set[tuple[int, str, int]]]:
-    """Whether any hook point carries a torch hook, and (module id, kind, handle id)
-    of every torch hook on the bridge's other modules."""
-    from transformer_lens.hook_points import HookPoint
-
-    on_points = False
-    others = set()
-    for module in model.modules():
-        for kind in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks"):
-            handles = getattr(module, kind)
-            if not handles:
-                continue
-            if isinstance(module, HookPoint):
-                on_points = True
-            else:
-                others.update((id(module), kind, key) for key in handles)
-    return on_points, others
-
-
 def _has_global_hooks() -> bool:
     from torch.nn.modules import module as nn_module
 
     names = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks")
     return any(getattr(nn_module, n, None) for n in names)
+
+
+# The hook dicts torch's Module.__call__ consults.
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+_HOOK_GETTERS = tuple(operator.attrgetter(k) for k in _HOOK_DICTS)
+# Every dict torch keeps hooks in (the others never change what forward computes).
+_TORCH_DICTS = (
+    *_HOOK_DICTS,
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+    "_forward_pre_hooks_with_kwargs",
+    "_state_dict_hooks",
+    "_state_dict_pre_hooks",
+    "_load_state_dict_pre_hooks",
+    "_load_state_dict_post_hooks",
+)
+# Entries of the bridge's own __dict__ that change with no change to what it computes:
+# this module's decoder, and what TransformerLens' `generate` caches or toggles for
+# calls without position ids (neither path makes one; see `kv.forward`).
+_VOLATILE = frozenset({_ATTR, "_derived_position_ids_ok", "_capture_hf_cache", "_last_hf_cache"})
+# What `TransformerBridge.to()` writes on ``model.cfg`` along with the tensors it moves.
+_MOVED = frozenset({"device", "dtype"})
+_TENSOR_SLOTS = frozenset({"_parameters", "_buffers", "_modules"})
+# Hooks these packages install on a bridge (output capturing, TransformerLens' block
+# wiring) are the bridge's own; used only for bridges not from `load_model`.
+_LIBRARIES = ("transformers.", "transformer_lens.")
+
+
+def _freeze(obj: Any, skip: frozenset[str] = frozenset()) -> dict[str, Any]:
+    # Containers are copied one level deep, so a hook added to a module's hook dict (or
+    # an entry to a config's rope dict) makes the live dict differ from the copy.
+    return {
+        k: v.copy() if isinstance(v, (dict, list, set)) else v
+        for k, v in vars(obj).items()
+        if k not in skip
+    }
+
+
+def _is_config(value: Any) -> bool:
+    from transformer_lens.config import TransformerLensConfig
+    from transformers import PretrainedConfig
+
+    return isinstance(value, (PretrainedConfig, TransformerLensConfig))
+
+
+def _same(a: Any, b: Any, depth: int = 3) -> bool:
+    """Whether two attribute values are the same for computing: one object, or equal
+    non-tensor values (containers element by element)."""
+    if a is b:
+        return True
+    if isinstance(a, Tensor) or isinstance(b, Tensor) or type(a) is not type(b) or not depth:
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k], depth - 1) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y, depth - 1) for x, y in zip(a, b, strict=True))
+    try:
+        return bool(a == b)
+    except Exception:  # an array or an object whose == does not give a bool
+        return False
+
+
+class BridgeState:
+    """What a `TransformerBridge` is made of, apart from its tensors' values.
+
+    Every module of the bridge and of ``model.original_model`` and every config they
+    hold (TransformerLens' and Hugging Face's, sub-configs included), each by path
+    (``blocks.1.ln2``, ``model.cfg``): its type and its attributes one level deep
+    (hook dicts, submodules, parameter slots, scalars); and the attributes of their
+    classes. `same` tells at C speed whether the live model still matches;
+    `changes` lists what differs between two states beyond the tensors.
+
+    Example:
+        >>> state = BridgeState(model)
+        >>> handle = model.blocks[1].register_forward_hook(lambda m, a, out: None)
+        >>> state.same(model), state.changes(BridgeState(model))
+        (False, ['blocks.1._forward_hooks changed'])
+        >>> handle.remove()
+    """
+
+    def __init__(self, model: Any) -> None:
+        from transformer_lens.hook_points import HookPoint
+
+        found: dict[int, tuple[str, Any]] = {}
+        for name, module in model.named_modules():
+            found.setdefault(id(module), (name or "model", module))
+        # original_model is not a submodule of the bridge; most of its tree is.
+        for name, module in model.original_model.named_modules():
+            path = f"original_model.{name}" if name else "original_model"
+            found.setdefault(id(module), (path, module))
+        # The two roots first, so that configs are named after them (``model.cfg``).
+        pending = sorted(found.values(), key=lambda f: f[1] not in (model, model.original_model))
+        for owner, obj in pending:  # grows as configs are found: sub-configs too
+            for key, value in vars(obj).items():
+                if _is_config(value) and id(value) not in found:
+                    found[id(value)] = (f"{owner}.{key}", value)
+                    pending.append(found[id(value)])
+        self.root = model
+        self.names = [name for name, _ in found.values()]
+        self.objects = [obj for _, obj in found.values()]
+        self.types = list(map(type, self.objects))
+        self.frozen = [_freeze(o, _VOLATILE if o is model else frozenset()) for o in self.objects]
+        skip = (torch.nn.Module, object)
+        self.classes = list(
+            dict.fromkeys(c for t in self.types for c in t.__mro__ if c not in skip)
+        )
+        self.class_dicts = [dict(vars(c)) for c in self.classes]
+        self._index_for_same(model, HookPoint)
+
+    def _index_for_same(self, model: Any, hook_point: type) -> None:
+        # `same` runs on every generate, so it compares lists in C: the modules' own
+        # dicts against copies in which torch's hook dicts are the live objects (an
+        # identity check); the hook dicts' contents are compared apart, and most are
+        # empty. Most modules are TransformerLens hook points without hooks, whose
+        # forward is the identity: for those, no hook and no new attribute is what counts.
+        bare, full, self._full_fast, self._empty, self._hooked = [], [], [], [], []
+        for obj, frozen in zip(self.objects[1:], self.frozen[1:], strict=True):
+            hooks = [vars(obj)[k] for k in _HOOK_DICTS if k in vars(obj)]
+            if type(obj) is hook_point and not any(hooks):
+                bare.append(obj)
+                self._empty += hooks
+                continue
+            full.append(obj)
+            live = {k: vars(obj)[k] for k in _TORCH_DICTS if k in vars(obj)}
+            self._full_fast.append({**frozen, **live})
+            for hook in hooks:
+                if hook:
+                    self._hooked.append((hook, hook.copy()))
+                else:
+                    self._empty.append(hook)
+        self._bare, self._full = bare, full
+        self._bare_sizes = list(map(len, map(vars, bare)))
+        self._hooked_live = [live for live, _ in self._hooked]
+        self._hooked_copies = [copy for _, copy in self._hooked]
+
+    def same(self, model: Any) -> bool:
+        """Whether `model` is still in this state, tensors included (the same objects)."""
+        if model is not self.root:
+            return False
+        try:
+            return (
+                list(map(type, self.objects)) == self.types
+                and not any(self._empty)
+                and self._hooked_live == self._hooked_copies
+                and list(map(len, map(vars, self._bare))) == self._bare_sizes
+                and list(map(vars, self._full)) == self._full_fast
+                and {k: v for k, v in vars(model).items() if k not in _VOLATILE} == self.frozen[0]
+                and list(map(vars, self.classes)) == self.class_dicts
+            )
+        except Exception:  # a replaced tensor attribute compares elementwise
+            return False
+
+    def changes(self, now: BridgeState) -> list[str]:
+        """What differs in `now` from this state, beyond which tensors fill the
+        parameter and buffer slots and ``model.cfg``'s device and dtype (what
+        ``.to()`` changes); empty when nothing else does."""
+        out = []
+        later = {n: (t, f) for n, t, f in zip(now.names, now.types, now.frozen, strict=True)}
+        for name, kind, before in zip(self.names, self.types, self.frozen, strict=True):
+            if name not in later:
+                out.append(f"{name} was removed")
+                continue
+            kind_now, after = later.pop(name)
+            if kind_now is not kind:
+                out.append(f"{name} is a {kind_now.__name__}, was a {kind.__name__}")
+                continue
+            for key in sorted(before.keys() | after.keys()):
+                if key not in before or key not in after:
+                    out.append(f"{name}.{key} was {'added' if key in after else 'removed'}")
+                elif key in _TENSOR_SLOTS:
+                    # Submodules are compared under their own names; tensors are shared.
+                    if {k: v is None for k, v in before[key].items()} != {
+                        k: v is None for k, v in after[key].items()
+                    }:
+                        out.append(f"{name}.{key} changed")
+                elif not (name == "model.cfg" and key in _MOVED):
+                    if not _same(before[key], after[key]):
+                        out.append(f"{name}.{key} changed")
+        out += [f"{name} was added" for name in later]
+        classes = dict(zip(now.classes, now.class_dicts, strict=True))
+        for cls, before in zip(self.classes, self.class_dicts, strict=True):
+            after = classes.get(cls)
+            if after is not None and not _same(before, after, depth=1):
+                out.append(f"class {cls.__qualname__} changed")
+        return out
+
+    def holds_tensors_of(self, other: BridgeState) -> bool:
+        """Whether every parameter and buffer slot holds the same tensor object in both."""
+        slots = dict(zip(other.names, other.frozen, strict=True))
+        for name, frozen in zip(self.names, self.frozen, strict=True):
+            theirs = slots.get(name)
+            for key in ("_parameters", "_buffers"):
+                mine = frozen.get(key)
+                if mine is None:
+                    continue
+                if theirs is None or mine.keys() != theirs.get(key, {}).keys():
+                    return False
+                if any(t is not theirs[key][k] for k, t in mine.items()):
+                    return False
+        return True
+
+
+def _foreign_hooks(model: Any) -> bool:
+    """Whether a hook not installed by transformers or TransformerLens is on `model`
+    (any hook on a hook point counts: TransformerLens adds those for users)."""
+    from transformer_lens.hook_points import HookPoint
+
+    if _has_global_hooks():
+        return True
+    for module in (*model.modules(), model.original_model):
+        for get in _HOOK_GETTERS:
+            for fn in get(module).values():
+                origin = getattr(fn, "__module__", None) or ""
+                if isinstance(module, HookPoint) or not origin.startswith(_LIBRARIES):
+                    return True
+    return False
 
 
 class FastDecoder:
@@ -120,6 +333,12 @@ class FastDecoder:
         layers: decoder layer of each ``blocks.{l}.hook_resid_post`` name.
         ok: whether the probe found the plain model equal to the bridge.
         reason: why not, when `ok` is False.
+        reference: the bridge's `BridgeState` the plain model must match (see the
+            module docstring); kept across rebuilds.
+        checked: the bridge's state when the probe ran, tensors included.
+        state: the bridge's state when last looked at, tensors included.
+        change: what in `state` differs from `reference` ("" if nothing but tensors);
+            while it is set, `generate` takes TransformerLens' path.
         passes: forward passes run so far (tests check the path was taken).
 
     Example:
@@ -128,16 +347,18 @@ class FastDecoder:
         (True, 'blocks.0.hook_resid_post')
     """
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, reference: BridgeState | None = None) -> None:
         self.passes = 0
+        self.change = ""
         self.ok = False
         self.reason = ""
         self.attention = ""
         self.layers: dict[str, torch.nn.Module] = {}
         self._sources: list[tuple[dict, str, Tensor]] = []
+        self._unshared: list[tuple[Tensor, int, int]] = []
         reasons = []
         for attention in _attention_order(model):
-            self.reason, self.layers, self._sources = "", {}, []
+            self.reason, self.layers, self._sources, self._unshared = "", {}, [], []
             try:
                 self.hf = self._build(model.original_model, attention)
                 self._sources = self._share_tensors(model.original_model)
@@ -152,8 +373,9 @@ class FastDecoder:
                 break
             reasons.append(f"{attention} attention: {self.reason}")
         self.reason = "" if self.ok else "; ".join(reasons)
-        # Taken after the probe, which made the bridge install its lazy hooks.
-        self._own_hooks = _torch_hooks(model)[1]
+        # Taken after the probe, whose forward pass made the bridge install its lazy hooks.
+        self.state = self.checked = BridgeState(model)
+        self.reference = self.state if reference is None else reference
 
     @staticmethod
     def _build(original: Any, attention: str) -> Any:
@@ -203,6 +425,13 @@ class FastDecoder:
                 if tensor.is_floating_point() and bool(tensor.any()):
                     self.reason = f"the bridge's parameter {full!r} has no Hugging Face twin"
                     return []
+        # Tensors the plain model does not share may still be edited in place (that
+        # bias filled), which bumps their version counter: `is_current` watches it.
+        self._unshared = [
+            (tensor, _version(tensor), tensor.data_ptr())
+            for _, _, tensor in by_name.values()
+            if id(tensor) not in used
+        ]
         return sources
 
     def _find_layers(self, model: Any) -> dict[str, torch.nn.Module]:
@@ -217,14 +446,11 @@ class FastDecoder:
         return layers
 
     def is_current(self, model: Any) -> bool:
-        """False once the bridge holds another tensor than the one shared (e.g. ``.to()``)."""
-        return all(store.get(key) is tensor for store, key, tensor in self._sources)
-
-    def user_hooks(self, model: Any) -> bool:
-        """Whether hooks other than the bridge's own are on the model (the plain model
-        would skip them, so they need TransformerLens' path)."""
-        on_points, others = _torch_hooks(model)
-        return on_points or _has_global_hooks() or not others <= self._own_hooks
+        """False once the bridge holds another tensor than the one shared (e.g. ``.to()``),
+        or a tensor the plain model does not share was written to."""
+        return all(store.get(key) is tensor for store, key, tensor in self._sources) and all(
+            _version(t) == version and t.data_ptr() == ptr for t, version, ptr in self._unshared
+        )
 
     @torch.inference_mode()
     def _probe(self, model: Any) -> bool:
@@ -297,6 +523,11 @@ class FastDecoder:
         return out.logits[:, -1].float()
 
 
+def _version(tensor: Tensor) -> int:
+    # Tensors made under inference_mode keep no version counter.
+    return -1 if tensor.is_inference() else tensor._version
+
+
 def _attention_order(model: Any) -> tuple[str, ...]:
     """Attention implementations to try for the plain model, best first.
 
@@ -330,11 +561,25 @@ def _adapt(fn: Callable[..., Tensor], point: Any) -> Callable[..., Any]:
     return hook
 
 
+def prepare(model: Any) -> None:
+    """Build `model`'s `FastDecoder` now, taking the bridge's state as the reference.
+
+    `load_model` calls it before it returns the bridge, so no user code has run yet:
+    every hook then on the bridge is its own (those its first forward pass installs
+    included), and every later change is measured against this state.
+    """
+    if model_info(model).backend == "bridge":
+        object.__setattr__(model, _ATTR, FastDecoder(model))  # not a submodule: invisible to TL
+
+
 def decoder_for(model: Any, hooks: Sequence[tuple[str, Any]] = ()) -> FastDecoder | None:
     """The model's `FastDecoder` if `generate` may use it with `hooks`, else None.
 
-    Built once per model and kept on it (outside its module tree), rebuilt when the
-    bridge's tensors change.
+    Built once per model and kept on it (outside its module tree). Each call checks
+    the bridge against the state the plain model was probed on (about 2 ms on the
+    embedded model's 2000 modules, against about 100 ms for one decode step on CPU):
+    a change of tensors rebuilds it, any other change from the reference state sends
+    `generate` to TransformerLens' path while it lasts (see the module docstring).
 
     Example:
         >>> decoder_for(model, [("blocks.1.hook_resid_post", lambda x, hook: x)]).ok
@@ -346,13 +591,28 @@ def decoder_for(model: Any, hooks: Sequence[tuple[str, Any]] = ()) -> FastDecode
         return None
     if any(_RESID_POST.fullmatch(name) is None for name, _ in hooks):
         return None
+    if _has_global_hooks():
+        return None
     decoder = getattr(model, _ATTR, None)
-    if decoder is None or not decoder.is_current(model):
-        if _torch_hooks(model)[0] or _has_global_hooks():
-            return None  # never probe through a user's hooks
+    if decoder is None:
+        # A bridge not from `load_model`: its reference is taken now, so only hooks
+        # that provably come from the libraries may be on it.
+        if _foreign_hooks(model):
+            return None
         decoder = FastDecoder(model)
-        object.__setattr__(model, _ATTR, decoder)  # not a submodule: invisible to TL
-    if not decoder.ok or decoder.user_hooks(model):
+        object.__setattr__(model, _ATTR, decoder)
+    elif not (decoder.state.same(model) and decoder.is_current(model)):
+        now = BridgeState(model)
+        changes = decoder.reference.changes(now)
+        # Kept, so that the next call on the bridge unchanged answers at once.
+        decoder.state, decoder.change = now, "; ".join(changes)
+        if changes:
+            return None
+        if not (now.holds_tensors_of(decoder.checked) and decoder.is_current(model)):
+            decoder = FastDecoder(model, decoder.reference)
+            object.__setattr__(model, _ATTR, decoder)
+        # Else the bridge is back to the state the probe saw (a hook came and went).
+    if not decoder.ok or decoder.change:
         return None
     if any(name not in decoder.layers for name, _ in hooks):
         return None

@@ -289,6 +289,12 @@ def load_model(
         prompt_style = "chat" if has_template and instruct is not False else "plain"
     _follow_checkpoint_bos(model, own_tokenizer, prompt_style)
     attach_info(model, ModelInfo(str(name), backend, prompt_style, fingerprint))
+    if backend == "bridge":
+        from .fast_decode import prepare  # fast_decode imports this module
+
+        # Before any user code runs: the fast decode path's reference state, against
+        # which every later hook, swap or edit on the bridge is detected.
+        prepare(model)
     return model
 
 
