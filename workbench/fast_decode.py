@@ -132,21 +132,32 @@ _TENSOR_SLOTS = frozenset({"_parameters", "_buffers", "_modules"})
 _LIBRARIES = ("transformers.", "transformer_lens.")
 
 
+_EMPTY: dict[type, Any] = {}
+
+
+def _copy(container: Any) -> Any:
+    if container:
+        return container.copy()
+    # Most of a module's dicts are empty: one shared empty copy per type serves them
+    # all (copies are never written to).
+    return _EMPTY.setdefault(type(container), container.copy())
+
+
 def _freeze(obj: Any, skip: frozenset[str] = frozenset()) -> dict[str, Any]:
     # Containers are copied one level deep, so a hook added to a module's hook dict (or
     # an entry to a config's rope dict) makes the live dict differ from the copy.
     return {
-        k: v.copy() if isinstance(v, (dict, list, set)) else v
+        k: _copy(v) if isinstance(v, (dict, list, set)) else v
         for k, v in vars(obj).items()
         if k not in skip
     }
 
 
-def _is_config(value: Any) -> bool:
+def _config_types() -> tuple[type, ...]:
     from transformer_lens.config import TransformerLensConfig
     from transformers import PretrainedConfig
 
-    return isinstance(value, (PretrainedConfig, TransformerLensConfig))
+    return (PretrainedConfig, TransformerLensConfig)
 
 
 def _same(a: Any, b: Any, depth: int = 3) -> bool:
@@ -187,18 +198,25 @@ class BridgeState:
     def __init__(self, model: Any) -> None:
         from transformer_lens.hook_points import HookPoint
 
+        # Breadth first from both roots (original_model is not a submodule of the
+        # bridge; most of its tree is), so each module gets its shortest path:
+        # blocks.1.attn, not blocks.1._original_component.self_attn (the same module).
         found: dict[int, tuple[str, Any]] = {}
-        for name, module in model.named_modules():
-            found.setdefault(id(module), (name or "model", module))
-        # original_model is not a submodule of the bridge; most of its tree is.
-        for name, module in model.original_model.named_modules():
-            path = f"original_model.{name}" if name else "original_model"
-            found.setdefault(id(module), (path, module))
-        # The two roots first, so that configs are named after them (``model.cfg``).
-        pending = sorted(found.values(), key=lambda f: f[1] not in (model, model.original_model))
+        queue = [("model", model), ("original_model", model.original_model)]
+        for path, obj in queue:
+            if id(obj) in found:
+                continue
+            found[id(obj)] = (path, obj)
+            prefix = "" if obj is model else f"{path}."
+            for name, child in obj._modules.items():
+                if child is not None and id(child) not in found:
+                    queue.append((prefix + name, child))
+        # Then every config they hold, named after its first holder (``model.cfg``).
+        configs = _config_types()
+        pending = list(found.values())
         for owner, obj in pending:  # grows as configs are found: sub-configs too
             for key, value in vars(obj).items():
-                if _is_config(value) and id(value) not in found:
+                if isinstance(value, configs) and id(value) not in found:
                     found[id(value)] = (f"{owner}.{key}", value)
                     pending.append(found[id(value)])
         self.root = model
@@ -221,13 +239,14 @@ class BridgeState:
         # forward is the identity: for those, no hook and no new attribute is what counts.
         bare, full, self._full_fast, self._empty, self._hooked = [], [], [], [], []
         for obj, frozen in zip(self.objects[1:], self.frozen[1:], strict=True):
-            hooks = [vars(obj)[k] for k in _HOOK_DICTS if k in vars(obj)]
+            attrs = vars(obj)
+            hooks = [attrs[k] for k in _HOOK_DICTS if k in attrs]
             if type(obj) is hook_point and not any(hooks):
                 bare.append(obj)
                 self._empty += hooks
                 continue
             full.append(obj)
-            live = {k: vars(obj)[k] for k in _TORCH_DICTS if k in vars(obj)}
+            live = {k: attrs[k] for k in _TORCH_DICTS if k in attrs}
             self._full_fast.append({**frozen, **live})
             for hook in hooks:
                 if hook:
