@@ -23,6 +23,7 @@ tokenization agree (see `workbench.prompts`).
 from __future__ import annotations
 
 import hashlib
+import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from .errors import (
     InvalidArgumentError,
     UnknownModelError,
     UnsupportedBackendError,
+    WorkbenchError,
 )
 from .options import Backend, PromptStyle, check_choice, choices
 
@@ -131,6 +133,7 @@ def _resolve_source(name: str | Path) -> tuple[str, bool | None, str | None]:
                 f"{str(path)!r} is a directory but holds no config.json, so it is not a "
                 "Hugging Face checkpoint (save one with model.save_pretrained(dir))"
             )
+        check_checkpoint(path)
         return str(path), None, None
     looks_like_path = name.startswith((".", "/", "~")) or path.suffix != ""
     if looks_like_path or "/" not in name or name.count("/") > 1:
@@ -140,6 +143,118 @@ def _resolve_source(name: str | Path) -> tuple[str, bool | None, str | None]:
             f"Embedded models: {sorted(EMBEDDED_MODELS)}"
         )
     return name, None, None
+
+
+# Weight files Hugging Face looks for in a checkpoint directory, in its order.
+_WEIGHTS = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+# JSON files a checkpoint may hold that the loaders parse.
+_JSON_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+)
+
+
+# Files one of which every tokenizer format Hugging Face loads locally has.
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "vocab.json",
+    "vocab.txt",
+    "spiece.model",
+)
+
+
+def one_line(error: BaseException) -> str:
+    """An exception's message on one line (libraries' messages span several)."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise InvalidArgumentError(
+            f"the checkpoint's {what} {str(path)!r} cannot be read as JSON ({one_line(e)}); "
+            "write the checkpoint again with save_pretrained(dir)"
+        ) from e
+
+
+def _check_safetensors(path: Path) -> None:
+    """Refuse a safetensors file that is missing, truncated or not safetensors at all.
+
+    The format is an 8-byte little-endian header length, a JSON header giving each
+    tensor's byte range, then the data: a complete file ends where the last range does.
+    """
+    if not path.is_file():
+        raise InvalidArgumentError(f"the checkpoint's weight file {str(path)!r} is missing")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = f.read(n) if 0 < n <= size - 8 else b""
+    try:
+        entries = json.loads(header)
+        end = max(
+            (int(v["data_offsets"][1]) for k, v in entries.items() if k != "__metadata__"),
+            default=0,
+        )
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+        raise InvalidArgumentError(
+            f"the checkpoint's weight file {str(path)!r} ({size} bytes) is truncated or not a "
+            "safetensors file: its header cannot be read"
+        ) from e
+    if 8 + n + end != size:
+        raise InvalidArgumentError(
+            f"the checkpoint's weight file {str(path)!r} is truncated or padded: it holds "
+            f"{size} bytes, its header describes {8 + n + end}"
+        )
+
+
+def check_checkpoint(path: Path) -> None:
+    """Refuse a local checkpoint whose config, tokenizer or weight files are unreadable,
+    with one line naming the file (the loaders would fail deep inside, unnamed).
+
+    Checks that config.json is a JSON object, that the tokenizer and generation JSON
+    files parse, that weights exist, and that every safetensors file (each shard of an
+    index) is complete. ``pytorch_model.bin`` is left to torch's own loader.
+    """
+    config = _read_json(path / "config.json", "config")
+    if not isinstance(config, dict):
+        raise InvalidArgumentError(
+            f"the checkpoint's config {str(path / 'config.json')!r} holds a JSON "
+            f"{type(config).__name__}, not an object: it is not a Hugging Face config"
+        )
+    for name in _JSON_FILES:
+        if (path / name).is_file():
+            _read_json(path / name, name)
+    if not any((path / name).is_file() for name in _TOKENIZER_FILES):
+        raise InvalidArgumentError(
+            f"the checkpoint {str(path)!r} holds no tokenizer: none of {list(_TOKENIZER_FILES)} "
+            "(save one with tokenizer.save_pretrained(dir))"
+        )
+    present = [name for name in _WEIGHTS if (path / name).is_file()]
+    if not present:
+        raise InvalidArgumentError(
+            f"the checkpoint {str(path)!r} holds no weights: none of {list(_WEIGHTS)}"
+        )
+    if present[0] == "model.safetensors":
+        _check_safetensors(path / "model.safetensors")
+    elif present[0] == "model.safetensors.index.json":
+        index = _read_json(path / present[0], "weight index")
+        shards = index.get("weight_map") if isinstance(index, dict) else None
+        if not isinstance(shards, dict) or not shards:
+            raise InvalidArgumentError(
+                f"the checkpoint's weight index {str(path / present[0])!r} has no weight_map"
+            )
+        for shard in sorted(set(map(str, shards.values()))):
+            _check_safetensors(path / shard)
 
 
 def _embedding_fingerprint(weight: torch.Tensor) -> str:
@@ -160,7 +275,7 @@ def _load_bridge(
         model = TransformerBridge.boot_transformers(source, device=device, dtype=dtype)
     except (ValueError, NotImplementedError, KeyError) as e:
         raise UnsupportedBackendError(
-            f"backend='bridge' cannot load {source!r}: {e}. TransformerBridge needs an "
+            f"backend='bridge' cannot load {source!r}: {one_line(e)}. TransformerBridge needs an "
             "architecture TransformerLens has an adapter for."
         ) from e
     weight = model.original_model.get_input_embeddings().weight
@@ -219,7 +334,7 @@ def _load_hooked(
             del hf
     except (ValueError, NotImplementedError, KeyError, AttributeError) as e:
         raise UnsupportedBackendError(
-            f"backend='hooked' cannot load {source!r}: {type(e).__name__}: {e}. "
+            f"backend='hooked' cannot load {source!r}: {type(e).__name__}: {one_line(e)}. "
             "HookedTransformer only supports architectures TransformerLens re-implements; "
             "use backend='bridge', which wraps the Hugging Face modules directly."
         ) from e
@@ -267,19 +382,40 @@ def load_model(
     if prompt_style is not None:
         check_choice("prompt_style", prompt_style, PromptStyle)
     torch_dtype = _resolve_dtype(dtype)
+    if backend == "bridge" and torch_dtype == torch.float64:
+        # TransformerBridge's attention takes its softmax in float32, where float64's
+        # padding-mask value (-1.8e308) becomes -inf: a left-padded row's padding
+        # positions give NaN, which reaches its real tokens through the values.
+        raise InvalidArgumentError(
+            f"dtype {dtype!r} does not work with backend='bridge' (TransformerBridge "
+            "computes attention in float32, where float64's mask overflows and padded "
+            "prompts come out NaN); use backend='hooked' for float64, or on the bridge "
+            f"one of {tuple(d for d in _DTYPES if d != 'float64')}"
+        )
     torch_device = _resolve_device(device)
     source, instruct, tl_name = _resolve_source(name)
-    own_tokenizer = _own_tokenizer(source)
     with warnings.catch_warnings():
         # TransformerLens warns at length about features we do not use
         # (e.g. weight processing we deliberately skip).
         warnings.simplefilter("ignore", UserWarning)
-        if backend == "bridge":
-            model, fingerprint = _load_bridge(source, torch_device, torch_dtype, tl_name)
-        else:
-            model, fingerprint = _load_hooked(
-                source, torch_device, torch_dtype, tl_name, own_tokenizer
-            )
+        try:
+            own_tokenizer = _own_tokenizer(source)
+            if backend == "bridge":
+                model, fingerprint = _load_bridge(source, torch_device, torch_dtype, tl_name)
+            else:
+                model, fingerprint = _load_hooked(
+                    source, torch_device, torch_dtype, tl_name, own_tokenizer
+                )
+        except WorkbenchError:
+            raise
+        except Exception as e:
+            # transformers, safetensors, huggingface_hub and TransformerLens each raise
+            # their own types (a config field of the wrong type, no network, a file
+            # torch cannot unpickle): one line naming the model, the cause chained.
+            where = "" if source == str(name) else f" from {source!r}"
+            raise InvalidArgumentError(
+                f"cannot load model {str(name)!r}{where}: {type(e).__name__}: {one_line(e)}"
+            ) from e
     model.eval()
     tokenizer = model.tokenizer
     if tokenizer.pad_token_id is None:
