@@ -252,13 +252,20 @@ def load_model(
             (HookedTransformer).
         device: defaults to CUDA when available, else CPU. A device this machine
             lacks is refused before anything loads (`available_devices()` lists them).
-        dtype: torch floating-point dtype or its name; defaults to float32.
+        dtype: torch floating-point dtype or its name; defaults to float32. float64
+            needs ``backend="hooked"``: TransformerBridge takes attention's softmax in
+            float32, where float64's padding mask overflows (padded prompts gave NaN).
         prompt_style: ``"chat"`` or ``"plain"``; defaults to chat for instruction-tuned
             models with a chat template and plain otherwise.
 
     Returns:
         A `TransformerBridge` or `HookedTransformer` in eval mode; `model_info(model)`
-        returns its `ModelInfo`.
+        returns its `ModelInfo`. A bridge comes with its fast decoder built and the
+        state every later change to it is checked against (`workbench.fast_decode`).
+
+    A local checkpoint whose config, tokenizer or weight files are corrupt, truncated
+    or missing, and any other failure of the loaders, ends in one `WorkbenchError`
+    line naming the file or the model.
 
     BOS: ``model.tokenizer`` adds a BOS token exactly when the checkpoint's own
     tokenizer does (TransformerLens would force one), and ``cfg.default_prepend_bos``
