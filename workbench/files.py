@@ -48,9 +48,7 @@ def user_path(path: object, what: str = "path") -> Path:
     if isinstance(path, os.PathLike):
         path = os.fspath(path)
     if not isinstance(path, str):
-        raise ArgumentTypeError(
-            f"{what} must be a str or Path, got {type(path).__name__} {path!r}"
-        )
+        raise ArgumentTypeError(f"{what} must be a str or Path, got {type(path).__name__} {path!r}")
     if not path.strip():
         raise InvalidArgumentError(f"{what} {path!r} is empty; give a file name")
     if "\0" in path:

@@ -172,7 +172,7 @@ def test_a_replaced_buffer_rebuilds_the_decoder(fresh, unchanged):
 
 def test_the_workbench_and_transformer_lens_calls_leave_the_fast_path_on(fresh):
     decoder = decoder_for(fresh)
-    assert decoder.state.same(fresh) and decoder.state is decoder.reference
+    assert decoder.state.same(fresh) and decoder.state is decoder.checked
     vec = compute_instruction_vector(fresh, LOWERCASE_PAIRS, layers=[1])
     with steer(fresh, SteeringTerm(vec, layer=1, mode="add", weight=3.0)):
         assert decoder_for(fresh) is None  # a steer() block is a hook of the user's
@@ -210,3 +210,13 @@ def test_bridge_state_names_each_kind_of_change(fresh):
     assert not state.same(fresh)
     assert any(c.endswith("variance_epsilon changed") for c in changes), changes
     assert "blocks.1.attn._forward_hooks changed" in changes
+
+
+def test_the_reference_holds_no_tensor(fresh):
+    """The load-time reference lasts as long as the model: holding tensors, it would
+    keep every parameter the user replaces alive."""
+    reference = decoder_for(fresh).reference
+    slots = [f[k] for f in reference.frozen for k in ("_parameters", "_buffers") if k in f]
+    assert sum(map(len, slots)) > 20
+    assert not any(isinstance(v, Tensor) for slot in slots for v in slot.values())
+    assert reference.objects == [] and reference.root is None
