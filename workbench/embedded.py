@@ -3,7 +3,9 @@
 The embedded models arrive as GGUF files inside ordinary Python packages, so the
 workbench runs with no network at all. transformers dequantizes a GGUF to fp32 in
 tens of seconds; we do that once and keep the result as a safetensors checkpoint in
-a cache directory, written atomically and verified by hash on every load.
+a cache directory, written atomically and verified by hash on every load. A user's
+own checkpoint directory has no manifest: `check_checkpoint` reads what it can of
+its files before the loaders do, so a corrupt one is named in one line.
 """
 
 from __future__ import annotations
@@ -18,7 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import EmbeddedModelMissingError, UnknownNameError, WorkbenchError
+from .errors import (
+    EmbeddedModelMissingError,
+    InvalidArgumentError,
+    UnknownNameError,
+    WorkbenchError,
+)
 from .files import remove_stale_temps, temp_name
 
 CACHE_ENV = "WORKBENCH_CACHE"
@@ -163,6 +170,118 @@ def write_manifest(path: Path, **info: str) -> None:
     files = {p.name: _sha256(p) for p in sorted(path.iterdir()) if p.is_file()}
     manifest = {"format": CACHE_FORMAT, **info, "files": files}
     (path / MANIFEST).write_text(json.dumps(manifest, indent=2))
+
+
+# Weight files Hugging Face looks for in a checkpoint directory, in its order.
+_WEIGHTS = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+# JSON files a checkpoint may hold that the loaders parse.
+_JSON_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+)
+
+
+# Files one of which every tokenizer format Hugging Face loads locally has.
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "vocab.json",
+    "vocab.txt",
+    "spiece.model",
+)
+
+
+def one_line(error: BaseException) -> str:
+    """An exception's message on one line (libraries' messages span several)."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise InvalidArgumentError(
+            f"the checkpoint's {what} {str(path)!r} cannot be read as JSON ({one_line(e)}); "
+            "write the checkpoint again with save_pretrained(dir)"
+        ) from e
+
+
+def _check_safetensors(path: Path) -> None:
+    """Refuse a safetensors file that is missing, truncated or not safetensors at all.
+
+    The format is an 8-byte little-endian header length, a JSON header giving each
+    tensor's byte range, then the data: a complete file ends where the last range does.
+    """
+    if not path.is_file():
+        raise InvalidArgumentError(f"the checkpoint's weight file {str(path)!r} is missing")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = f.read(n) if 0 < n <= size - 8 else b""
+    try:
+        entries = json.loads(header)
+        end = max(
+            (int(v["data_offsets"][1]) for k, v in entries.items() if k != "__metadata__"),
+            default=0,
+        )
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+        raise InvalidArgumentError(
+            f"the checkpoint's weight file {str(path)!r} ({size} bytes) is truncated or not a "
+            "safetensors file: its header cannot be read"
+        ) from e
+    if 8 + n + end != size:
+        raise InvalidArgumentError(
+            f"the checkpoint's weight file {str(path)!r} is truncated or padded: it holds "
+            f"{size} bytes, its header describes {8 + n + end}"
+        )
+
+
+def check_checkpoint(path: Path) -> None:
+    """Refuse a local checkpoint whose config, tokenizer or weight files are unreadable,
+    with one line naming the file (the loaders would fail deep inside, unnamed).
+
+    Checks that config.json is a JSON object, that the tokenizer and generation JSON
+    files parse, that weights exist, and that every safetensors file (each shard of an
+    index) is complete. ``pytorch_model.bin`` is left to torch's own loader.
+    """
+    config = _read_json(path / "config.json", "config")
+    if not isinstance(config, dict):
+        raise InvalidArgumentError(
+            f"the checkpoint's config {str(path / 'config.json')!r} holds a JSON "
+            f"{type(config).__name__}, not an object: it is not a Hugging Face config"
+        )
+    for name in _JSON_FILES:
+        if (path / name).is_file():
+            _read_json(path / name, name)
+    if not any((path / name).is_file() for name in _TOKENIZER_FILES):
+        raise InvalidArgumentError(
+            f"the checkpoint {str(path)!r} holds no tokenizer: none of {list(_TOKENIZER_FILES)} "
+            "(save one with tokenizer.save_pretrained(dir))"
+        )
+    present = [name for name in _WEIGHTS if (path / name).is_file()]
+    if not present:
+        raise InvalidArgumentError(
+            f"the checkpoint {str(path)!r} holds no weights: none of {list(_WEIGHTS)}"
+        )
+    if present[0] == "model.safetensors":
+        _check_safetensors(path / "model.safetensors")
+    elif present[0] == "model.safetensors.index.json":
+        index = _read_json(path / present[0], "weight index")
+        shards = index.get("weight_map") if isinstance(index, dict) else None
+        if not isinstance(shards, dict) or not shards:
+            raise InvalidArgumentError(
+                f"the checkpoint's weight index {str(path / present[0])!r} has no weight_map"
+            )
+        for shard in sorted(set(map(str, shards.values()))):
+            _check_safetensors(path / shard)
 
 
 def gguf_add_bos(gguf: Path) -> bool | None:

@@ -30,12 +30,19 @@ from typing import Any
 
 import torch
 
-from .embedded import EMBEDDED_MODELS, ensure_checkpoint, tokenizer_adds_bos
+from .embedded import (
+    EMBEDDED_MODELS,
+    check_checkpoint,
+    ensure_checkpoint,
+    one_line,
+    tokenizer_adds_bos,
+)
 from .errors import (
     ArgumentTypeError,
     InvalidArgumentError,
     UnknownModelError,
     UnsupportedBackendError,
+    WorkbenchError,
 )
 from .options import Backend, PromptStyle, check_choice, choices
 
@@ -131,6 +138,7 @@ def _resolve_source(name: str | Path) -> tuple[str, bool | None, str | None]:
                 f"{str(path)!r} is a directory but holds no config.json, so it is not a "
                 "Hugging Face checkpoint (save one with model.save_pretrained(dir))"
             )
+        check_checkpoint(path)
         return str(path), None, None
     looks_like_path = name.startswith((".", "/", "~")) or path.suffix != ""
     if looks_like_path or "/" not in name or name.count("/") > 1:
@@ -160,7 +168,7 @@ def _load_bridge(
         model = TransformerBridge.boot_transformers(source, device=device, dtype=dtype)
     except (ValueError, NotImplementedError, KeyError) as e:
         raise UnsupportedBackendError(
-            f"backend='bridge' cannot load {source!r}: {e}. TransformerBridge needs an "
+            f"backend='bridge' cannot load {source!r}: {one_line(e)}. TransformerBridge needs an "
             "architecture TransformerLens has an adapter for."
         ) from e
     weight = model.original_model.get_input_embeddings().weight
@@ -219,7 +227,7 @@ def _load_hooked(
             del hf
     except (ValueError, NotImplementedError, KeyError, AttributeError) as e:
         raise UnsupportedBackendError(
-            f"backend='hooked' cannot load {source!r}: {type(e).__name__}: {e}. "
+            f"backend='hooked' cannot load {source!r}: {type(e).__name__}: {one_line(e)}. "
             "HookedTransformer only supports architectures TransformerLens re-implements; "
             "use backend='bridge', which wraps the Hugging Face modules directly."
         ) from e
@@ -244,13 +252,20 @@ def load_model(
             (HookedTransformer).
         device: defaults to CUDA when available, else CPU. A device this machine
             lacks is refused before anything loads (`available_devices()` lists them).
-        dtype: torch floating-point dtype or its name; defaults to float32.
+        dtype: torch floating-point dtype or its name; defaults to float32. float64
+            needs ``backend="hooked"``: TransformerBridge takes attention's softmax in
+            float32, where float64's padding mask overflows (padded prompts gave NaN).
         prompt_style: ``"chat"`` or ``"plain"``; defaults to chat for instruction-tuned
             models with a chat template and plain otherwise.
 
     Returns:
         A `TransformerBridge` or `HookedTransformer` in eval mode; `model_info(model)`
-        returns its `ModelInfo`.
+        returns its `ModelInfo`. A bridge comes with its fast decoder built and the
+        state every later change to it is checked against (`workbench.fast_decode`).
+
+    A local checkpoint whose config, tokenizer or weight files are corrupt, truncated
+    or missing, and any other failure of the loaders, ends in one `WorkbenchError`
+    line naming the file or the model.
 
     BOS: ``model.tokenizer`` adds a BOS token exactly when the checkpoint's own
     tokenizer does (TransformerLens would force one), and ``cfg.default_prepend_bos``
@@ -267,19 +282,40 @@ def load_model(
     if prompt_style is not None:
         check_choice("prompt_style", prompt_style, PromptStyle)
     torch_dtype = _resolve_dtype(dtype)
+    if backend == "bridge" and torch_dtype == torch.float64:
+        # TransformerBridge's attention takes its softmax in float32, where float64's
+        # padding-mask value (-1.8e308) becomes -inf: a left-padded row's padding
+        # positions give NaN, which reaches its real tokens through the values.
+        raise InvalidArgumentError(
+            f"dtype {dtype!r} does not work with backend='bridge' (TransformerBridge "
+            "computes attention in float32, where float64's mask overflows and padded "
+            "prompts come out NaN); use backend='hooked' for float64, or on the bridge "
+            f"one of {tuple(d for d in _DTYPES if d != 'float64')}"
+        )
     torch_device = _resolve_device(device)
     source, instruct, tl_name = _resolve_source(name)
-    own_tokenizer = _own_tokenizer(source)
     with warnings.catch_warnings():
         # TransformerLens warns at length about features we do not use
         # (e.g. weight processing we deliberately skip).
         warnings.simplefilter("ignore", UserWarning)
-        if backend == "bridge":
-            model, fingerprint = _load_bridge(source, torch_device, torch_dtype, tl_name)
-        else:
-            model, fingerprint = _load_hooked(
-                source, torch_device, torch_dtype, tl_name, own_tokenizer
-            )
+        try:
+            own_tokenizer = _own_tokenizer(source)
+            if backend == "bridge":
+                model, fingerprint = _load_bridge(source, torch_device, torch_dtype, tl_name)
+            else:
+                model, fingerprint = _load_hooked(
+                    source, torch_device, torch_dtype, tl_name, own_tokenizer
+                )
+        except WorkbenchError:
+            raise
+        except Exception as e:
+            # transformers, safetensors, huggingface_hub and TransformerLens each raise
+            # their own types (a config field of the wrong type, no network, a file
+            # torch cannot unpickle): one line naming the model, the cause chained.
+            where = "" if source == str(name) else f" from {source!r}"
+            raise InvalidArgumentError(
+                f"cannot load model {str(name)!r}{where}: {type(e).__name__}: {one_line(e)}"
+            ) from e
     model.eval()
     tokenizer = model.tokenizer
     if tokenizer.pad_token_id is None:
@@ -289,6 +325,12 @@ def load_model(
         prompt_style = "chat" if has_template and instruct is not False else "plain"
     _follow_checkpoint_bos(model, own_tokenizer, prompt_style)
     attach_info(model, ModelInfo(str(name), backend, prompt_style, fingerprint))
+    if backend == "bridge":
+        from .fast_decode import prepare  # fast_decode imports this module
+
+        # Before any user code runs: the fast decode path's reference state, against
+        # which every later hook, swap or edit on the bridge is detected.
+        prepare(model)
     return model
 
 

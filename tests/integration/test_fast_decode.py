@@ -75,3 +75,27 @@ def test_fast_and_tl_paths_agree_per_row(smol, vec, prompts):
     )
     fast, slow = _both(smol, prompts, rows)
     assert fast == slow
+
+
+def test_a_users_hook_on_the_embedded_model_takes_the_tl_path(smol, prompts):
+    """A torch hook on a bridge module is the user's, whenever it was registered: the
+    fast path steps aside while it is on, and comes back, unrebuilt, once it is off."""
+    decoder = decoder_for(smol)
+    calls = []
+
+    def hook(module, args, out):
+        calls.append(1)
+        return (out[0] * 1.5, *out[1:]) if isinstance(out, tuple) else out * 1.5
+
+    handle = smol.blocks[10].register_forward_hook(hook)
+    try:
+        assert decoder_for(smol) is None
+        hooked = generate(smol, prompts[:2], max_new_tokens=6, return_tokens=True).tokens
+        with use_fast_decode(False):
+            slow = generate(smol, prompts[:2], max_new_tokens=6, return_tokens=True).tokens
+    finally:
+        handle.remove()
+    assert hooked == slow and len(calls) == 2 * 6  # every forward pass, on both runs
+    assert decoder_for(smol) is decoder and decoder.state.same(smol)
+    plain = generate(smol, prompts[:2], max_new_tokens=6, return_tokens=True).tokens
+    assert plain != hooked

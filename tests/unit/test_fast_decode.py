@@ -324,6 +324,7 @@ def test_eager_attention_is_the_fallback_when_sdpa_fails_the_probe(fresh, monkey
 
     # A tolerance SDPA's float32 rounding (~1e-7) cannot meet, and eager's 0 can.
     monkeypatch.setitem(fast_decode._TOLERANCE, torch.float32, 1e-12)
+    fast_decode.prepare(fresh)  # what load_model does, now under that tolerance
     decoder = decoder_for(fresh)
     assert decoder is not None and decoder.attention == "eager"
     assert decoder.hf.config._attn_implementation == "eager"

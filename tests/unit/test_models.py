@@ -28,6 +28,7 @@ from workbench.errors import (
     UnknownModelError,
     UnknownNameError,
     UnsupportedBackendError,
+    WorkbenchError,
 )
 
 
@@ -218,3 +219,97 @@ class TestCheckpointVerification:
 
     def test_empty_directory_fails(self, tmp_path):
         assert not verify_checkpoint(tmp_path)
+
+
+def test_float64_on_the_bridge_is_refused_with_the_choices(tiny_dir):
+    # TransformerBridge's float32 softmax turns float64's mask value into -inf, so a
+    # left-padded row came out NaN and decoded to '' on both decode paths.
+    with pytest.raises(InvalidArgumentError) as err:
+        load_model(str(tiny_dir), dtype="float64")
+    message = str(err.value)
+    assert "\n" not in message and "dtype 'float64'" in message
+    assert "backend='hooked'" in message and "('float32', 'float16', 'bfloat16')" in message
+    with pytest.raises(InvalidArgumentError, match="dtype torch.float64"):
+        load_model(str(tiny_dir), dtype=torch.float64)
+
+
+def test_float64_on_the_hooked_backend_pads_without_nan(tiny_dir):
+    from workbench import generate
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = load_model(str(tiny_dir), backend="hooked", dtype="float64")
+    prompts = ["tell me a story about owls", "a"]
+    batched = generate(model, prompts, max_new_tokens=6, return_tokens=True).tokens
+    # The short prompt is left-padded in the batch; alone it is not.
+    alone = generate(model, prompts[1:], max_new_tokens=6, return_tokens=True).tokens
+    assert batched[1] == alone[0]
+
+
+def _copy_checkpoint(src: Path, dest: Path) -> Path:
+    dest.mkdir()
+    for f in src.iterdir():
+        (dest / f.name).write_bytes(f.read_bytes())
+    return dest
+
+
+def _truncate(path: Path, by: int = 100) -> None:
+    path.write_bytes(path.read_bytes()[:-by])
+
+
+def _shard(ckpt: Path) -> None:
+    """Turn the single weight file into an index with two shards, the second missing."""
+    (ckpt / "model.safetensors").rename(ckpt / "model-00001-of-00002.safetensors")
+    weight_map = {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}
+    (ckpt / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+
+
+CORRUPT = {
+    "config not JSON": ("config.json", lambda c: (c / "config.json").write_text("{not json")),
+    "config empty": ("config.json", lambda c: (c / "config.json").write_text("")),
+    "config a list": ("config.json", lambda c: (c / "config.json").write_text("[1, 2]")),
+    "weights truncated": ("model.safetensors", lambda c: _truncate(c / "model.safetensors")),
+    "weights garbage": (
+        "model.safetensors",
+        lambda c: (c / "model.safetensors").write_bytes(b"x" * 64),
+    ),
+    "weights empty": ("model.safetensors", lambda c: (c / "model.safetensors").write_bytes(b"")),
+    "weights missing": ("holds no weights", lambda c: (c / "model.safetensors").unlink()),
+    "shard missing": ("model-00002-of-00002.safetensors", _shard),
+    "tokenizer not JSON": ("tokenizer.json", lambda c: (c / "tokenizer.json").write_text("{")),
+    "no tokenizer": (
+        "holds no tokenizer",
+        lambda c: [(c / f).unlink() for f in ("tokenizer.json", "tokenizer_config.json")],
+    ),
+}
+
+
+@pytest.mark.parametrize("backend", ["bridge", "hooked"])
+@pytest.mark.parametrize("case", CORRUPT)
+def test_a_corrupt_checkpoint_is_one_line_naming_the_file(tiny_dir, tmp_path, case, backend):
+    named, corrupt = CORRUPT[case]
+    ckpt = _copy_checkpoint(tiny_dir, tmp_path / "ckpt")
+    corrupt(ckpt)
+    with pytest.raises(WorkbenchError) as err:
+        load_model(str(ckpt), backend=backend)
+    message = str(err.value)
+    assert "\n" not in message and str(ckpt) in message and named in message, message
+
+
+def test_a_config_field_of_the_wrong_type_is_one_line_naming_the_model(tiny_dir, tmp_path):
+    ckpt = _copy_checkpoint(tiny_dir, tmp_path / "ckpt")
+    config = json.loads((ckpt / "config.json").read_text())
+    (ckpt / "config.json").write_text(json.dumps({**config, "hidden_size": "big"}))
+    with pytest.raises(InvalidArgumentError) as err:
+        load_model(str(ckpt))
+    message = str(err.value)
+    assert "\n" not in message and repr(str(ckpt)) in message and "hidden_size" in message
+
+
+def test_an_unknown_architecture_is_one_line(tiny_dir, tmp_path):
+    ckpt = _copy_checkpoint(tiny_dir, tmp_path / "ckpt")
+    config = json.loads((ckpt / "config.json").read_text())
+    (ckpt / "config.json").write_text(json.dumps({**config, "model_type": "zzz"}))
+    with pytest.raises(UnsupportedBackendError) as err:
+        load_model(str(ckpt))
+    assert "\n" not in str(err.value) and "zzz" in str(err.value)
