@@ -61,8 +61,8 @@ from torch import Tensor
 
 from .bridge_state import DECODER_ATTR as _ATTR
 from .bridge_state import BridgeState, foreign_hooks, has_global_hooks
-from .errors import ArgumentTypeError
 from .models import model_info
+from .options import check_bool
 
 _RESID_POST = re.compile(r"blocks\.(\d+)\.hook_resid_post")
 _ENABLED: contextvars.ContextVar[bool] = contextvars.ContextVar(
@@ -85,8 +85,7 @@ def use_fast_decode(enabled: bool) -> Iterator[None]:
         >>> len(out)
         1
     """
-    if not isinstance(enabled, bool):
-        raise ArgumentTypeError(f"use_fast_decode takes True or False, got {enabled!r}")
+    check_bool("use_fast_decode", enabled)
     token = _ENABLED.set(enabled)
     try:
         yield

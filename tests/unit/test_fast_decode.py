@@ -203,7 +203,7 @@ def test_other_hooks_backends_and_the_switch_are_not_fast(tiny_models, vec):
         assert decoder_for(bridge) is None
     assert decoder_for(bridge) is not None
     # "no" is truthy: a switch that took it would turn the fast path on.
-    with pytest.raises(ArgumentTypeError, match="True or False, got 'no'"):
+    with pytest.raises(ArgumentTypeError, match="True or False, got str 'no'"):
         with use_fast_decode("no"):
             pass
     # A hook name the plain model has no layer for runs TransformerLens' path, exactly.
