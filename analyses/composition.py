@@ -84,7 +84,7 @@ def pair_cosines(vectors: Any, *, layer: int) -> pd.DataFrame:
         ([['lowercase', 'one_sentence'], ['lowercase', 'again'], ['one_sentence', 'again']], 1.0)
     """
     vecs = _vectors(vectors)
-    check_int("layer", layer, low=0)
+    layer = check_int("layer", layer, low=0)
     diffs = {label: v.diffs[v.row(layer)] for label, v in vecs.items()}
     rows = [
         {
@@ -143,8 +143,8 @@ def joint_responses(
     """
     vecs = _vectors(vectors)
     texts = _prompts(prompts)
-    check_int("max_new_tokens", max_new_tokens, low=1)
-    check_int("batch_size", batch_size, low=1)
+    max_new_tokens = check_int("max_new_tokens", max_new_tokens, low=1)
+    batch_size = check_int("batch_size", batch_size, low=1)
     if not isinstance(pairs, bool):
         raise ArgumentTypeError(f"pairs must be a bool, got {pairs!r}")
     settings = {}

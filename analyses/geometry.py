@@ -163,7 +163,7 @@ def cosine_table(
     if not vectors:
         raise InvalidArgumentError("vectors is empty; pass at least one InstructionVector")
     named = labelled(vectors)
-    check_int("layer", layer)
+    layer = check_int("layer", layer)
     first_label, first = next(iter(named.items()))
     for label, vec in named.items():
         if vec.d_model != first.d_model:
@@ -182,6 +182,7 @@ def cosine_table(
     labels = list(named)
     directions = torch.stack([named[label].direction(layer) for label in labels])
     check_bool("centred", centred)
+    check_bool("cluster", cluster)
     if centred:
         if len(labels) < 3:
             raise InvalidArgumentError(
@@ -259,7 +260,7 @@ def residual_norms(
     """
     refuse_under_per_row_steer("residual_norms")
     layers = check_layers(model, layers)
-    check_int("batch_size", batch_size, low=1)
+    batch_size = check_int("batch_size", batch_size, low=1)
     texts = [format_prompt(model, p, style=prompt_style) for p in check_prompts(prompts)]
     token_lists = encode_prompts(model, texts, style=prompt_style)
     check_context(model, token_lists)

@@ -170,7 +170,7 @@ def plot_token_projections(
         ('heatmap', ('unsteered', 'steered'))
     """
     table = drawable(table, {"setting", "position", "token", "projection"}, "token_projections")
-    check_int("per_line", per_line, low=1)
+    per_line = check_int("per_line", per_line, low=1)
     settings = list(dict.fromkeys(table["setting"]))
     width = int(table["position"].max()) + 1
     columns = min(width, per_line)

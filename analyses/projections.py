@@ -20,11 +20,10 @@ from jaxtyping import Float
 from torch import Tensor
 
 from workbench import InstructionVector
-from workbench.activations import int_list
 from workbench.diagnostics import separability_from_activations
 from workbench.errors import ArgumentTypeError, InvalidArgumentError, VectorMismatchError
 from workbench.extraction import pair_activations
-from workbench.options import check_int
+from workbench.options import check_int, int_list
 from workbench.pairs import Pair, as_pairs
 
 from .style import labelled, vector_label
@@ -107,7 +106,7 @@ def projections(
     """
     vec = _check_vector(vec)
     layers = _vector_layers(vec, layers)
-    check_int("batch_size", batch_size, low=1)
+    batch_size = check_int("batch_size", batch_size, low=1)
     pairs = as_pairs(pairs)
     if len(pairs) < 2:
         raise InvalidArgumentError(
@@ -257,7 +256,7 @@ def difference_pca(
     named = labelled(vectors)
     if not named:
         raise InvalidArgumentError("vectors is empty; pass at least one vector")
-    check_int("n_components", n_components, low=1)
+    n_components = check_int("n_components", n_components, low=1)
     labels, pair_index, x = _pooled_diffs(named, layer)
     most = min(x.shape)
     if n_components > most:

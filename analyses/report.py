@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -284,6 +284,10 @@ def _refuse_input(target: Path, vector: Any, sweep: Any) -> None:
         inputs.append(sweep)
     elif isinstance(sweep, Sequence) and not isinstance(sweep, (str, bytes)):
         inputs += [p for p in sweep if isinstance(p, (str, os.PathLike))]
+    # A table from merge_sweeps or sweep(out=) names the files it was read from.
+    identity = getattr(sweep, "attrs", {}).get("sweep") if sweep is not None else None
+    if isinstance(identity, Mapping) and isinstance(identity.get("sources"), list):
+        inputs += [p for p in identity["sources"] if isinstance(p, str)]
     for given in inputs:
         path = user_path(given, "input")
         if target.exists() and path.exists() and os.path.samefile(target, path):

@@ -114,6 +114,4 @@ def write_html(fig: go.Figure, path: str | Path) -> Path:
         False
     """
     html = fig.to_html(include_plotlyjs=True, full_html=True)
-    path = Path(path)
-    write_atomic(path, html.encode("utf-8"))
-    return path
+    return write_atomic(path, html.encode("utf-8"))

@@ -21,7 +21,7 @@ import pandas as pd
 
 from workbench import instruction, instruction_names, select
 from workbench.errors import ArgumentTypeError, InvalidArgumentError
-from workbench.options import Mode, check_choice, is_finite_number
+from workbench.options import Mode, as_float, check_choice
 from workbench.selection import summarize
 
 # What a line of `layer_sweep` stands for: one steering strength (of one mode), or
@@ -127,9 +127,7 @@ def _line_name(mode: str, strength: float) -> str:
 
 
 def _check_strength(strength: Any) -> float | None:
-    if strength is not None and not is_finite_number(strength):
-        raise InvalidArgumentError(f"strength {strength!r} is not a finite number or None")
-    return None if strength is None else float(strength)
+    return None if strength is None else as_float("strength", strength)
 
 
 def _instruction_lines(

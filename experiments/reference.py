@@ -87,7 +87,11 @@ def run_instruction(model: Any, name: str, cfg: Config, raw: Path) -> dict[str, 
     )
     chosen = select(val, vec)
     s = chosen.setting
-    test_grid = {"layers": [s.layer], "modes": [s.mode], "strengths": [s.strength or 1.0]}
+    test_grid = {
+        "layers": [s.layer],
+        "modes": [s.mode],
+        "strengths": [1.0 if s.strength is None else s.strength],
+    }
     rows: dict[str, pd.DataFrame] = {}
     for label, prompts in [
         ("no_instruction", _queries("test", cfg.n_test)),

@@ -9,8 +9,6 @@ Memory therefore grows with prompts x layers x d_model, not with sequence length
 from __future__ import annotations
 
 import contextlib
-import math
-import numbers
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
@@ -21,8 +19,15 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from . import kv
-from .errors import ArgumentTypeError, InvalidArgumentError
-from .options import RESID_HOOK, check_bool, check_hook_template, check_int, check_read_position
+from .errors import InvalidArgumentError
+from .options import (
+    RESID_HOOK,
+    check_bool,
+    check_hook_template,
+    check_int,
+    check_read_position,
+    int_list,
+)
 from .prompts import encode_prompts, pad_left
 from .steering import hooks_held, refuse_under_per_row_steer
 from .vectors import check_hooks
@@ -30,80 +35,6 @@ from .vectors import check_hooks
 
 class _StopForward(Exception):
     """Raised by the hook of the last needed layer to skip the rest of the model."""
-
-
-def as_list(name: str, values: Any, example: str) -> list:
-    """`values` as a list: a list, tuple, range, or 1-d numpy array or torch tensor.
-
-    A str is refused (it would be read letter by letter), and so are sets and
-    iterators (no order, or used up once read).
-
-    Example:
-        >>> as_list("modes", "add", "['add']")
-        Traceback (most recent call last):
-        ...
-        workbench.errors.ArgumentTypeError: modes must be a list, got str 'add'; give a list such as ['add']
-    """
-    if isinstance(values, (str, bytes)):
-        raise ArgumentTypeError(
-            f"{name} must be a list, got {type(values).__name__} {values!r}; "
-            f"give a list such as {example}"
-        )
-    if hasattr(values, "ndim") and hasattr(values, "tolist"):
-        if values.ndim != 1:
-            raise InvalidArgumentError(
-                f"{name} must be one-dimensional, got an array of shape {tuple(values.shape)}"
-            )
-        return values.tolist()
-    if not isinstance(values, Sequence):
-        raise ArgumentTypeError(
-            f"{name} must be a list such as {example}, got {type(values).__name__} {values!r:.60}"
-        )
-    return list(values)
-
-
-def check_distinct(name: str, values: list) -> list:
-    """`values` if no item repeats, else an error naming the repeated ones."""
-    repeated = list(dict.fromkeys(v for i, v in enumerate(values) if v in values[:i]))
-    if repeated:
-        raise InvalidArgumentError(
-            f"{name} {values} contain duplicates: {', '.join(map(repr, repeated))} repeated"
-        )
-    return values
-
-
-def int_list(name: str, values: Any, item: str) -> list[int]:
-    """Non-empty, distinct ints (numpy ints included) from `values` (see `as_list`)."""
-    values = as_list(name, values, "[1, 2]")
-    if not values:
-        raise InvalidArgumentError(f"{name} is empty; give at least one {item}")
-    for value in values:
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            raise ArgumentTypeError(
-                f"{item} must be an int, got {type(value).__name__} {value!r} in {name}"
-            )
-    return check_distinct(name, [int(v) for v in values])
-
-
-def float_list(name: str, values: Any, item: str) -> list[float]:
-    """Non-empty, distinct finite numbers (numpy floats included) as Python floats."""
-    values = as_list(name, values, "[0.5, 1.0]")
-    if not values:
-        raise InvalidArgumentError(f"{name} is empty; give at least one {item}")
-    out = []
-    for value in values:
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise ArgumentTypeError(
-                f"{item} must be a number, got {type(value).__name__} {value!r} in {name}"
-            )
-        try:
-            number = float(value)
-        except OverflowError:
-            number = math.inf
-        if not math.isfinite(number):
-            raise InvalidArgumentError(f"{name} must be finite numbers, got {item} {value!r}")
-        out.append(number)
-    return check_distinct(name, out)
 
 
 def check_layers(model: Any, layers: Sequence[int] | None) -> list[int]:
@@ -234,7 +165,7 @@ def read_tokens(
     refuse_under_per_row_steer("read_residuals")
     layers = check_layers(model, layers)
     position = check_read_position(position)
-    check_int("batch_size", batch_size, low=1)
+    batch_size = check_int("batch_size", batch_size, low=1)
     check_bool("share_prefix", share_prefix)
     check_bool("progress", progress)
     names = [check_hook_template(hook_name).format(layer=layer) for layer in layers]

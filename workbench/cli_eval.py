@@ -283,7 +283,11 @@ def _evaluate_one(model: Any, name: str, values: dict, layers: list[int], args: 
             table = sweep(model, vec, prompts, **zero, baseline=False, **common, out=out)
             base = steered = table
         else:
-            one = {"layers": [s.layer], "modes": [s.mode], "strengths": [s.strength or 1.0]}
+            one = {
+                "layers": [s.layer],
+                "modes": [s.mode],
+                "strengths": [1.0 if s.strength is None else s.strength],
+            }
             table = sweep(model, vec, prompts, **one, **common, out=raw(f"test.{label}"))
             base, steered = table[table.layer.isna()], table[table.layer.notna()]
         test[label] = _summary(base, args.metric)

@@ -15,10 +15,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from .activations import as_list, check_distinct
 from .errors import ArgumentTypeError, InvalidArgumentError
 from .extraction import pair_activations
-from .options import check_int, is_finite_number
+from .options import as_float, as_list, check_distinct, check_int
 from .pairs import Pair, as_pairs
 from .vectors import InstructionVector
 
@@ -79,16 +78,14 @@ def stability_curve(
     if n < 2:
         raise InvalidArgumentError(f"stability needs at least 2 pairs, got {n}")
     half = n // 2
-    check_int("n_draws", n_draws, low=2)
-    check_int("seed", seed, low=0)
+    n_draws = check_int("n_draws", n_draws, low=2)
+    seed = check_int("seed", seed, low=0)
     if sizes is None:
         sizes = sorted({min(2**i, half) for i in range(half.bit_length() + 1)})
     sizes = as_list("sizes", sizes, "[1, 2, 4]")
     if not sizes:
         raise InvalidArgumentError("sizes is empty; give at least one subset size, or None")
-    for k in sizes:
-        check_int("subset size", k)
-    check_distinct("sizes", sizes)
+    sizes = check_distinct("sizes", [check_int("subset size", k) for k in sizes])
     bad = [k for k in sizes if not 1 <= k <= half]
     if bad:
         raise InvalidArgumentError(
@@ -127,7 +124,8 @@ def pairs_to_settle(curve: pd.DataFrame, threshold: float = 0.9) -> pd.DataFrame
             "curve must be a stability_curve table (columns layer, n_pairs, cosine), "
             f"got {type(curve).__name__}"
         )
-    if not is_finite_number(threshold) or not -1 <= threshold <= 1:
+    threshold = as_float("threshold", threshold)
+    if not -1 <= threshold <= 1:
         raise InvalidArgumentError(f"threshold must be a cosine in [-1, 1], got {threshold!r}")
     rows = []
     for layer, group in curve.groupby("layer", sort=True):

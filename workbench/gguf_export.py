@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import FileWriteError, InvalidArgumentError, VectorMismatchError
 from .files import atomic_path, user_path, write_target
-from .options import RESID_HOOK, is_finite_number
+from .options import RESID_HOOK, as_float, int_list
 from .vectors import InstructionVector
 
 
@@ -68,17 +68,12 @@ def export_gguf(
             f"a GGUF control vector is added to block outputs ({RESID_HOOK!r}); this vector "
             f"was read at {vec.hook_name!r}, so every layer would be off by one"
         )
-    if not is_finite_number(scale):
-        raise InvalidArgumentError(f"scale must be a finite number, got {scale!r}")
+    scale = as_float("scale", scale)
     if layers is None:
         chosen = [layer for layer in vec.layers if layer > 0]
         skipped = tuple(layer for layer in vec.layers if layer == 0)
     else:
-        if isinstance(layers, (str, bytes)) or not isinstance(layers, Iterable):
-            raise InvalidArgumentError(f"layers must be a list of layer indices, got {layers!r}")
-        chosen, skipped = list(layers), ()
-        if len(set(chosen)) != len(chosen):
-            raise InvalidArgumentError(f"layers {chosen} contain duplicates")
+        chosen, skipped = int_list("layers", layers, "layer"), ()
         if 0 in chosen:
             raise InvalidArgumentError(
                 "llama.cpp control vectors cannot steer layer 0; drop it from layers "

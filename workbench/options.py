@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from typing import Any, Literal, get_args
 
 from .errors import ArgumentTypeError, InvalidArgumentError
@@ -127,12 +128,80 @@ def check_bool(name: str, value: Any) -> bool:
     return value
 
 
+def as_list(name: str, values: Any, example: str) -> list:
+    """`values` as a list: a list, tuple, range, or 1-d numpy array or torch tensor.
+
+    A str is refused (it would be read letter by letter), and so are sets and
+    iterators (no order, or used up once read).
+
+    Example:
+        >>> as_list("modes", "add", "['add']")
+        Traceback (most recent call last):
+        ...
+        workbench.errors.ArgumentTypeError: modes must be a list, got str 'add'; give a list such as ['add']
+    """
+    if isinstance(values, (str, bytes)):
+        raise ArgumentTypeError(
+            f"{name} must be a list, got {type(values).__name__} {values!r}; "
+            f"give a list such as {example}"
+        )
+    if hasattr(values, "ndim") and hasattr(values, "tolist"):
+        if values.ndim != 1:
+            raise InvalidArgumentError(
+                f"{name} must be one-dimensional, got an array of shape {tuple(values.shape)}"
+            )
+        return values.tolist()
+    if not isinstance(values, Sequence):
+        raise ArgumentTypeError(
+            f"{name} must be a list such as {example}, got {type(values).__name__} {values!r:.60}"
+        )
+    return list(values)
+
+
+def check_distinct(name: str, values: list) -> list:
+    """`values` if no item repeats, else an error naming the repeated ones."""
+    repeated = list(dict.fromkeys(v for i, v in enumerate(values) if v in values[:i]))
+    if repeated:
+        raise InvalidArgumentError(
+            f"{name} {values} contain duplicates: {', '.join(map(repr, repeated))} repeated"
+        )
+    return values
+
+
+def int_list(name: str, values: Any, item: str) -> list[int]:
+    """Non-empty, distinct ints (numpy ints included) from `values` (see `as_list`).
+
+    Example:
+        >>> import numpy as np
+        >>> int_list("layers", np.arange(2, 5), "layer")
+        [2, 3, 4]
+    """
+    values = as_list(name, values, "[1, 2]")
+    if not values:
+        raise InvalidArgumentError(f"{name} is empty; give at least one {item}")
+    return check_distinct(name, [check_int(f"{name}[{i}]", v) for i, v in enumerate(values)])
+
+
+def float_list(name: str, values: Any, item: str) -> list[float]:
+    """Non-empty, distinct finite numbers (numpy floats included) as Python floats.
+
+    Example:
+        >>> float_list("strengths", (0.5, 1), "strength")
+        [0.5, 1.0]
+    """
+    values = as_list(name, values, "[0.5, 1.0]")
+    if not values:
+        raise InvalidArgumentError(f"{name} is empty; give at least one {item}")
+    return check_distinct(name, [as_float(f"{name}[{i}]", v) for i, v in enumerate(values)])
+
+
 def check_read_position(position: Any) -> str | int:
     """``"last"``, ``"mean"``, or a positive int k (mean of the last k prompt tokens)."""
     if isinstance(position, str) and position in choices(ReadPosition):
         return position
-    if isinstance(position, int) and not isinstance(position, bool) and position >= 1:
-        return position
+    position = _scalar(position)
+    if isinstance(position, numbers.Integral) and not isinstance(position, bool) and position >= 1:
+        return int(position)
     raise InvalidArgumentError(
         f"position {position!r} is not one of {choices(ReadPosition)} or a positive int k "
         "(the mean of the last k prompt tokens)"

@@ -236,7 +236,7 @@ def make_pairs(
     Args:
         instr: an `Instruction` (rendered) or the name of a bundled one.
         split: which bundled split of base queries to use (ignored with `queries`).
-        n: at most this many pairs (the first `n` queries).
+        n: this many pairs (the first `n` queries); more than the split holds is refused.
         queries: your own base queries instead of the bundled ones.
 
     Example:
@@ -259,7 +259,13 @@ def make_pairs(
     check_choice("split", split, Split)
     qs = base_queries(split) if queries is None else _user_queries(queries)
     if n is not None:
-        check_int("n", n, low=1)
+        n = check_int("n", n, low=1)
+        if n > len(qs):
+            # Fewer pairs than asked for would pass silently into every figure.
+            where = f"the {split} split" if queries is None else "the given queries"
+            raise InvalidArgumentError(
+                f"n {n}: {where} holds only {len(qs)} queries; ask for at most {len(qs)}"
+            )
         qs = qs[:n]
     return [
         Pair(

@@ -35,7 +35,7 @@ from jaxtyping import Int
 from jinja2 import TemplateError
 from torch import Tensor
 
-from .embedded import tokenizer_adds_bos
+from .embedded import one_line, tokenizer_adds_bos
 from .errors import ArgumentTypeError, InvalidArgumentError, PromptFormatError
 from .models import model_info
 from .options import PromptStyle, check_choice
@@ -186,7 +186,7 @@ def format_prompt(
             )
         except TemplateError as e:
             raise PromptFormatError(
-                f"the chat template of model {name!r} refused the messages: {e}"
+                f"the chat template of model {name!r} refused the messages: {one_line(e)}"
             ) from e
 
     real = render(text, system)

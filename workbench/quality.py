@@ -33,8 +33,9 @@ from . import kv
 from .activations import check_context
 from .errors import ArgumentTypeError, InvalidArgumentError
 from .generation import Generation, eos_ids, generate
-from .options import check_int, is_finite_number
+from .options import as_float, check_int
 from .prompts import encode_prompts, pad_left
+from .steering import model_lock
 from .terms import PerRow
 
 
@@ -57,12 +58,14 @@ class QualityThresholds:
     min_perplexity: float = 1.2
 
     def __post_init__(self) -> None:
-        check_int("ngram", self.ngram, low=1)
-        if not is_finite_number(self.max_repeated_share) or not 0 <= self.max_repeated_share <= 1:
+        object.__setattr__(self, "ngram", check_int("ngram", self.ngram, low=1))
+        for name in ("max_repeated_share", "min_perplexity"):
+            object.__setattr__(self, name, as_float(name, getattr(self, name)))
+        if not 0 <= self.max_repeated_share <= 1:
             raise InvalidArgumentError(
                 f"max_repeated_share must be in [0, 1], got {self.max_repeated_share!r}"
             )
-        if not is_finite_number(self.min_perplexity) or self.min_perplexity < 1:
+        if self.min_perplexity < 1:
             raise InvalidArgumentError(
                 f"min_perplexity must be a number >= 1, got {self.min_perplexity!r}"
             )
@@ -118,7 +121,7 @@ def response_perplexity(
         >>> len(ppl), all(p > 1 for p in ppl)
         (2, True)
     """
-    check_int("batch_size", batch_size, low=1)
+    batch_size = check_int("batch_size", batch_size, low=1)
     if len(prompt_tokens) != len(response_tokens):
         raise InvalidArgumentError(
             f"got {len(prompt_tokens)} prompts and {len(response_tokens)} responses; "
@@ -134,7 +137,9 @@ def response_perplexity(
         prompts = prompt_tokens[start : start + batch_size]
         responses = response_tokens[start : start + batch_size]
         ids, mask = pad_left(model, [[*p, *r] for p, r in zip(prompts, responses, strict=True)])
-        logits = kv.forward(model, ids, mask, kv.new_cache(model, ids.shape[0]))
+        # Held so that another thread's steer() block cannot reach this unsteered pass.
+        with model_lock(model):
+            logits = kv.forward(model, ids, mask, kv.new_cache(model, ids.shape[0]))
         nll = _token_nll(logits[:, :-1], ids[:, 1:])
         for row, response in enumerate(responses):
             if not response:

@@ -12,7 +12,8 @@ what a selection adds later. A table from `sweep` or `merge_sweeps` carries it i
 ``table.attrs["sweep"]`` (`table_identity`), and wherever a table meets a vector
 (`workbench.selection.select`, the report page) `check_table_vector` compares them.
 Files of format 1 predate `vector_id` and record only the digest of the mean
-differences (``"vector"``), which is then compared instead.
+differences (``"vector"``), which is then compared instead; such a file resumes when
+its configuration is this sweep's less `vector_id`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
 from .errors import (
     ArgumentTypeError,
@@ -66,7 +66,9 @@ COLUMNS = (
 )
 
 
-def _tensor_bytes(t: torch.Tensor) -> bytes:
+def _tensor_bytes(t: Any) -> bytes:
+    import torch  # here, so that reading sweep files needs no torch
+
     return t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
 
 
@@ -236,13 +238,12 @@ def read_rows(
     if not isinstance(header, dict) or header.get("format") != SWEEP_FORMAT:
         raise SweepFileError(f"{str(path)!r} is not a workbench sweep file (no sweep header)")
     _check_header(path, header)
-    if config is not None and header["version"] != SWEEP_VERSION:
-        raise SweepFileError(
-            f"{str(path)!r} holds a sweep in format {header['version']}, written by an older "
-            f"workbench that did not record the vector's identity; it can be read (merge_sweeps) "
-            f"but not resumed: write to another file, or delete this one to start over"
-        )
-    if config is not None and header.get("config") != json.loads(json.dumps(config)):
+    expected = None if config is None else json.loads(json.dumps(config))
+    if expected is not None and header["version"] == 1:
+        # Format 1 had no vector_id: the same configuration less it (the mean differences'
+        # digest "vector" included) resumes, and stays identified as format 1 was.
+        expected.pop("vector_id", None)
+    if expected is not None and header.get("config") != expected:
         raise SweepFileError(
             f"{str(path)!r} holds a sweep with another configuration; write to another file, "
             "or delete this one to start over"
@@ -369,7 +370,7 @@ def merge_sweeps(paths: Sequence[str | Path], *, partial: bool = False) -> pd.Da
                 raise SweepFileError(f"unit {row['unit']} differs between files")
     names = [str(p) for p in files]
     config = headers[0]["config"]
-    shards = [tuple(h["shard"]) if h["shard"] else (0, 1) for h in headers]
+    shards = [tuple(h["shard"]) if h.get("shard") else (0, 1) for h in headers]
     counts = sorted({n for _, n in shards})
     if len(counts) > 1:
         listed = ", ".join(

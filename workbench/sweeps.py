@@ -27,11 +27,20 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .activations import as_list, check_distinct, float_list, int_list
 from .errors import ArgumentTypeError, InvalidArgumentError, WorkbenchError
 from .files import write_target
 from .models import model_info
-from .options import Mode, check_bool, check_choice, check_int, choices
+from .options import (
+    Mode,
+    as_list,
+    check_bool,
+    check_choice,
+    check_distinct,
+    check_int,
+    choices,
+    float_list,
+    int_list,
+)
 from .prompts import format_prompt
 from .quality import QualityThresholds, generate_with_quality
 from .scoring import check_instruction, score
@@ -300,8 +309,8 @@ def sweep(
             f"vector must be an InstructionVector, got {type(vector).__name__} {vector!r:.60}"
         )
     vector.check_model(model)
-    check_int("max_new_tokens", max_new_tokens, low=1)
-    check_int("batch_size", batch_size, low=1)
+    max_new_tokens = check_int("max_new_tokens", max_new_tokens, low=1)
+    batch_size = check_int("batch_size", batch_size, low=1)
     check_bool("baseline", baseline)
     check_bool("progress", progress)
     shard = _check_shard(shard)

@@ -136,7 +136,7 @@ def test_vector_fields_are_named_by_their_own_key(tiny_vec, key, value):
     ("kwargs", "error", "match"),
     [
         ({"layers": [1, 1]}, InvalidArgumentError, r"layers \[1, 1\] contain duplicates"),
-        ({"layers": 5}, InvalidArgumentError, "must be a list of layer indices, got 5"),
+        ({"layers": 5}, ArgumentTypeError, "layers must be a list such as \\[1, 2\\], got int 5"),
         ({"scale": 1e39}, InvalidArgumentError, "scale 1e[+]39 overflows float32"),
     ],
 )

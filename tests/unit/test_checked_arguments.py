@@ -217,8 +217,10 @@ def test_diagnostics_check_sizes_thresholds_and_shapes():
     with pytest.raises(ArgumentTypeError, match="sizes must be a list"):
         stability_curve(diffs, sizes="12", n_draws=2)
     curve = stability_curve(diffs, n_draws=2)
-    with pytest.raises(InvalidArgumentError, match="threshold must be a cosine"):
+    with pytest.raises(ArgumentTypeError, match="threshold must be a real number"):
         pairs_to_settle(curve, threshold="0.9")
+    with pytest.raises(InvalidArgumentError, match="threshold must be a cosine"):
+        pairs_to_settle(curve, threshold=1.5)
     with pytest.raises(ArgumentTypeError, match="curve must be a stability_curve table"):
         pairs_to_settle(diffs)
     # Our own check in normal use; jaxtyping's shape check when tests enable it.
@@ -230,7 +232,7 @@ def test_readers_refuse_non_bool_switches(tiny_models):
     model = tiny_models["bridge"]
     with pytest.raises(ArgumentTypeError, match="share_prefix must be True or False, got str 'no'"):
         read_residuals(model, [format_prompt(model, "hi")], share_prefix="no")
-    with pytest.raises(ArgumentTypeError, match="layer must be an int, got float 1.0 in layers"):
+    with pytest.raises(ArgumentTypeError, match=r"layers\[\d\] must be an int, got float 1.0"):
         read_residuals(model, [format_prompt(model, "hi")], layers=[1.0])
     got = read_residuals(model, [format_prompt(model, "hi")], layers=np.array([2, 0]))
     want = read_residuals(model, [format_prompt(model, "hi")], layers=[2, 0])

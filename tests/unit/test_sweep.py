@@ -157,7 +157,11 @@ def test_prompts_may_carry_their_own_instruction(model, lower):
         ({"layers": [7]}, VectorMismatchError, "not layer 7"),
         ({"layers": []}, InvalidArgumentError, "layers is empty"),
         ({"modes": ["amplify"]}, InvalidArgumentError, "mode 'amplify'"),
-        ({"strengths": [float("nan")]}, InvalidArgumentError, "strengths must be finite"),
+        (
+            {"strengths": [float("nan")]},
+            InvalidArgumentError,
+            r"strengths\[\d\] nan is not a finite number",
+        ),
         ({"shard": (2, 2)}, InvalidArgumentError, r"shard index 2 is out of range \[0..1\]"),
         ({"shard": 3}, InvalidArgumentError, r"shard must be \(i, n\)"),
         ({"max_new_tokens": 0}, InvalidArgumentError, "max_new_tokens 0"),

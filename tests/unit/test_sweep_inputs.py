@@ -85,8 +85,12 @@ def no_generation(monkeypatch):
         ({"layers": ()}, InvalidArgumentError, "layers is empty"),
         ({"layers": 1}, ArgumentTypeError, "layers must be a list"),
         ({"layers": [1, 2, 1]}, InvalidArgumentError, "contain duplicates: 1 repeated"),
-        ({"layers": [True]}, ArgumentTypeError, "layer must be an int, got bool True"),
-        ({"layers": np.array([1.0])}, ArgumentTypeError, "layer must be an int, got float 1.0"),
+        ({"layers": [True]}, ArgumentTypeError, r"layers\[0\] must be an int, got bool True"),
+        (
+            {"layers": np.array([1.0])},
+            ArgumentTypeError,
+            r"layers\[0\] must be an int, got float 1.0",
+        ),
         (
             {"layers": np.array([[1]])},
             InvalidArgumentError,
@@ -96,8 +100,16 @@ def no_generation(monkeypatch):
         ({"strengths": "1"}, ArgumentTypeError, "strengths must be a list"),
         ({"strengths": [0.5, 0.5]}, InvalidArgumentError, "duplicates: 0.5 repeated"),
         ({"strengths": [1, 1.0]}, InvalidArgumentError, "duplicates: 1.0 repeated"),
-        ({"strengths": [True]}, ArgumentTypeError, "strength must be a number, got bool"),
-        ({"strengths": [10**400]}, InvalidArgumentError, "strengths must be finite"),
+        (
+            {"strengths": [True]},
+            ArgumentTypeError,
+            r"strengths\[0\] must be a real number .* got bool",
+        ),
+        (
+            {"strengths": [10**400]},
+            InvalidArgumentError,
+            r"strengths\[0\] 1000+ is not a finite number",
+        ),
         ({"baseline": "no"}, ArgumentTypeError, "baseline must be True or False, got str 'no'"),
         ({"progress": 0}, ArgumentTypeError, "progress must be True or False"),
         ({"thresholds": {"ngram": 3}}, ArgumentTypeError, "thresholds must be a QualityThresholds"),
@@ -294,20 +306,22 @@ def _as_format_1(path, to):
     return to
 
 
-def test_a_format_1_file_is_read_checked_by_its_diffs_and_never_resumed(
-    model, lower, other, tmp_path
-):
+def test_a_format_1_file_is_read_and_resumed_checked_by_its_diffs(model, lower, other, tmp_path):
     new = tmp_path / "new.jsonl"
-    sweep(model, lower, PROMPTS, out=new, **KW)
+    full = sweep(model, lower, PROMPTS, out=new, **KW)
     old = _as_format_1(new, tmp_path / "old.jsonl")
     table = merge_sweeps([old])
     assert select(table, lower).setting is not None
     with pytest.raises(VectorMismatchError, match="format-1 file: mean differences only"):
         select(table, other)
-    with pytest.raises(
-        SweepFileError, match="format 1, written by an older workbench .* not resumed"
-    ):
-        sweep(model, lower, PROMPTS, out=old, **KW)
+    # Resumed: the rows it holds are kept, the missing ones are run and appended.
+    lines = old.read_text().splitlines(keepends=True)
+    old.write_text("".join(lines[:-2]))
+    resumed = sweep(model, lower, PROMPTS, out=old, **KW)
+    assert sorted(resumed.response) == sorted(full.response)
+    assert json.loads(old.read_text().splitlines()[0])["version"] == 1
+    with pytest.raises(SweepFileError, match="another configuration"):
+        sweep(model, other, PROMPTS, out=old, **KW)
     header = json.loads(new.read_text().splitlines()[0])
     header["version"] = 99
     future = tmp_path / "future.jsonl"

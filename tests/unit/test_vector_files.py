@@ -230,7 +230,7 @@ def test_gguf_default_exports_what_llama_cpp_takes_and_reports_the_rest(tiny_mod
     [
         ({"layers": [0, 1]}, InvalidArgumentError, "cannot steer layer 0"),
         ({"layers": [5]}, VectorMismatchError, "not layer 5"),
-        ({"scale": float("nan")}, InvalidArgumentError, "scale must be a finite number"),
+        ({"scale": float("nan")}, InvalidArgumentError, "scale nan is not a finite number"),
     ],
 )
 def test_gguf_bad_arguments_write_nothing(tiny_model, tmp_path, kwargs, error, match):
