@@ -32,7 +32,7 @@ from torch import Tensor
 
 from workbench import Generation, InstructionVector
 from workbench.errors import ArgumentTypeError, InvalidArgumentError
-from workbench.prompts import encode_prompts, encode_text, format_prompt
+from workbench.prompts import check_context, encode_prompts, encode_text, format_prompt
 from workbench.steering import hooks_held, refuse_under_per_row_steer
 
 from .style import vector_label
@@ -143,13 +143,12 @@ def token_projections(
     formatted = format_prompt(model, prompt, style=vec.prompt_style)
     prompt_ids = encode_prompts(model, [formatted], style=vec.prompt_style)[0]
     answers = {s: _response_ids(model, s, r) for s, r in responses.items()}
-    n_ctx = model.cfg.n_ctx
-    for setting, ids in answers.items():
-        if len(prompt_ids) + len(ids) > n_ctx:
-            raise InvalidArgumentError(
-                f"prompt ({len(prompt_ids)} tokens) + response {setting!r} ({len(ids)} tokens) "
-                f"exceed the model's context of {n_ctx} tokens"
-            )
+    settings = list(answers)
+    check_context(
+        model,
+        [[*prompt_ids, *answers[s]] for s in settings],
+        lambda i: f"the prompt with response {settings[i]!r}",
+    )
     hook_name = vec.hook_name.format(layer=layer)
     u = vec.directions[row].float()
     rows = []

@@ -9,7 +9,7 @@ Memory therefore grows with prompts x layers x d_model, not with sequence length
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -28,7 +28,7 @@ from .options import (
     check_read_position,
     int_list,
 )
-from .prompts import encode_prompts, pad_left
+from .prompts import check_context, encode_prompts, pad_left
 from .steering import hooks_held, refuse_under_per_row_steer
 from .vectors import check_hooks
 
@@ -56,24 +56,6 @@ def check_layers(model: Any, layers: Sequence[int] | None) -> list[int]:
                 f"layer {layer!r} is out of range: the model has {n_layers} layers (0..{n_layers - 1})"
             )
     return layers
-
-
-def check_context(
-    model: Any,
-    token_lists: Sequence[Sequence[int]],
-    name: Callable[[int], str] = "prompt {}".format,
-) -> None:
-    """Refuse a prompt longer than the model's context, as `generate` does.
-
-    `name(i)` names prompt i in the message (``"prompt 3"``, ``"pair 1's with side"``).
-    """
-    n_ctx = model.cfg.n_ctx
-    for i, ids in enumerate(token_lists):
-        if len(ids) > n_ctx:
-            raise InvalidArgumentError(
-                f"{name(i)} has {len(ids)} tokens, which exceeds the model's context of "
-                f"{n_ctx} tokens"
-            )
 
 
 def reduce_positions(

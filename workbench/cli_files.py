@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import InvalidArgumentError, WorkbenchError
-from .files import user_path, write_target
+from .files import file_type, user_path, write_target
 
 
 def path_arg(text: str) -> Path:
@@ -49,18 +49,7 @@ def _not_regular(path: Path) -> str | None:
         mode = os.stat(path).st_mode
     except OSError:
         return None
-    if stat.S_ISREG(mode):
-        return None
-    for test, name in (
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    ):
-        if test(mode):
-            return name
-    return "a special file"
+    return None if stat.S_ISREG(mode) else file_type(mode)
 
 
 def input_file(path: Path, what: str, *, pipe: bool = False) -> Path:

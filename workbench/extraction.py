@@ -11,12 +11,12 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from .activations import check_context, check_layers, read_tokens
+from .activations import check_layers, read_tokens
 from .errors import ArgumentTypeError, InvalidArgumentError
 from .models import model_info
 from .options import RESID_HOOK, PromptStyle, check_bool, check_choice, check_read_position
 from .pairs import Pair, as_pairs
-from .prompts import encode_prompts, format_prompt
+from .prompts import check_context, encode_prompts, format_prompt
 from .scoring import check_instruction
 from .steering import refuse_under_per_row_steer
 from .vectors import InstructionVector

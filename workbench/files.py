@@ -82,12 +82,15 @@ def write_target(path: object, what: str = "path") -> Path:
         ) from None
     if not stat.S_ISREG(mode):
         raise InvalidArgumentError(
-            f"{what} {str(path)!r} is {_kind(mode)}, not a regular file; refusing to replace it"
+            f"{what} {str(path)!r} is {file_type(mode)}, not a regular file; refusing to replace it"
         )
     return real
 
 
-def _kind(mode: int) -> str:
+def file_type(mode: int) -> str:
+    """What a file of `mode` is, in words ("a FIFO", "a directory", "a regular file")."""
+    if stat.S_ISREG(mode):
+        return "a regular file"
     for test, name in (
         (stat.S_ISDIR, "a directory"),
         (stat.S_ISFIFO, "a FIFO"),
@@ -97,7 +100,7 @@ def _kind(mode: int) -> str:
     ):
         if test(mode):
             return name
-    return "not a regular file"
+    return "a special file"
 
 
 def temp_name(path: Path) -> Path:

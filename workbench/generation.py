@@ -15,7 +15,7 @@ from . import fast_decode, kv
 from .errors import ArgumentTypeError, InvalidArgumentError, NumericalError
 from .models import model_info
 from .options import PromptStyle, as_float, check_bool, check_choice, check_int
-from .prompts import check_prompts, encode_prompts, format_prompt, pad_left
+from .prompts import check_context, check_prompts, encode_prompts, format_prompt, pad_left
 from .steering import (
     SteeringPlan,
     check_model,
@@ -190,13 +190,7 @@ def generate(
     stops = _stops(stop, style, formatted)
     texts = prompts if formatted else [format_prompt(model, p, style=style) for p in prompts]
     token_lists = encode_prompts(model, texts, style=style)
-    n_ctx = model.cfg.n_ctx
-    for i, ids in enumerate(token_lists):
-        if len(ids) + max_new_tokens > n_ctx:
-            raise InvalidArgumentError(
-                f"prompt {i} has {len(ids)} tokens; with max_new_tokens={max_new_tokens} it "
-                f"exceeds the model's context of {n_ctx} tokens"
-            )
+    check_context(model, token_lists, new_tokens=max_new_tokens)
     seed = None
     if sampling is not None:
         seed = sampling.seed if sampling.seed is not None else secrets.randbits(48)

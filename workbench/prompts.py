@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -415,3 +415,31 @@ def tokenize_prompts(
         True
     """
     return pad_left(model, encode_prompts(model, prompts, style=style))
+
+
+def check_context(
+    model: Any,
+    token_lists: Sequence[Sequence[int]],
+    name: Callable[[int], str] = "prompt {}".format,
+    *,
+    new_tokens: int = 0,
+) -> None:
+    """Refuse a prompt whose tokens, plus `new_tokens` to generate, exceed the context.
+
+    The one context-length rule of every reader and of `generate`; `name(i)` names
+    prompt i in the message (``"prompt 3"``, ``"pair 1's with-instruction prompt"``).
+
+    Example:
+        >>> check_context(model, [[1] * 250], new_tokens=10)
+        Traceback (most recent call last):
+        ...
+        workbench.errors.InvalidArgumentError: prompt 0 has 250 tokens; with max_new_tokens=10 it exceeds the model's context of 256 tokens
+    """
+    n_ctx = model.cfg.n_ctx
+    for i, ids in enumerate(token_lists):
+        if len(ids) + new_tokens > n_ctx:
+            how = f"; with max_new_tokens={new_tokens} it" if new_tokens else ", which"
+            raise InvalidArgumentError(
+                f"{name(i)} has {len(ids)} tokens{how} exceeds the model's context of "
+                f"{n_ctx} tokens"
+            )

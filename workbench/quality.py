@@ -30,11 +30,10 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from . import kv
-from .activations import check_context
 from .errors import ArgumentTypeError, InvalidArgumentError
 from .generation import Generation, eos_ids, generate
 from .options import as_float, check_int
-from .prompts import encode_prompts, pad_left
+from .prompts import check_context, encode_prompts, pad_left
 from .steering import model_lock
 from .terms import PerRow
 

@@ -11,10 +11,9 @@ from typing import Any
 
 import torch
 
-from .errors import InvalidArgumentError
 from .generation import eos_ids
 from .options import check_bool, check_int
-from .prompts import encode_prompts, format_prompt
+from .prompts import check_context, encode_prompts, format_prompt
 from .steering import check_model, position_window, steer
 from .terms import Steering
 
@@ -37,13 +36,10 @@ def reference_generate(
     max_new_tokens = check_int("max_new_tokens", max_new_tokens, low=1)
     check_bool("stop_at_eos", stop_at_eos)
     text = format_prompt(model, prompt)
-    ids = torch.tensor([encode_prompts(model, [text])[0]], device=model.cfg.device)
+    token_lists = encode_prompts(model, [text])
+    check_context(model, token_lists, lambda _: "the prompt", new_tokens=max_new_tokens)
+    ids = torch.tensor(token_lists, device=model.cfg.device)
     width = ids.shape[1]
-    if width + max_new_tokens > model.cfg.n_ctx:
-        raise InvalidArgumentError(
-            f"the prompt has {width} tokens; with max_new_tokens={max_new_tokens} it exceeds "
-            f"the model's context of {model.cfg.n_ctx} tokens"
-        )
     stop = eos_ids(model)
     out: list[int] = []
     with steer(model, steering), position_window(0, width):
