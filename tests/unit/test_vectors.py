@@ -79,7 +79,7 @@ class _Counter:
         ([], {}, InvalidArgumentError, "no pairs"),
         ([("same text", "same text")], {}, InvalidArgumentError, "identical"),
         (PAIRS, {"layers": [5]}, InvalidArgumentError, "layer 5 is out of range"),
-        (PAIRS, {"layers": [1.0]}, ArgumentTypeError, "layer must be an int, got float 1.0"),
+        (PAIRS, {"layers": [1.0]}, ArgumentTypeError, r"layers\[0\] must be an int, got float 1.0"),
         (PAIRS, {"layers": "12"}, ArgumentTypeError, "layers must be a list"),
         (PAIRS, {"position": "middle"}, InvalidArgumentError, r"position 'middle' is not one of"),
         (PAIRS, {"prompt_style": "yaml"}, InvalidArgumentError, "prompt_style 'yaml'"),
