@@ -21,8 +21,8 @@ from plotly.offline import get_plotlyjs
 
 from workbench import InstructionVector, make_pairs, stability_curve
 from workbench.errors import ArgumentTypeError, InvalidArgumentError
-from workbench.files import user_path, write_atomic, write_target
-from workbench.options import RESID_HOOK
+from workbench.files import check_kind, user_path, write_atomic, write_target
+from workbench.options import RESID_HOOK, check_bool
 from workbench.sweep_files import check_table_vector, merge_sweeps
 
 from .figures import plot_layer_profile
@@ -254,11 +254,14 @@ def report(
     model: Any = None,
     pairs: Any = None,
     title: str | None = None,
+    force: bool = False,
 ) -> Path:
     """Write the report page for `vector` (and its `sweep` table) to `out`, atomically.
 
     `vector` is an `InstructionVector` or a saved ``.safetensors`` file; `sweep` a sweep
     DataFrame, a ``.jsonl`` file or the files of a sharded sweep. Returns the path.
+    `out` is never one of the inputs, and an existing file that is not an HTML page is
+    replaced only with ``force=True``.
 
     Example:
         >>> import tempfile
@@ -268,13 +271,14 @@ def report(
     """
     target = write_target(out, "out")
     _refuse_input(target, vector, sweep)
+    check_kind(target, "html", check_bool("force", force), "out")
     if title is not None and not isinstance(title, str):
         raise ArgumentTypeError(f"title must be a str or None, got {type(title).__name__}")
     vec = _vector(vector)
     sections = report_sections(vec, sweep=sweep, model=model, pairs=pairs)
     title = title or f"Instruction vector: {vector_label(vec)} ({vec.model_name})"
     page = render_page(sections, title=title, meta=_meta(vec))
-    return write_atomic(out, page.encode("utf-8"))
+    return write_atomic(out, page.encode("utf-8"), kind="html", force=force)
 
 
 def _refuse_input(target: Path, vector: Any, sweep: Any) -> None:

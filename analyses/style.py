@@ -18,6 +18,7 @@ from plotly.colors import qualitative
 from workbench import InstructionVector, instruction, instruction_names
 from workbench.errors import ArgumentTypeError, InvalidArgumentError
 from workbench.files import write_atomic
+from workbench.options import check_bool
 
 # 24 distinguishable colours: enough for the 20 bundled instructions, each its own.
 PALETTE: tuple[str, ...] = tuple(qualitative.Dark24)
@@ -104,8 +105,10 @@ def finish(fig: go.Figure, *, title: str, x: str, y: str, **layout: Any) -> go.F
     return fig
 
 
-def write_html(fig: go.Figure, path: str | Path) -> Path:
+def write_html(fig: go.Figure, path: str | Path, *, force: bool = False) -> Path:
     """Write a self-contained HTML file (plotly.js embedded, viewable offline), atomically.
+
+    An existing file that is not an HTML page is replaced only with ``force=True``.
 
     Example:
         >>> import tempfile
@@ -114,4 +117,4 @@ def write_html(fig: go.Figure, path: str | Path) -> Path:
         False
     """
     html = fig.to_html(include_plotlyjs=True, full_html=True)
-    return write_atomic(path, html.encode("utf-8"))
+    return write_atomic(path, html.encode("utf-8"), kind="html", force=check_bool("force", force))

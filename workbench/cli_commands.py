@@ -229,8 +229,9 @@ def run_extract(args: argparse.Namespace) -> None:
         keep_pair_diffs=args.keep_pair_diffs,
         progress=not args.quiet,
     )
-    path = vec.save(args.out)
-    export = vec.to_gguf(args.gguf) if args.gguf is not None else None
+    # check_outputs has applied the output rule; --force is the user's consent.
+    path = vec.save(args.out, force=args.force)
+    export = vec.to_gguf(args.gguf, force=args.force) if args.gguf is not None else None
     if args.json:
         emit_json(
             {
@@ -272,7 +273,7 @@ def run_export(args: argparse.Namespace) -> None:
     vec = read_vector(args.vector)
     if layers is not None:
         check_layers_in(layers, vec.layers)
-    export = vec.to_gguf(args.out, layers=layers, scale=args.scale)
+    export = vec.to_gguf(args.out, layers=layers, scale=args.scale, force=args.force)
     if args.json:
         emit_json({**_export_record(export), "scale": args.scale})
         return
@@ -382,6 +383,13 @@ def run_demo(args: argparse.Namespace) -> None:
         check_outputs(args, model_input(args), outputs)
     model = load_model_from(args)
     layer = DEMO_LAYER if args.layer is None else args.layer
-    paths = demo(args.out, model_name=args.model, model=model, layer=layer, n_pairs=args.pairs)
+    paths = demo(
+        args.out,
+        model_name=args.model,
+        model=model,
+        layer=layer,
+        n_pairs=args.pairs,
+        force=args.force,
+    )
     if args.json:
         emit_json(paths)

@@ -264,7 +264,7 @@ def _evaluate_one(model: Any, name: str, values: dict, layers: list[int], args: 
     chosen = select(val, vec, metric=args.metric)
     vec = vec.with_selection(chosen.record())
     if args.out_dir is not None:
-        vec.save(args.out_dir / f"{name}.safetensors")
+        vec.save(args.out_dir / f"{name}.safetensors", force=args.force)
     s = chosen.setting
     prompt_sets = {
         "no_instruction": [q.text for q in base_queries("test")[: args.test_queries]],

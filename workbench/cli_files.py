@@ -10,7 +10,6 @@ A symlink to a regular file is followed, and ``~`` is expanded in every path opt
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import stat
 import sys
@@ -18,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import InvalidArgumentError, WorkbenchError
-from .files import file_type, user_path, write_target
+from .files import KINDS, file_kind, file_type, user_path, write_target
 
 
 def path_arg(text: str) -> Path:
@@ -116,64 +115,6 @@ def output_dir(path: Path, flag: str) -> Path:
 
 
 # The format names in the headers of vector and sweep files
-# (workbench.vector_files.FORMAT_NAME and workbench.sweep_files.SWEEP_FORMAT; a test
-# keeps them in step: importing those modules here would import torch and pandas).
-VECTOR_FORMAT = "workbench.instruction_vector"
-SWEEP_FORMAT = "workbench.sweep"
-# What `file_kind` finds, in words; the first four are the kinds commands write.
-KINDS = {
-    "vector": "a workbench vector file",
-    "gguf": "a GGUF file",
-    "html": "an HTML page",
-    "sweep": "a sweep file",
-    "safetensors": "a safetensors file that is not a workbench vector (model weights?)",
-    "other": "a file of another kind",
-}
-# safetensors refuses larger headers; a bigger length means "not safetensors".
-_MAX_HEADER = 100_000_000
-
-
-def file_kind(path: Path) -> str:
-    """What the existing file `path` holds, judged by its content, not its name.
-
-    One of ``"empty"``, ``"vector"`` (safetensors with workbench metadata),
-    ``"safetensors"`` (any other), ``"gguf"`` (the GGUF magic), ``"sweep"`` (a sweep
-    header line), ``"html"`` (a doctype or ``<html>`` first) or ``"other"``. Raises
-    OSError when it cannot be read.
-    """
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if not head:
-            return "empty"
-        if head[:4] == b"GGUF":
-            return "gguf"
-        size = int.from_bytes(head, "little") if len(head) == 8 else 0
-        if 1 < size <= min(_MAX_HEADER, os.fstat(f.fileno()).st_size - 8):
-            try:
-                header = json.loads(f.read(size))
-            except ValueError:
-                header = None
-            if isinstance(header, dict):
-                meta = header.get("__metadata__")
-                try:
-                    found = json.loads(meta["workbench"]).get("format")
-                except (TypeError, KeyError, ValueError, AttributeError):
-                    found = None
-                return "vector" if found == VECTOR_FORMAT else "safetensors"
-        f.seek(0)
-        first = f.readline()
-    try:
-        header = json.loads(first)
-    except ValueError:
-        header = None
-    if isinstance(header, dict) and header.get("format") == SWEEP_FORMAT:
-        return "sweep"
-    text = first[:1024].decode("utf-8", "replace").lstrip("\ufeff \t\r\n").lower()
-    if text.startswith(("<!doctype html", "<html")):
-        return "html"
-    return "other"
-
-
 def _same_file(a: Path, b: Path) -> bool:
     """Whether `a` and `b` name one file: one real path (symlinks followed) or one inode."""
     if os.path.realpath(a) == os.path.realpath(b):

@@ -68,7 +68,7 @@ def run_report(args: argparse.Namespace) -> None:
     # (plotly is not needed by any other subcommand).
     from analyses.report import report
 
-    path = report(vec, sweep=table, out=args.out, model=model, title=args.title)
+    path = report(vec, sweep=table, out=args.out, model=model, title=args.title, force=args.force)
     if args.json:
         emit_json({"path": path, "vector": args.vector, "sweep": args.sweep, "model": args.model})
         return

@@ -10,9 +10,10 @@ from typing import Any
 from .activations import check_layers
 from .errors import InvalidArgumentError
 from .extraction import compute_instruction_vector
-from .files import user_path, write_target
+from .files import check_kind, user_path, write_target
 from .generation import generate
 from .models import load_model
+from .options import check_bool
 from .pairs import base_queries, make_pairs
 from .terms import SteeringTerm
 
@@ -45,19 +46,22 @@ def run_demo(
     n_pairs: int = 64,
     n_prompts: int = 4,
     max_new_tokens: int = 48,
+    force: bool = False,
 ) -> dict[str, Path]:
     """Load the model (or use `model`, already loaded as `model_name`), compute the
     vector, print unsteered vs steered at `layer`, write the vector file and its report
     page (``{"vector": path, "report": path}``) in `out_dir` (``~`` expanded; made if
-    missing). A FIFO, device or directory where a file goes is refused before any work."""
+    missing). A FIFO, device or directory where a file goes is refused before any work,
+    and so is a file of another kind unless `force`."""
     from analyses.report import report
 
     out_dir = user_path(out_dir, "out_dir")
     if out_dir.exists() and not out_dir.is_dir():
         raise InvalidArgumentError(f"out_dir {str(out_dir)!r} exists and is not a directory")
     vector_file, report_file = (out_dir / name for name in DEMO_FILES)
-    for path in (vector_file, report_file):
-        write_target(path)  # a FIFO or a device there is refused before any work
+    # A FIFO, a device or a file of another kind there is refused before any work.
+    for path, kind in zip((vector_file, report_file), DEMO_FILES.values(), strict=True):
+        check_kind(write_target(path), kind, check_bool("force", force))
     t0 = time.perf_counter()
     model = load_model(model_name) if model is None else model
     check_layers(model, [layer])
@@ -88,8 +92,8 @@ def run_demo(
         print(_side_by_side(a, b))
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    vector_path = vec.save(vector_file)
+    vector_path = vec.save(vector_file, force=force)
     # With the model, the page adds the relative norms and the held-out projections.
-    report_path = report(vec, out=report_file, model=model)
+    report_path = report(vec, out=report_file, model=model, force=force)
     print(f"\nwrote {vector_path} and {report_path} (open it in a browser)")
     return {"vector": vector_path, "report": report_path}

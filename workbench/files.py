@@ -20,6 +20,7 @@ target.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -110,12 +111,100 @@ def temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}{tag}")
 
 
+# (workbench.vector_files.FORMAT_NAME and workbench.sweep_files.SWEEP_FORMAT; a test
+# keeps them in step: importing those modules here would import torch and pandas).
+VECTOR_FORMAT = "workbench.instruction_vector"
+SWEEP_FORMAT = "workbench.sweep"
+# What `file_kind` finds, in words; the first four are the kinds commands write.
+KINDS = {
+    "vector": "a workbench vector file",
+    "gguf": "a GGUF file",
+    "html": "an HTML page",
+    "sweep": "a sweep file",
+    "safetensors": "a safetensors file that is not a workbench vector (model weights?)",
+    "other": "a file of another kind",
+}
+# safetensors refuses larger headers; a bigger length means "not safetensors".
+_MAX_HEADER = 100_000_000
+
+
+def file_kind(path: Path) -> str:
+    """What the existing file `path` holds, judged by its content, not its name.
+
+    One of ``"empty"``, ``"vector"`` (safetensors with workbench metadata),
+    ``"safetensors"`` (any other), ``"gguf"`` (the GGUF magic), ``"sweep"`` (a sweep
+    header line), ``"html"`` (a doctype or ``<html>`` first) or ``"other"``. Raises
+    OSError when it cannot be read.
+    """
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if not head:
+            return "empty"
+        if head[:4] == b"GGUF":
+            return "gguf"
+        size = int.from_bytes(head, "little") if len(head) == 8 else 0
+        if 1 < size <= min(_MAX_HEADER, os.fstat(f.fileno()).st_size - 8):
+            try:
+                header = json.loads(f.read(size))
+            except ValueError:
+                header = None
+            if isinstance(header, dict):
+                meta = header.get("__metadata__")
+                try:
+                    found = json.loads(meta["workbench"]).get("format")
+                except (TypeError, KeyError, ValueError, AttributeError):
+                    found = None
+                return "vector" if found == VECTOR_FORMAT else "safetensors"
+        f.seek(0)
+        first = f.readline()
+    try:
+        header = json.loads(first)
+    except ValueError:
+        header = None
+    if isinstance(header, dict) and header.get("format") == SWEEP_FORMAT:
+        return "sweep"
+    text = first[:1024].decode("utf-8", "replace").lstrip("\ufeff \t\r\n").lower()
+    if text.startswith(("<!doctype html", "<html")):
+        return "html"
+    return "other"
+
+
+def check_kind(path: Path, kind: str, force: bool, what: str = "path") -> None:
+    """Refuse to replace an existing file of another kind than `kind`, unless `force`.
+
+    An empty file may always be replaced, and so may one of the same kind.
+
+    Example:
+        >>> import tempfile
+        >>> notes = Path(tempfile.mkdtemp()) / "notes.txt"
+        >>> _ = notes.write_text("keep me")
+        >>> check_kind(notes, "vector", force=False)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        workbench.errors.InvalidArgumentError: path '...notes.txt' holds a file of another kind, not a workbench vector file; choose another path, or pass force=True to replace it
+    """
+    if force or not path.is_file():
+        return
+    try:
+        found = file_kind(path)
+    except OSError:
+        return  # the write itself reports what is wrong
+    if found not in ("empty", kind):
+        raise InvalidArgumentError(
+            f"{what} {str(path)!r} holds {KINDS[found]}, not {KINDS[kind]}; choose another "
+            "path, or pass force=True to replace it"
+        )
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(
+    path: str | Path, *, kind: str | None = None, force: bool = False
+) -> Iterator[Path]:
     """Yield a temporary path to write; on success it is renamed to `path`.
 
     `path` follows the rules of `write_target`: a symlink's target is written, and
-    anything other than a regular file is refused before anything is written.
+    anything other than a regular file is refused before anything is written; with
+    `kind`, so is a file of another kind unless `force` (`check_kind`).
 
     Example:
         >>> import tempfile
@@ -126,6 +215,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         'hello'
     """
     path = write_target(path)
+    if kind is not None:
+        check_kind(path, kind, force)
     tmp = temp_name(path)
     try:
         try:
@@ -147,11 +238,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp.unlink()
 
 
-def write_atomic(path: str | Path, data: bytes) -> Path:
-    """Write `data` to `path` atomically and durably; returns `path` (``~`` expanded)."""
+def write_atomic(
+    path: str | Path, data: bytes, *, kind: str | None = None, force: bool = False
+) -> Path:
+    """Write `data` to `path` atomically and durably; returns `path` (``~`` expanded).
+
+    With `kind` (a key of `KINDS`), an existing file of another kind is replaced only
+    with `force` (see `check_kind`).
+    """
     given = user_path(path)
     path = write_target(given)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, kind=kind, force=force) as tmp:
         try:
             with open(tmp, "wb") as f:
                 f.write(data)

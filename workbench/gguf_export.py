@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import FileWriteError, InvalidArgumentError, VectorMismatchError
-from .files import atomic_path, user_path, write_target
-from .options import RESID_HOOK, as_float, int_list
+from .files import atomic_path, check_kind, user_path, write_target
+from .options import RESID_HOOK, as_float, check_bool, int_list
 from .vectors import InstructionVector
 
 
@@ -37,6 +37,7 @@ def export_gguf(
     *,
     layers: Iterable[int] | None = None,
     scale: float = 1.0,
+    force: bool = False,
 ) -> GGUFExport:
     """Write ``direction.{l} = scale * mean difference at layer l`` for each layer.
 
@@ -62,7 +63,8 @@ def export_gguf(
     import gguf
 
     path = user_path(path, "GGUF path")
-    write_target(path, "GGUF path")  # refused before any work, not after
+    # Refused before any work, not after.
+    check_kind(write_target(path, "GGUF path"), "gguf", check_bool("force", force), "GGUF path")
     if vec.hook_name != RESID_HOOK:
         raise VectorMismatchError(
             f"a GGUF control vector is added to block outputs ({RESID_HOOK!r}); this vector "
@@ -85,7 +87,7 @@ def export_gguf(
     if not all(np.isfinite(d).all() for d in data.values()):
         raise InvalidArgumentError(f"scale {scale!r} overflows float32 in the exported directions")
     hint = re.sub(r"(ForCausalLM|LMHeadModel|Model)$", "", vec.architecture).lower()
-    with atomic_path(path) as tmp:
+    with atomic_path(path, kind="gguf", force=force) as tmp:
         try:
             writer = gguf.GGUFWriter(str(tmp), "controlvector")
             writer.add_string("controlvector.model_hint", hint or "unknown")

@@ -22,6 +22,7 @@ from safetensors.torch import save as st_save
 from ._version import __version__
 from .errors import VectorError, VectorFileError, WorkbenchError
 from .files import user_path, write_atomic
+from .options import check_bool
 from .vectors import InstructionVector
 
 FORMAT_NAME = "workbench.instruction_vector"
@@ -61,18 +62,19 @@ def metadata(vec: InstructionVector) -> dict[str, Any]:
     }
 
 
-def save_vector(vec: InstructionVector, path: str | Path) -> Path:
+def save_vector(vec: InstructionVector, path: str | Path, *, force: bool = False) -> Path:
     """Write `vec` to `path` atomically; returns the path (``~`` expanded).
 
     The rules of `workbench.files.write_target` apply: a symlink to a regular file
-    has its target written, and a FIFO, device or directory is refused.
+    has its target written, and a FIFO, device or directory is refused. An existing
+    file that is not a vector (a sweep file, a page) is replaced only with `force`.
     """
     path = user_path(path, "vector file path")
     tensors = {name: getattr(vec, name).contiguous() for name in TENSOR_FIELDS}
     if vec.pair_diffs is not None:
         tensors["pair_diffs"] = vec.pair_diffs.contiguous()
     data = st_save(tensors, metadata={"workbench": json.dumps(metadata(vec))})
-    return write_atomic(path, data)
+    return write_atomic(path, data, kind="vector", force=check_bool("force", force))
 
 
 def _read(path: Path) -> tuple[dict[str, Any], Any]:

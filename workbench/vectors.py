@@ -245,12 +245,14 @@ class InstructionVector:
                 stacklevel=3,
             )
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, *, force: bool = False) -> Path:
         """Write a safetensors file with JSON metadata, atomically (see `vector_files`).
 
         `path` has ``~`` expanded; an empty path or a non-path is a one-line error. A
         symlink to a regular file has its target written (the link stays); a FIFO, a
-        device or a directory is refused, never replaced. Returns the path.
+        device or a directory is refused, never replaced, and an existing file of
+        another kind (a sweep file, a page) is replaced only with ``force=True``.
+        Returns the path.
 
         Example:
             >>> import tempfile
@@ -260,7 +262,7 @@ class InstructionVector:
         """
         from .vector_files import save_vector
 
-        return save_vector(self, path)
+        return save_vector(self, path, force=force)
 
     @classmethod
     def load(cls, path: str | Path, model: Any = None) -> InstructionVector:
@@ -274,12 +276,15 @@ class InstructionVector:
 
         return load_vector(path, model)
 
-    def to_gguf(self, path: str | Path, *, layers: Any = None, scale: float = 1.0) -> GGUFExport:
+    def to_gguf(
+        self, path: str | Path, *, layers: Any = None, scale: float = 1.0, force: bool = False
+    ) -> GGUFExport:
         """Export as a llama.cpp control vector (see `gguf_export.export_gguf`).
 
         The file reproduces only ``add`` at all positions (weight = scale x norm);
         layer 0 has no slot in llama.cpp, so by default it is left out and reported
-        in the result's ``skipped``.
+        in the result's ``skipped``. An existing file that is not GGUF is replaced
+        only with ``force=True``.
 
         Example:
             >>> import tempfile
@@ -288,7 +293,7 @@ class InstructionVector:
         """
         from .gguf_export import export_gguf
 
-        return export_gguf(self, path, layers=layers, scale=scale)
+        return export_gguf(self, path, layers=layers, scale=scale, force=force)
 
 
 def check_hooks(model: Any, names: list[str], known: list[str] | None = None) -> None:

@@ -116,3 +116,50 @@ def test_every_refusal_is_a_workbench_error(tmp_path: Path) -> None:
     for bad in ("", None, tmp_path, "/dev/null"):
         with pytest.raises(WorkbenchError):
             write_atomic(bad, b"x")  # type: ignore[arg-type]
+
+
+SWEEP_LINE = '{"format": "workbench.sweep", "version": 2, "config": {}, "shard": null}\n'
+
+
+def test_a_file_of_another_kind_is_replaced_only_with_force(tmp_path: Path) -> None:
+    target = tmp_path / "results.jsonl"
+    target.write_text(SWEEP_LINE)
+    with pytest.raises(InvalidArgumentError, match="holds a sweep file, not an HTML page"):
+        write_atomic(target, b"<html></html>", kind="html")
+    assert target.read_text() == SWEEP_LINE
+    write_atomic(target, b"<html></html>", kind="html", force=True)
+    assert target.read_bytes() == b"<html></html>"
+    write_atomic(target, b"<!doctype html>", kind="html")  # same kind: no consent needed
+    empty = tmp_path / "empty.html"
+    empty.touch()
+    write_atomic(empty, b"<html></html>", kind="html")
+    assert empty.read_bytes() == b"<html></html>"
+
+
+def test_the_library_writers_never_replace_another_kind(tiny_vec, tmp_path: Path) -> None:
+    import plotly.graph_objects as go
+
+    from analyses.report import report
+    from analyses.style import write_html
+
+    sweep_file = tmp_path / "s.jsonl"
+    sweep_file.write_text(SWEEP_LINE)
+    vector_file = tiny_vec.save(tmp_path / "v.safetensors")
+    vector_bytes = vector_file.read_bytes()
+    attempts = [
+        (lambda: tiny_vec.save(sweep_file), sweep_file, "a sweep file"),
+        (lambda: tiny_vec.to_gguf(vector_file), vector_file, "a workbench vector file"),
+        (lambda: report(tiny_vec, out=sweep_file), sweep_file, "a sweep file"),
+        (lambda: write_html(go.Figure(), vector_file), vector_file, "a workbench vector file"),
+    ]
+    for write, path, kind in attempts:
+        before = path.read_bytes()
+        with pytest.raises(InvalidArgumentError, match=f"holds {kind}, not .*force=True"):
+            write()
+        assert path.read_bytes() == before
+    assert sweep_file.read_text() == SWEEP_LINE
+    assert vector_file.read_bytes() == vector_bytes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.jsonl", "v.safetensors"]
+    tiny_vec.save(sweep_file, force=True)
+    assert sweep_file.read_bytes()[8:9] == b"{"  # now a safetensors header
+    assert tiny_vec.to_gguf(tmp_path / "v.gguf", force=True).path.read_bytes()[:4] == b"GGUF"

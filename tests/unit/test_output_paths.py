@@ -20,7 +20,7 @@ import pytest
 
 from workbench import compute_instruction_vector, load_model, make_pairs, sweep
 from workbench.cli import main
-from workbench.cli_files import SWEEP_FORMAT, VECTOR_FORMAT, file_kind
+from workbench.files import SWEEP_FORMAT, VECTOR_FORMAT, file_kind
 
 NO_MODEL = ["--model", "no_such_model_dir"]
 PAGE = "<!DOCTYPE html><html><body>a report</body></html>\n"

@@ -298,7 +298,10 @@ def test_saving_through_a_symlink_writes_its_target_and_keeps_the_link(saved, tm
     assert vec.save(link) == link
     assert link.is_symlink() and os.readlink(link) == target.name
     assert InstructionVector.load(target).selected_layer == 2
-    vec.to_gguf(link)  # the GGUF export follows the same rule
+    # The GGUF export follows the same rule; over a vector it needs consent.
+    with pytest.raises(InvalidArgumentError, match="holds a workbench vector file"):
+        vec.to_gguf(link)
+    vec.to_gguf(link, force=True)
     assert link.is_symlink() and target.read_bytes()[:4] == b"GGUF"
 
 
