@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from . import kv
 from .errors import InvalidArgumentError
+from .models import check_model
 from .options import (
     RESID_HOOK,
     check_bool,
@@ -44,7 +45,7 @@ def check_layers(model: Any, layers: Sequence[int] | None) -> list[int]:
         >>> check_layers(model, [2, 0])
         [2, 0]
     """
-    n_layers = model.cfg.n_layers
+    n_layers = check_model(model).cfg.n_layers
     if layers is None:
         return list(range(n_layers))
     if isinstance(layers, Sequence) and not isinstance(layers, (str, bytes)) and not layers:

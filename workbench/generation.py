@@ -13,12 +13,11 @@ from torch import Tensor
 
 from . import fast_decode, kv
 from .errors import ArgumentTypeError, InvalidArgumentError, NumericalError
-from .models import model_info
+from .models import check_model, model_info
 from .options import PromptStyle, as_float, check_bool, check_choice, check_int
 from .prompts import check_context, check_prompts, encode_prompts, format_prompt, pad_left
 from .steering import (
     SteeringPlan,
-    check_model,
     model_lock,
     position_window,
     refuse_under_per_row_steer,
@@ -116,6 +115,8 @@ def _sample(
         sorted_p, idx = probs.sort(-1, descending=True)
         # Keep the smallest prefix whose mass reaches top_p (always at least one token).
         drop = (sorted_p.cumsum(-1) - sorted_p) >= sampling.top_p
+        # A top_p below float32's smallest number compares as 0: the top token stays.
+        drop[..., 0] = False
         sorted_p = sorted_p.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter(-1, idx, sorted_p)
     return torch.stack(

@@ -128,6 +128,11 @@ def _resolve_source(name: str | Path) -> tuple[str, bool | None, str | None]:
             f"model name must be a str or Path, got {type(name).__name__} {name!r}"
         )
     name = str(name)
+    if not name.strip():
+        raise InvalidArgumentError(
+            f"model name {name!r} is empty; give an embedded model ({sorted(EMBEDDED_MODELS)}), "
+            "a checkpoint directory or a hub id"
+        )
     if name in EMBEDDED_MODELS:
         embedded = EMBEDDED_MODELS[name]
         return str(ensure_checkpoint(name)), embedded.instruct, embedded.tl_name
@@ -367,6 +372,16 @@ def attach_info(model: Any, info: ModelInfo) -> None:
     object.__setattr__(model, _INFO_ATTR, info)
 
 
+def check_model(model: Any) -> Any:
+    """`model` if it is a TransformerLens model (hooks, config, tokenizer), else raise."""
+    if not all(hasattr(model, name) for name in ("hooks", "hook_dict", "cfg", "tokenizer")):
+        raise ArgumentTypeError(
+            "model must be a TransformerLens model from workbench.load_model, got "
+            f"{type(model).__name__} {model!r:.60}"
+        )
+    return model
+
+
 def model_info(model: Any) -> ModelInfo:
     """The `ModelInfo` of a model, derived on the fly for models not from `load_model`.
 
@@ -377,6 +392,7 @@ def model_info(model: Any) -> ModelInfo:
     info = getattr(model, _INFO_ATTR, None)
     if info is not None:
         return info
+    check_model(model)
     from transformer_lens import HookedTransformer
 
     backend = "hooked" if isinstance(model, HookedTransformer) else "bridge"

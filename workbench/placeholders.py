@@ -157,6 +157,12 @@ def checker_arg(instruction_id: str, key: str, value: Any) -> Any:
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
             example = [value] if isinstance(value, str) else ["ocean"]
             raise fail(f"a list of str such as {example!r}")
+        if not value or not all(v.strip() for v in value):
+            # An empty word is in every text: the check would always pass.
+            raise InvalidArgumentError(
+                f"instruction {instruction_id!r}: kwargs[{key!r}] must be non-empty words, "
+                f"got {value!r:.60}"
+            )
         return tuple(value)
     return _freeze(key, value)
 

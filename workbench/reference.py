@@ -12,9 +12,10 @@ from typing import Any
 import torch
 
 from .generation import eos_ids
+from .models import check_model
 from .options import check_bool, check_int
 from .prompts import check_context, encode_prompts, format_prompt
-from .steering import check_model, position_window, steer
+from .steering import position_window, steer
 from .terms import Steering
 
 

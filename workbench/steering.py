@@ -35,13 +35,13 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .errors import InvalidArgumentError, PositionsError, VectorMismatchError
+from .models import check_model
 from .options import RESID_HOOK
 from .terms import (
     SteerFn,
     Steering,
     SteeringTerm,
     check_magnitude,
-    check_model,
     split_steering,
     unit_direction,
 )

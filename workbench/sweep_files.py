@@ -168,10 +168,21 @@ def check_table_vector(table: pd.DataFrame, vector: Any) -> None:
 def check_complete(table: pd.DataFrame, use: str) -> None:
     """Raise if `table` holds only part of its sweep (one shard, an unfinished run)."""
     identity = table.attrs.get("sweep")
-    if not isinstance(identity, Mapping) or identity.get("rows", 0) >= identity.get("units", 0):
+    if not isinstance(identity, Mapping):
+        return
+    # Counted on the table itself: pandas keeps attrs through filtering and concat.
+    units = table["unit"] if "unit" in table.columns else None
+    if units is not None and units.duplicated().any():
+        twice = sorted(int(u) for u in units[units.duplicated()].unique())[:5]
+        raise InvalidArgumentError(
+            f"{_origin(identity)}: the table holds unit(s) {twice} more than once (concatenated "
+            f"twice?); {use} needs each (setting, prompt) once"
+        )
+    rows = len(table) if units is None else int(units.nunique())
+    if rows >= identity.get("units", 0):
         return
     raise InvalidArgumentError(
-        f"{_origin(identity)} holds {identity['rows']} of its {identity['units']} rows; "
+        f"{_origin(identity)} holds {rows} of its {identity['units']} rows; "
         f"{use} needs the whole sweep: merge every shard's file with merge_sweeps, or finish "
         "the sweep by running it again with the same out file"
     )

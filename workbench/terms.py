@@ -151,16 +151,6 @@ class SteeringTerm:
             object.__setattr__(self, name, as_float(name, value))
 
 
-def check_model(model: Any) -> Any:
-    """`model` if it is a TransformerLens model (hooks, config, tokenizer), else raise."""
-    if not all(hasattr(model, name) for name in ("hooks", "hook_dict", "cfg", "tokenizer")):
-        raise ArgumentTypeError(
-            "model must be a TransformerLens model from workbench.load_model, got "
-            f"{type(model).__name__} {model!r:.60}"
-        )
-    return model
-
-
 def steering_limit(dtype: torch.dtype) -> tuple[float, str]:
     """How much steering may add to one position's residual stream in `dtype`, and why.
 

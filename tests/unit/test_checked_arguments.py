@@ -258,3 +258,22 @@ def test_a_pair_carries_a_str_id_and_a_mapping_of_kwargs():
         as_pairs([Pair("a b", "a", "keywords:existence", "ocean")])
     with pytest.raises(ArgumentTypeError, match="pair 0: instruction_id must be a str or None"):
         as_pairs([Pair("a b", "a", 3)])
+
+
+def test_an_empty_keyword_is_refused_not_found_in_every_text():
+    with pytest.raises(InvalidArgumentError, match="must be non-empty words"):
+        score("anything at all", "keywords:existence", {"keywords": [""]})
+    with pytest.raises(InvalidArgumentError, match="must be non-empty words"):
+        score("anything", "keywords:forbidden_words", {"forbidden_words": ["no", " "]})
+
+
+@pytest.mark.parametrize("not_a_model", ["model", None, 3])
+def test_a_non_model_in_the_model_slot_is_one_line(not_a_model, tiny_vec):
+    from workbench import model_info
+
+    with pytest.raises(ArgumentTypeError, match="model must be a TransformerLens model"):
+        model_info(not_a_model)
+    with pytest.raises(ArgumentTypeError, match="model must be a TransformerLens model"):
+        format_prompt(not_a_model, "Hi")
+    with pytest.raises(ArgumentTypeError, match="model must be a TransformerLens model"):
+        compute_instruction_vector(not_a_model, PAIRS)

@@ -313,3 +313,11 @@ def test_an_unknown_architecture_is_one_line(tiny_dir, tmp_path):
     with pytest.raises(UnsupportedBackendError) as err:
         load_model(str(ckpt))
     assert "\n" not in str(err.value) and "zzz" in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["", "  "])
+def test_an_empty_model_name_is_refused_by_name(name):
+    with pytest.raises(
+        InvalidArgumentError, match="model name .* is empty; give an embedded model"
+    ):
+        load_model(name)

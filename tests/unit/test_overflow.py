@@ -209,3 +209,12 @@ def test_a_custom_function_whose_residual_overflows_the_norm_is_refused(tiny_mod
         with pytest.raises(InvalidArgumentError, match="squared norm overflows torch.float32"):
             with torch.inference_mode(), steer(model, term):
                 model(ids, attention_mask=mask)
+
+
+@pytest.mark.parametrize("top_p", [1e-300, 5e-324])
+def test_a_top_p_below_float32_keeps_the_top_token(tiny_model, top_p):
+    greedy = generate(tiny_model, PROMPTS, max_new_tokens=3)
+    sampled = generate(
+        tiny_model, PROMPTS, max_new_tokens=3, sampling=Sampling(top_p=top_p, seed=0)
+    )
+    assert sampled == greedy

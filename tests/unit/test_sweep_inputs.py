@@ -247,6 +247,16 @@ def test_one_shards_own_table_is_partial_too(model, lower, shards):
         select(table)
 
 
+def test_a_table_cut_or_doubled_after_the_sweep_is_refused(lower, shards):
+    """pandas keeps attrs through filtering and concat: the rows themselves are counted."""
+    _, full = shards
+    assert select(full, lower).setting is not None
+    with pytest.raises(InvalidArgumentError, match="select needs the whole sweep"):
+        select(full[full.prompt_index == 0], lower)
+    with pytest.raises(InvalidArgumentError, match=r"holds unit\(s\) \[0, 1.*more than once"):
+        select(pd.concat([full, full]), lower)
+
+
 def test_shards_of_different_counts_or_configurations_are_refused(model, lower, shards, tmp_path):
     paths, _ = shards
     halves = [tmp_path / f"half{i}.jsonl" for i in range(2)]
@@ -278,7 +288,8 @@ def test_the_vector_identity_survives_a_selection_and_a_file(lower, other, tmp_p
 def test_a_table_meets_only_the_vector_it_was_swept_with(shards, lower, other, tmp_path):
     paths, full = shards
     merged = merge_sweeps(paths)
-    for table in (full, merged, merged[merged["prompt"] != "why"]):
+    # (A filtered table is refused as partial: test_a_table_cut_or_doubled_after_the_sweep…)
+    for table in (full, merged):
         assert select(table, lower).setting in (Setting(None), Setting(1, "add", 1.0))
         with pytest.raises(
             VectorMismatchError, match=f"not with this vector {vector_id(other)}"
