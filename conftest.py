@@ -18,7 +18,7 @@ from tests.tiny import make_tiny_checkpoint
 
 @pytest.fixture(scope="session")
 def _doctest_objects(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from workbench.prompts import tokenize_prompts
+    from workbench.model.prompts import tokenize_prompts
 
     path = make_tiny_checkpoint(tmp_path_factory.mktemp("doctest") / "ckpt")
     with warnings.catch_warnings():

@@ -8,7 +8,7 @@ and `interference_table` (steer with one, check another) only summarise its rows
 so both come from one run. The drawings are in `analyses.composition_figures`.
 
 Steering settings follow `workbench.sweep`: ``strength`` is a multiple of each
-mode's default coefficient at that layer (`workbench.sweeps.Setting`), so vectors
+mode's default coefficient at that layer (`workbench.evaluation.sweeps.Setting`), so vectors
 of different norms are steered comparably.
 """
 
@@ -23,10 +23,10 @@ import torch
 
 from workbench import InstructionVector, PerRow, format_prompt, score
 from workbench.errors import ArgumentTypeError, InvalidArgumentError
+from workbench.evaluation.quality import QualityThresholds, generate_with_quality
+from workbench.evaluation.selection import Metric
+from workbench.evaluation.sweeps import settings_grid
 from workbench.options import check_choice, check_int
-from workbench.quality import QualityThresholds, generate_with_quality
-from workbench.selection import Metric
-from workbench.sweeps import settings_grid
 
 from .style import labelled
 

@@ -27,12 +27,17 @@ from jaxtyping import Float
 from torch import Tensor
 
 from workbench import InstructionVector
-from workbench.activations import check_layers
 from workbench.errors import ArgumentTypeError, InvalidArgumentError, VectorMismatchError
+from workbench.model.hooks import check_hooks, hooks_held, refuse_under_per_row_steer
+from workbench.model.prompts import (
+    check_context,
+    check_prompts,
+    encode_prompts,
+    format_prompt,
+    pad_left,
+)
 from workbench.options import RESID_HOOK, check_bool, check_int
-from workbench.prompts import check_context, check_prompts, encode_prompts, format_prompt, pad_left
-from workbench.steering import hooks_held, refuse_under_per_row_steer
-from workbench.vectors import check_hooks
+from workbench.vectors.activations import check_layers
 
 from .style import labelled
 

@@ -20,11 +20,11 @@ from jaxtyping import Float
 from torch import Tensor
 
 from workbench import InstructionVector
-from workbench.diagnostics import separability_from_activations
 from workbench.errors import ArgumentTypeError, InvalidArgumentError, VectorMismatchError
-from workbench.extraction import pair_activations
 from workbench.options import check_int, int_list
-from workbench.pairs import Pair, as_pairs
+from workbench.vectors.diagnostics import separability_from_activations
+from workbench.vectors.extraction import pair_activations
+from workbench.vectors.pairs import Pair, as_pairs
 
 from .style import labelled, vector_label
 
@@ -41,7 +41,7 @@ class Projections:
         values: one row per (layer, pair, side): columns ``layer``, ``pair`` (index
             into the pairs given), ``side`` (``"with"``/``"without"``), ``prompt``
             (that side's user text) and ``projection`` (x·u_l, residual units).
-        separability: one row per layer, as `workbench.diagnostics.separability`:
+        separability: one row per layer, as `workbench.vectors.diagnostics.separability`:
             ``layer``, ``auc``, ``d_prime``, ``mean_proj_with``, ``mean_proj_without``.
         label: the vector's name (`analyses.style.vector_label`), which picks its colour.
     """

@@ -21,9 +21,9 @@ from plotly.offline import get_plotlyjs
 
 from workbench import InstructionVector, make_pairs, stability_curve
 from workbench.errors import ArgumentTypeError, InvalidArgumentError
+from workbench.evaluation.sweep_files import check_table_vector, merge_sweeps
 from workbench.files import check_kind, user_path, write_atomic, write_target
 from workbench.options import RESID_HOOK, check_bool
-from workbench.sweep_files import check_table_vector, merge_sweeps
 
 from .figures import plot_layer_profile
 from .style import vector_label

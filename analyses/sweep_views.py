@@ -1,12 +1,12 @@
 """Layer sweeps as tables: accuracy and degenerate share against layer, and the
 layer × strength grid of one mode.
 
-Everything is built on `workbench.selection.summarize` (one row per setting) and
-`workbench.selection.select` (the chosen setting), so a figure shows exactly the
+Everything is built on `workbench.evaluation.selection.summarize` (one row per setting) and
+`workbench.evaluation.selection.select` (the chosen setting), so a figure shows exactly the
 numbers the selection was made on. The drawings are in `analyses.sweep_figures`.
 
 A sweep table is what `workbench.sweep` returns or `workbench.merge_sweeps` reads
-(columns `workbench.sweep_files.COLUMNS`; ``layer`` missing marks the unsteered
+(columns `workbench.evaluation.sweep_files.COLUMNS`; ``layer`` missing marks the unsteered
 baseline). Functions taking several instructions take ``{label: table}``.
 """
 
@@ -21,8 +21,8 @@ import pandas as pd
 
 from workbench import instruction, instruction_names, select
 from workbench.errors import ArgumentTypeError, InvalidArgumentError
+from workbench.evaluation.selection import summarize
 from workbench.options import Mode, as_float, check_choice
-from workbench.selection import summarize
 
 # What a line of `layer_sweep` stands for: one steering strength (of one mode), or
 # one instruction at its selected (or a given) strength.

@@ -5,7 +5,7 @@ Data only; `analyses.projection_figures.plot_token_projections` draws it.
 What is read, precisely. For each response (unsteered, steered, …) ONE unsteered
 forward pass runs over the prompt, formatted the way the vector was built
 (`workbench.format_prompt` in the vector's prompt style, tokenized by
-`workbench.prompts.encode_prompts`), followed by the response's tokens. The residual
+`workbench.model.prompts.encode_prompts`), followed by the response's tokens. The residual
 ``blocks.{layer}.hook_resid_post`` (the vector's hook) at each response token's own
 position is projected onto the unit direction u_layer. Position 0 is the first
 response token; its residual is the one that predicts the second.
@@ -32,8 +32,8 @@ from torch import Tensor
 
 from workbench import Generation, InstructionVector
 from workbench.errors import ArgumentTypeError, InvalidArgumentError
-from workbench.prompts import check_context, encode_prompts, encode_text, format_prompt
-from workbench.steering import hooks_held, refuse_under_per_row_steer
+from workbench.model.hooks import hooks_held, refuse_under_per_row_steer
+from workbench.model.prompts import check_context, encode_prompts, encode_text, format_prompt
 
 from .style import vector_label
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from workbench.embedded import CACHE_ENV
+from workbench.model.embedded import CACHE_ENV
 
 
 def emit(name: str, **values: float | int | str) -> None:
@@ -26,7 +26,7 @@ def emit(name: str, **values: float | int | str) -> None:
 
 def bench_load() -> None:
     """First load (GGUF dequantization + cache write) vs cached load, per backend."""
-    from workbench.models import load_model
+    from workbench.model.loading import load_model
 
     for backend in ("bridge", "hooked"):
         with tempfile.TemporaryDirectory() as tmp:
@@ -83,11 +83,11 @@ def extract_child(method: str, n_pairs: int) -> dict[str, float]:
     """One extraction method in this process; returns seconds and extra peak RSS."""
     import torch
 
-    from workbench.extraction import compute_instruction_vector
-    from workbench.models import load_model
+    from workbench.model.loading import load_model
+    from workbench.model.prompts import format_prompt
     from workbench.options import RESID_HOOK
-    from workbench.pairs import make_pairs
-    from workbench.prompts import format_prompt
+    from workbench.vectors.extraction import compute_instruction_vector
+    from workbench.vectors.pairs import make_pairs
 
     model = load_model()
     pairs = make_pairs("lowercase", split="train", n=n_pairs)
@@ -168,11 +168,11 @@ def bench_generate_scale(**options: Any) -> None:
 
 def bench_sweep(n_layers: int = 6, n_prompts: int = 8, max_new_tokens: int = 32) -> None:
     """A layers x prompts sweep as per-row batches vs one generation per layer."""
-    from workbench.extraction import compute_instruction_vector
-    from workbench.generation import generate
-    from workbench.models import load_model
-    from workbench.pairs import base_queries, make_pairs
-    from workbench.terms import PerRow, SteeringTerm
+    from workbench.model.loading import load_model
+    from workbench.steering.generation import generate
+    from workbench.steering.terms import PerRow, SteeringTerm
+    from workbench.vectors.extraction import compute_instruction_vector
+    from workbench.vectors.pairs import base_queries, make_pairs
 
     model = load_model()
     layers = list(range(4, 4 + 2 * n_layers, 2))
@@ -226,12 +226,12 @@ def bench_select_sweep(
 ) -> None:
     """A selection sweep (layers x 3 strengths x prompts) as per-row batches vs one
     `generate` per setting; then scoring throughput."""
-    from workbench.extraction import compute_instruction_vector
-    from workbench.generation import generate
-    from workbench.models import load_model
-    from workbench.pairs import base_queries, make_pairs
-    from workbench.scoring import score
-    from workbench.sweeps import settings_grid, sweep
+    from workbench.evaluation.scoring import score
+    from workbench.evaluation.sweeps import settings_grid, sweep
+    from workbench.model.loading import load_model
+    from workbench.steering.generation import generate
+    from workbench.vectors.extraction import compute_instruction_vector
+    from workbench.vectors.pairs import base_queries, make_pairs
 
     model = load_model()
     layers = list(range(6, 6 + 2 * n_layers, 2))

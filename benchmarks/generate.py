@@ -53,8 +53,8 @@ def _race(contenders: dict[str, Callable[[], list[list[int]]]], setup: Setup) ->
 
 def bench_generate(setup: Setup) -> None:
     """Fast and TransformerLens paths vs Hugging Face; the reference loop; agreement."""
-    from workbench.fast_decode import decoder_for
-    from workbench.reference import reference_generate
+    from workbench.model.fast_decode import decoder_for
+    from workbench.steering.reference import reference_generate
 
     w = workload(setup)
     prompts, new, term = w.prompts(setup.prompts), setup.new_tokens, w.term()
@@ -114,7 +114,7 @@ def bench_generate(setup: Setup) -> None:
         ref_prompts=len(ref_prompts),
     )
     if setup.config is None:
-        from workbench.models import load_model
+        from workbench.model.loading import load_model
 
         hooked = load_model(backend="hooked", device=setup.device)
         hooked_s, hooked_tokens = _timed(
@@ -242,7 +242,7 @@ def _long_prompts(w: Workload, n: int, target: int) -> list[str]:
 
 
 def _mean_tokens(w: Workload, prompts: list[str]) -> float:
-    from workbench.prompts import encode_prompts, format_prompt
+    from workbench.model.prompts import encode_prompts, format_prompt
 
     ids = encode_prompts(w.model, [format_prompt(w.model, p) for p in prompts])
     return sum(map(len, ids)) / len(ids)

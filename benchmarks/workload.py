@@ -67,10 +67,10 @@ class Workload:
         import torch
         from transformers import AutoModelForCausalLM
 
-        from workbench.embedded import ensure_checkpoint
-        from workbench.extraction import compute_instruction_vector
-        from workbench.models import load_model
-        from workbench.pairs import make_pairs
+        from workbench.model.embedded import ensure_checkpoint
+        from workbench.model.loading import load_model
+        from workbench.vectors.extraction import compute_instruction_vector
+        from workbench.vectors.pairs import make_pairs
 
         self.setup = setup
         self.dtype = getattr(torch, setup.dtype) if setup.dtype else torch.float32
@@ -91,7 +91,7 @@ class Workload:
         self.hf = hf.to(setup.device).eval()
 
     def term(self, mode: str = "project", layer: int | None = None) -> Any:
-        from workbench.terms import SteeringTerm
+        from workbench.steering.terms import SteeringTerm
 
         return SteeringTerm(self.vec, layer=self.layer if layer is None else layer, mode=mode)
 
@@ -99,8 +99,8 @@ class Workload:
         self, prompts: list[str], steering: Any, new: int, fast: bool = True, model: Any = None
     ) -> list[list[int]]:
         """Our `generate`, all prompts in one batch; `fast=False` takes TransformerLens' path."""
-        from workbench.fast_decode import use_fast_decode
-        from workbench.generation import generate
+        from workbench.model.fast_decode import use_fast_decode
+        from workbench.steering.generation import generate
 
         with use_fast_decode(fast):
             out = generate(
@@ -117,7 +117,7 @@ class Workload:
         """Unsteered Hugging Face `generate` (SDPA) on the same batch as ours."""
         import torch
 
-        from workbench.prompts import format_prompt, tokenize_prompts
+        from workbench.model.prompts import format_prompt, tokenize_prompts
 
         ids, mask = tokenize_prompts(self.model, [format_prompt(self.model, p) for p in prompts])
         tok = self.model.tokenizer
@@ -138,7 +138,7 @@ class Workload:
         return run
 
     def prompts(self, n: int) -> list[str]:
-        from workbench.pairs import base_queries
+        from workbench.vectors.pairs import base_queries
 
         queries = [q.text for q in base_queries()]
         return [queries[i % len(queries)] for i in range(n)]
@@ -148,7 +148,7 @@ def _random_checkpoint(setup: Setup, path: str) -> str:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from workbench.embedded import ensure_checkpoint
+    from workbench.model.embedded import ensure_checkpoint
 
     tok = AutoTokenizer.from_pretrained(
         setup.tokenizer or ensure_checkpoint("smollm2-135m-instruct")
@@ -172,10 +172,10 @@ def workload(setup: Setup) -> Workload:
 
 def memory_child(setup_json: str, source: str, steered: bool) -> float:
     """In a child process: extra peak resident MB of one steered/unsteered 64-row batch."""
-    from workbench.extraction import compute_instruction_vector
-    from workbench.models import load_model
-    from workbench.pairs import make_pairs
-    from workbench.terms import SteeringTerm
+    from workbench.model.loading import load_model
+    from workbench.steering.terms import SteeringTerm
+    from workbench.vectors.extraction import compute_instruction_vector
+    from workbench.vectors.pairs import make_pairs
 
     setup = Setup(**json.loads(setup_json))
     w = Workload.__new__(Workload)  # only the model: no Hugging Face copy in this process

@@ -26,8 +26,8 @@ from workbench import (
     select,
     sweep,
 )
-from workbench.scoring import count_sentences, count_words
-from workbench.sweeps import SweepPrompt
+from workbench.evaluation.scoring import count_sentences, count_words
+from workbench.evaluation.sweeps import SweepPrompt
 
 
 @dataclass(frozen=True)

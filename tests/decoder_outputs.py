@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from workbench.prompts import format_prompt, tokenize_prompts
+from workbench.model.prompts import format_prompt, tokenize_prompts
 
 
 def both_forwards(model: Any, decoder: Any, prompts: list[str]) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workbench.pairs import instruction_names, make_pairs
+from workbench.vectors.pairs import instruction_names, make_pairs
 
 EDGE_TEXTS = [
     "",

@@ -1,7 +1,7 @@
 """Activation-steering workbench: instruction vectors on TransformerLens models.
 
 The public API is the short list below; plumbing lives in submodules
-(`workbench.errors`, `workbench.embedded`, `workbench.extraction`, ...).
+(`workbench.errors`, `workbench.model.embedded`, `workbench.vectors.extraction`, ...).
 
 Example:
     >>> from workbench import SteeringTerm, compute_instruction_vector, generate, make_pairs
@@ -18,48 +18,49 @@ from ._version import __version__
 # Names load on first use (PEP 562), so `import workbench` and the `workbench` console
 # script start without importing torch; `from workbench import x` works as usual.
 _EXPORTS = {
-    "read_residuals": ".activations",
-    "separability": ".diagnostics",
-    "stability_curve": ".diagnostics",
+    "read_residuals": ".vectors.activations",
+    "separability": ".vectors.diagnostics",
+    "stability_curve": ".vectors.diagnostics",
     "WorkbenchError": ".errors",
-    "compute_instruction_vector": ".extraction",
-    "Generation": ".generation",
-    "Sampling": ".generation",
-    "generate": ".generation",
-    "load_model": ".models",
-    "model_info": ".models",
-    "Pair": ".pairs",
-    "base_queries": ".pairs",
-    "instruction": ".pairs",
-    "instruction_names": ".pairs",
-    "make_pairs": ".pairs",
-    "format_prompt": ".prompts",
-    "score": ".scoring",
-    "select": ".selection",
-    "steer": ".steering",
-    "merge_sweeps": ".sweep_files",
-    "sweep": ".sweeps",
-    "PerRow": ".terms",
-    "SteeringTerm": ".terms",
-    "InstructionVector": ".vectors",
+    "compute_instruction_vector": ".vectors.extraction",
+    "Generation": ".steering.generation",
+    "Sampling": ".steering.generation",
+    "generate": ".steering.generation",
+    "load_model": ".model.loading",
+    "model_info": ".model.info",
+    "Pair": ".vectors.pairs",
+    "base_queries": ".vectors.pairs",
+    "instruction": ".vectors.pairs",
+    "instruction_names": ".vectors.pairs",
+    "make_pairs": ".vectors.pairs",
+    "format_prompt": ".model.prompts",
+    "score": ".evaluation.scoring",
+    "select": ".evaluation.selection",
+    "steer": ".steering.plan",
+    "merge_sweeps": ".evaluation.sweep_files",
+    "sweep": ".evaluation.sweeps",
+    "PerRow": ".steering.terms",
+    "SteeringTerm": ".steering.terms",
+    "InstructionVector": ".vectors.instruction_vector",
 }
 
 if TYPE_CHECKING:
-    from .activations import read_residuals
-    from .diagnostics import separability, stability_curve
     from .errors import WorkbenchError
-    from .extraction import compute_instruction_vector
-    from .generation import Generation, Sampling, generate
-    from .models import load_model, model_info
-    from .pairs import Pair, base_queries, instruction, instruction_names, make_pairs
-    from .prompts import format_prompt
-    from .scoring import score
-    from .selection import select
-    from .steering import steer
-    from .sweep_files import merge_sweeps
-    from .sweeps import sweep
-    from .terms import PerRow, SteeringTerm
-    from .vectors import InstructionVector
+    from .evaluation.scoring import score
+    from .evaluation.selection import select
+    from .evaluation.sweep_files import merge_sweeps
+    from .evaluation.sweeps import sweep
+    from .model.info import model_info
+    from .model.loading import load_model
+    from .model.prompts import format_prompt
+    from .steering.generation import Generation, Sampling, generate
+    from .steering.plan import steer
+    from .steering.terms import PerRow, SteeringTerm
+    from .vectors.activations import read_residuals
+    from .vectors.diagnostics import separability, stability_curve
+    from .vectors.extraction import compute_instruction_vector
+    from .vectors.instruction_vector import InstructionVector
+    from .vectors.pairs import Pair, base_queries, instruction, instruction_names, make_pairs
 
 
 def __getattr__(name: str) -> object:

@@ -111,7 +111,7 @@ def temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}{tag}")
 
 
-# (workbench.vector_files.FORMAT_NAME and workbench.sweep_files.SWEEP_FORMAT; a test
+# (workbench.vectors.storage.FORMAT_NAME and workbench.evaluation.sweep_files.SWEEP_FORMAT; a test
 # keeps them in step: importing those modules here would import torch and pandas).
 VECTOR_FORMAT = "workbench.instruction_vector"
 SWEEP_FORMAT = "workbench.sweep"

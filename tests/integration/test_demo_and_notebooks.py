@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from workbench import InstructionVector
-from workbench.demo import run_demo
+from workbench.cli.demo import run_demo
 
 NOTEBOOKS = sorted((Path(__file__).parents[2] / "notebooks").glob("*.ipynb"))
 

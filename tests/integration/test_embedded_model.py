@@ -10,8 +10,13 @@ import torch
 from packaging.version import Version
 
 from workbench import format_prompt, model_info
-from workbench.embedded import EMBEDDED_MODELS, checkpoint_dir, ensure_checkpoint, verify_checkpoint
-from workbench.prompts import tokenize_prompts
+from workbench.model.embedded import (
+    EMBEDDED_MODELS,
+    checkpoint_dir,
+    ensure_checkpoint,
+    verify_checkpoint,
+)
+from workbench.model.prompts import tokenize_prompts
 
 PROMPTS = ["Write a haiku about the sea.", "What is the capital of France? Answer in French."]
 

@@ -15,7 +15,7 @@ from workbench import (
     generate,
     make_pairs,
 )
-from workbench.fast_decode import decoder_for, use_fast_decode
+from workbench.model.fast_decode import decoder_for, use_fast_decode
 
 N_NEW = 24
 

@@ -16,8 +16,8 @@ from workbench import (
     make_pairs,
     model_info,
 )
-from workbench.embedded import EMBEDDED_MODELS, gguf_add_bos, locate_gguf
-from workbench.prompts import encode_prompts
+from workbench.model.embedded import EMBEDDED_MODELS, gguf_add_bos, locate_gguf
+from workbench.model.prompts import encode_prompts
 
 GEMMA = EMBEDDED_MODELS["gemma-3-270m"]
 pytestmark = pytest.mark.skipif(

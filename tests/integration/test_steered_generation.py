@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from workbench import SteeringTerm, base_queries, compute_instruction_vector, generate, make_pairs
-from workbench.reference import reference_generate
+from workbench.steering.reference import reference_generate
 
 N_NEW = 16
 

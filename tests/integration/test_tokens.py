@@ -14,14 +14,14 @@ from transformers import AutoTokenizer
 
 from tests.prompt_texts import prompt_texts
 from workbench import format_prompt
-from workbench.embedded import (
+from workbench.model.embedded import (
     EMBEDDED_MODELS,
     MANIFEST,
     ensure_checkpoint,
     gguf_add_bos,
     locate_gguf,
 )
-from workbench.prompts import encode_prompts
+from workbench.model.prompts import encode_prompts
 
 SMOL = "smollm2-135m-instruct"
 IM_START, SYSTEM, Q = 1, 9690, 65  # "<|im_start|>", "system", "Q"

@@ -76,7 +76,7 @@ def test_shared_prefix_cache_gives_the_same_activations(tiny_model, position):
 
 
 def test_shared_prefix_length():
-    from workbench.activations import shared_prefix_length
+    from workbench.vectors.activations import shared_prefix_length
 
     assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 5]]) == 2
     assert shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2  # keeps one token to read

@@ -31,7 +31,7 @@ from workbench.errors import (
     VectorMismatchError,
     WorkbenchError,
 )
-from workbench.prompts import encode_prompts
+from workbench.model.prompts import encode_prompts
 
 D = 16
 PROMPTS = ["Hi", "Describe a long and winding river.", "Name a colour."]  # unequal lengths

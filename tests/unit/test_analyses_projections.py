@@ -32,8 +32,8 @@ from workbench.errors import (
     VectorMismatchError,
     WorkbenchError,
 )
-from workbench.extraction import pair_activations
-from workbench.prompts import encode_prompts, format_prompt
+from workbench.model.prompts import encode_prompts, format_prompt
+from workbench.vectors.extraction import pair_activations
 
 HELD_OUT = [
     ("Describe a storm. Answer in lowercase.", "Describe a storm."),

@@ -15,7 +15,7 @@ from jaxtyping import TypeCheckError
 
 import workbench
 import workbench.errors as errors
-from workbench.activations import reduce_positions
+from workbench.vectors.activations import reduce_positions
 
 PACKAGE = Path(workbench.__file__).parent
 

@@ -7,7 +7,7 @@ import torch
 
 from workbench import Sampling, compute_instruction_vector, generate, stability_curve
 from workbench.errors import ArgumentTypeError, InvalidArgumentError, VectorMismatchError
-from workbench.extraction import difference_stats
+from workbench.vectors.extraction import difference_stats
 
 PAIRS = [
     ("Tell me about owls. Be brief.", "Tell me about owls."),

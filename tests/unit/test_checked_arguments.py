@@ -17,13 +17,17 @@ from workbench import (
     read_residuals,
     separability,
 )
-from workbench.diagnostics import pairs_to_settle, separability_from_activations, stability_curve
 from workbench.errors import ArgumentTypeError, InvalidArgumentError, WorkbenchError
-from workbench.extraction import pair_activations
-from workbench.pairs import Pair
-from workbench.quality import quality_frame, response_perplexity
-from workbench.scoring import check_instruction, score
-from workbench.selection import select, summarize
+from workbench.evaluation.quality import quality_frame, response_perplexity
+from workbench.evaluation.scoring import check_instruction, score
+from workbench.evaluation.selection import select, summarize
+from workbench.vectors.diagnostics import (
+    pairs_to_settle,
+    separability_from_activations,
+    stability_curve,
+)
+from workbench.vectors.extraction import pair_activations
+from workbench.vectors.pairs import Pair
 
 LONG = "x" * 300  # byte-level tokenizer: 300 tokens, past the tiny model's 256
 PAIRS = [("Tell me about owls. Be brief.", "Tell me about owls."), ("Hi. Be brief.", "Hi.")]
@@ -90,7 +94,8 @@ def test_a_string_of_keywords_no_longer_passes_letter_by_letter():
 
 
 def test_every_checker_argument_has_a_declared_type():
-    from workbench import placeholders, scoring
+    from workbench.evaluation import scoring
+    from workbench.vectors import placeholders
 
     declared = placeholders.INT_ARGS | placeholders.STR_ARGS | placeholders.WORDS_ARGS
     taken = {k for i in scoring.instruction_ids() for k in scoring._arg_keys(i)}
@@ -252,7 +257,7 @@ def test_every_refusal_here_is_a_workbench_error(tiny_models):
 
 
 def test_a_pair_carries_a_str_id_and_a_mapping_of_kwargs():
-    from workbench.pairs import as_pairs
+    from workbench.vectors.pairs import as_pairs
 
     with pytest.raises(ArgumentTypeError, match="pair 0: kwargs must be a mapping"):
         as_pairs([Pair("a b", "a", "keywords:existence", "ocean")])

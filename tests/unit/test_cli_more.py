@@ -1,6 +1,6 @@
 """The command line in-process: help, every argument check, and the text output.
 
-`test_cli` runs the installed console script; these call `workbench.cli.main`
+`test_cli` runs the installed console script; these call `workbench.cli.console.main`
 directly, which is cheap enough to try every bad argument.
 """
 
@@ -14,10 +14,10 @@ import pytest
 
 from tests.tiny import make_tiny_checkpoint
 from workbench import InstructionVector, compute_instruction_vector, load_model, make_pairs, sweep
-from workbench.cli import build_parser, main
-from workbench.cli_commands import _BenchJson
-from workbench.cli_common import DTYPES
-from workbench.cli_sweep import METRICS
+from workbench.cli.commands import _BenchJson
+from workbench.cli.common import DTYPES
+from workbench.cli.console import build_parser, main
+from workbench.cli.sweep import METRICS
 from workbench.errors import InvalidArgumentError
 from workbench.options import choices
 
@@ -193,8 +193,8 @@ def test_bad_arguments_are_one_line_before_any_model_loads(in_files, capsys, arg
 
 
 def test_choices_mirror_the_library():
-    from workbench.models import _DTYPES
-    from workbench.selection import Metric
+    from workbench.evaluation.selection import Metric
+    from workbench.model.loading import _DTYPES
 
     assert DTYPES == _DTYPES and METRICS == choices(Metric)
 
@@ -244,7 +244,7 @@ def test_a_transfer_warns_in_one_line(in_files, capsys):
 
 
 def test_evaluate_text_with_a_steered_selection(in_files, tiny_dir, capsys, monkeypatch):
-    import workbench.selection as selection
+    import workbench.evaluation.selection as selection
 
     real = selection.select
 
@@ -278,7 +278,7 @@ def test_bench_json_turns_bench_lines_into_json(capsys):
 
 
 def test_an_unexpected_error_is_one_line_with_a_hint(monkeypatch, capsys):
-    import workbench.cli_commands as commands
+    import workbench.cli.commands as commands
 
     def boom(args):
         raise RuntimeError("boom\nsecond line")
@@ -296,7 +296,7 @@ def test_prompts_from_stdin_that_are_not_utf8_are_one_line_error(monkeypatch) ->
     import io
     import types
 
-    from workbench.cli_files import read_prompts
+    from workbench.cli.paths import read_prompts
 
     monkeypatch.setattr("sys.stdin", types.SimpleNamespace(buffer=io.BytesIO(b"caf\xe9\n")))
     with pytest.raises(InvalidArgumentError, match="cannot read prompts from stdin"):

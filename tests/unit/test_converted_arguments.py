@@ -15,11 +15,11 @@ from analyses.geometry import cosine_table
 from analyses.report import report
 from analyses.style import write_html
 from workbench import compute_instruction_vector, make_pairs, sweep
-from workbench.diagnostics import pairs_to_settle, stability_curve
 from workbench.errors import ArgumentTypeError, InvalidArgumentError
+from workbench.evaluation.quality import QualityThresholds, response_perplexity
+from workbench.model.hooks import model_lock
 from workbench.options import as_float, check_int, check_read_position, float_list, int_list
-from workbench.quality import QualityThresholds, response_perplexity
-from workbench.steering import model_lock
+from workbench.vectors.diagnostics import pairs_to_settle, stability_curve
 
 
 def test_scalars_of_every_kind_become_python_numbers():

@@ -6,9 +6,14 @@ import pytest
 import torch
 
 from workbench import compute_instruction_vector, make_pairs, separability, stability_curve
-from workbench.diagnostics import auc, d_prime, pairs_to_settle, separability_from_activations
 from workbench.errors import InvalidArgumentError
-from workbench.extraction import pair_activations
+from workbench.vectors.diagnostics import (
+    auc,
+    d_prime,
+    pairs_to_settle,
+    separability_from_activations,
+)
+from workbench.vectors.extraction import pair_activations
 
 
 def _planted_diffs(signal: list[float], n: int = 64, d: int = 32):

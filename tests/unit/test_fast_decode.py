@@ -21,9 +21,9 @@ from workbench import (
     steer,
 )
 from workbench.errors import ArgumentTypeError
-from workbench.fast_decode import FastDecoder, decoder_for, use_fast_decode
-from workbench.reference import reference_generate
-from workbench.steering import SteeringPlan
+from workbench.model.fast_decode import FastDecoder, decoder_for, use_fast_decode
+from workbench.steering.plan import SteeringPlan
+from workbench.steering.reference import reference_generate
 
 # Many lengths (1 to 60 characters), so batches carry plenty of left padding.
 PROMPTS = [
@@ -320,7 +320,7 @@ def test_sixteen_bit_models_decode_with_eager_attention_exactly(tiny_dir):
 
 
 def test_eager_attention_is_the_fallback_when_sdpa_fails_the_probe(fresh, monkeypatch):
-    import workbench.fast_decode as fast_decode
+    import workbench.model.fast_decode as fast_decode
 
     # A tolerance SDPA's float32 rounding (~1e-7) cannot meet, and eager's 0 can.
     monkeypatch.setitem(fast_decode._TOLERANCE, torch.float32, 1e-12)

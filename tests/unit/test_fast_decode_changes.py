@@ -18,8 +18,8 @@ from torch import Tensor
 
 from tests.conftest import LOWERCASE_PAIRS
 from workbench import SteeringTerm, compute_instruction_vector, generate, load_model, steer
-from workbench.bridge_state import BridgeState
-from workbench.fast_decode import decoder_for, use_fast_decode
+from workbench.model.bridge_state import BridgeState
+from workbench.model.fast_decode import decoder_for, use_fast_decode
 
 PROMPTS = ["hello there", "a", "tell me a story about owls", "why?"]
 N_NEW = 8

@@ -12,15 +12,6 @@ import torch
 
 from tests.tiny import make_tiny_checkpoint
 from workbench import load_model, model_info
-from workbench.embedded import (
-    EMBEDDED_MODELS,
-    MANIFEST,
-    EmbeddedModel,
-    ensure_checkpoint,
-    locate_gguf,
-    verify_checkpoint,
-    write_manifest,
-)
 from workbench.errors import (
     ArgumentTypeError,
     EmbeddedModelMissingError,
@@ -29,6 +20,15 @@ from workbench.errors import (
     UnknownNameError,
     UnsupportedBackendError,
     WorkbenchError,
+)
+from workbench.model.embedded import (
+    EMBEDDED_MODELS,
+    MANIFEST,
+    EmbeddedModel,
+    ensure_checkpoint,
+    locate_gguf,
+    verify_checkpoint,
+    write_manifest,
 )
 
 

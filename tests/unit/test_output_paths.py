@@ -2,7 +2,7 @@
 never over a file of another kind without --force, never over anything but a regular
 file; symlinks are followed and ``~`` is expanded. Every refusal comes before any work.
 
-Commands run in-process (`workbench.cli.main`) in a fresh copy of the fixture files.
+Commands run in-process (`workbench.cli.console.main`) in a fresh copy of the fixture files.
 A refusal that must come before the model loads is run with ``--model`` naming no
 model: a check made after loading would end in "unknown model" instead.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from workbench import compute_instruction_vector, load_model, make_pairs, sweep
-from workbench.cli import main
+from workbench.cli.console import main
 from workbench.files import SWEEP_FORMAT, VECTOR_FORMAT, file_kind
 
 NO_MODEL = ["--model", "no_such_model_dir"]
@@ -126,8 +126,8 @@ def test_file_kinds_are_judged_by_content_not_name(work):
 
 
 def test_format_names_mirror_the_library():
-    from workbench.sweep_files import SWEEP_FORMAT as LIBRARY_SWEEP
-    from workbench.vector_files import FORMAT_NAME
+    from workbench.evaluation.sweep_files import SWEEP_FORMAT as LIBRARY_SWEEP
+    from workbench.vectors.storage import FORMAT_NAME
 
     assert (VECTOR_FORMAT, SWEEP_FORMAT) == (FORMAT_NAME, LIBRARY_SWEEP)
 
@@ -432,7 +432,7 @@ def test_demo_refuses_another_kind_or_a_fifo_in_its_out_dir(work, capsys):
 
 
 def test_demo_library_refuses_a_fifo_before_loading_the_model(tmp_path):
-    from workbench.demo import run_demo
+    from workbench.cli.demo import run_demo
     from workbench.errors import InvalidArgumentError
 
     fifo(tmp_path / "one_sentence.safetensors")

@@ -17,9 +17,9 @@ import torch
 
 from workbench import PerRow, Sampling, SteeringTerm, generate, load_model, steer
 from workbench.errors import InvalidArgumentError, NumericalError
-from workbench.prompts import format_prompt, tokenize_prompts
-from workbench.steering import SteeringPlan
-from workbench.terms import steering_limit
+from workbench.model.prompts import format_prompt, tokenize_prompts
+from workbench.steering.plan import SteeringPlan
+from workbench.steering.terms import steering_limit
 
 PROMPTS = ["hello there", "tell me a story about owls"]
 

@@ -6,7 +6,12 @@ import pytest
 
 from workbench import Pair, base_queries, instruction, instruction_names, make_pairs
 from workbench.errors import ArgumentTypeError, InvalidArgumentError, UnknownNameError
-from workbench.pairs import SPLITS, Placeholder, as_pairs, instruction_placeholders
+from workbench.vectors.pairs import (
+    SPLITS,
+    Placeholder,
+    as_pairs,
+    instruction_placeholders,
+)
 
 IFEVAL_STYLE = (
     "change_case:",

@@ -6,7 +6,7 @@ import pytest
 
 from workbench import format_prompt, load_model
 from workbench.errors import ArgumentTypeError, InvalidArgumentError, PromptFormatError
-from workbench.prompts import encode_prompts, tokenize_prompts
+from workbench.model.prompts import encode_prompts, tokenize_prompts
 
 
 def test_chat_prompt_opens_the_assistant_turn(tiny_model):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from workbench.errors import InvalidArgumentError
-from workbench.quality import (
+from workbench.evaluation.quality import (
     QualityThresholds,
     quality_frame,
     repeated_ngram_share,

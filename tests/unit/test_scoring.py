@@ -20,8 +20,7 @@ from workbench.errors import (
     UnknownNameError,
     WorkbenchError,
 )
-from workbench.files import temp_name
-from workbench.scoring import (
+from workbench.evaluation.scoring import (
     CONCISE_MAX_WORDS,
     VERBOSE_MIN_WORDS,
     count_sentences,
@@ -30,6 +29,7 @@ from workbench.scoring import (
     score,
     score_frame,
 )
+from workbench.files import temp_name
 
 PUNKT_FILES = {"abbrev_types.txt", "collocations.tab", "ortho_context.tab", "sent_starters.txt"}
 SKY = "The sky is blue because air scatters short wavelengths of sunlight."

@@ -17,8 +17,8 @@ from workbench import (
     steer,
 )
 from workbench.errors import ArgumentTypeError, InvalidArgumentError, VectorMismatchError
-from workbench.prompts import tokenize_prompts
-from workbench.reference import reference_generate
+from workbench.model.prompts import tokenize_prompts
+from workbench.steering.reference import reference_generate
 
 PROMPTS = ["hello there", "a", "tell me a story about owls", "why?", "abc def ghi", "zz"]
 N_NEW = 10

@@ -27,8 +27,8 @@ from workbench.errors import (
     VectorMismatchError,
     WorkbenchError,
 )
-from workbench.prompts import tokenize_prompts
-from workbench.reference import reference_generate
+from workbench.model.prompts import tokenize_prompts
+from workbench.steering.reference import reference_generate
 
 PROMPTS = ["hello there", "tell me a story about owls", "why?"]
 N_NEW = 8

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
-import workbench.sweeps as sweep_module
+import workbench.evaluation.sweeps as sweep_module
 from workbench import compute_instruction_vector, generate, make_pairs
 from workbench.errors import (
     ArgumentTypeError,
@@ -15,9 +16,9 @@ from workbench.errors import (
     SweepFileError,
     VectorMismatchError,
 )
-from workbench.scoring import score
-from workbench.sweep_files import merge_sweeps
-from workbench.sweeps import Setting, SweepPrompt, sweep
+from workbench.evaluation.scoring import score
+from workbench.evaluation.sweep_files import merge_sweeps
+from workbench.evaluation.sweeps import Setting, SweepPrompt, sweep
 
 PROMPTS = ["hello there", "tell me about owls", "why?"]
 GRID = {"layers": [1, 2], "modes": ["add", "project"], "strengths": [0.5, 1.0]}
@@ -40,8 +41,15 @@ def full(model, lower):
 
 
 def _same(a, b):
-    """Tables equal in everything but the wall time."""
-    assert a.drop(columns="seconds").equals(b.drop(columns="seconds"))
+    """Tables equal in everything but the wall time; perplexity to float32 rounding.
+
+    The quality forward pass batches whichever rows a run (or shard) holds, and a
+    float32 forward over a different batch and padding can move the last bit: measured
+    5.7e-6 on a perplexity of 25 (2 of 27 rows) on one 2-core machine, 0 on another.
+    """
+    exact = ["seconds", "perplexity"]
+    assert a.drop(columns=exact).equals(b.drop(columns=exact))
+    assert np.allclose(a.perplexity, b.perplexity, rtol=1e-6, atol=0, equal_nan=True)
 
 
 def test_one_row_per_setting_and_prompt_with_the_baseline_first(full, lower):

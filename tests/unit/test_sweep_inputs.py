@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-import workbench.sweeps as sweep_module
+import workbench.evaluation.sweeps as sweep_module
 from analyses.report import report
 from workbench import InstructionVector, compute_instruction_vector, make_pairs
 from workbench.errors import (
@@ -23,9 +23,9 @@ from workbench.errors import (
     VectorMismatchError,
     WorkbenchError,
 )
-from workbench.selection import select
-from workbench.sweep_files import diffs_digest, merge_sweeps, vector_id
-from workbench.sweeps import Setting, SweepPrompt, settings_grid, sweep
+from workbench.evaluation.selection import select
+from workbench.evaluation.sweep_files import diffs_digest, merge_sweeps, vector_id
+from workbench.evaluation.sweeps import Setting, SweepPrompt, settings_grid, sweep
 
 PROMPTS = ["hi", "owls?", "why"]
 KW = {"layers": [1], "modes": ["add"], "strengths": [1.0], "max_new_tokens": 2, "progress": False}

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from workbench import SteeringTerm, generate, steer
-from workbench import steering as steering_module
-from workbench.prompts import format_prompt, tokenize_prompts
+from workbench.model import hooks as hooks_module
+from workbench.model.prompts import format_prompt, tokenize_prompts
 
 PROMPTS = ["hello there", "tell me a story about owls"]
 N_NEW = 6
@@ -70,8 +70,8 @@ class _SpyLock:
 @pytest.fixture
 def spy_lock(tiny_model):
     """Swap the model's lock for a `_SpyLock` for one test (the model is shared)."""
-    locks = steering_module._LOCKS
-    original = steering_module.model_lock(tiny_model)
+    locks = hooks_module._LOCKS
+    original = hooks_module.model_lock(tiny_model)
     locks[tiny_model] = spy = _SpyLock()
     try:
         yield spy
@@ -156,7 +156,7 @@ def test_a_generate_in_one_thread_does_not_see_another_threads_steer_block(
 
     def first():
         # hooks_held: the user's own hook, added under the model's lock.
-        with steering_module.hooks_held(tiny_model, [("blocks.0.hook_resid_post", pause)]):
+        with hooks_module.hooks_held(tiny_model, [("blocks.0.hook_resid_post", pause)]):
             got["plain"] = generate(tiny_model, PROMPTS, max_new_tokens=N_NEW)
 
     def second():
@@ -183,10 +183,10 @@ def test_nesting_in_one_thread_still_works(tiny_model, tiny_vec):
 
 def test_a_copied_model_gets_its_own_lock(tiny_models):
     model = tiny_models["hooked"]
-    lock = steering_module.model_lock(model)
+    lock = hooks_module.model_lock(model)
     twin = copy.deepcopy(model)
-    assert steering_module.model_lock(twin) is not lock
-    assert steering_module.model_lock(model) is lock
+    assert hooks_module.model_lock(twin) is not lock
+    assert hooks_module.model_lock(model) is lock
     # The lock is not stored on the model (no attribute, submodule or state).
     rlock = type(threading.RLock())
     assert not any(isinstance(value, rlock) for value in vars(model).values())

@@ -25,7 +25,8 @@ from transformers import AutoTokenizer
 
 from tests.tiny import CHAT_TEMPLATE, SPECIALS, tiny_tokenizer
 from workbench import format_prompt, load_model
-from workbench.embedded import (
+from workbench.files import temp_name
+from workbench.model.embedded import (
     MANIFEST,
     EmbeddedModel,
     build_checkpoint,
@@ -33,8 +34,7 @@ from workbench.embedded import (
     gguf_add_bos,
     verify_checkpoint,
 )
-from workbench.files import temp_name
-from workbench.prompts import encode_prompts
+from workbench.model.prompts import encode_prompts
 
 BOS = 1  # "<|im_start|>" in tests.tiny's vocabulary, as in SmolLM2's
 PACKAGE = "workbench_tiny_gguf_weights"

@@ -9,7 +9,7 @@ import torch
 
 from workbench import compute_instruction_vector, load_model, make_pairs
 from workbench.errors import ArgumentTypeError, InvalidArgumentError, PromptFormatError, VectorError
-from workbench.extraction import difference_stats
+from workbench.vectors.extraction import difference_stats
 
 PAIRS = [
     ("Tell me about owls. Answer in lowercase.", "Tell me about owls."),

@@ -1,0 +1,364 @@
+"""Subcommands ``steer`` (generate with a saved vector) and ``evaluate`` (four-setting table)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import secrets
+from pathlib import Path
+from typing import Any
+
+from workbench.errors import InvalidArgumentError
+from workbench.options import Mode, Positions, choices
+
+from .common import (
+    DEFAULT_MODEL,
+    add_command,
+    add_model_options,
+    check_count,
+    check_distinct,
+    check_fits,
+    check_layers_in,
+    check_model_layers,
+    count_option,
+    emit_json,
+    finite_float,
+    load_model_from,
+    parse_floats,
+    parse_layers,
+    parse_list,
+    parse_settings,
+    percent,
+    positive_int,
+    progress,
+    read_vector,
+    say,
+)
+from .paths import (
+    add_force,
+    check_outputs,
+    model_input,
+    output_dir,
+    path_arg,
+    read_prompts,
+    start_afresh,
+)
+from .sweep import METRICS, VECTOR_MODEL, setting_label
+
+# The four settings of the evaluation table, in its column order.
+SETTINGS = ("no_instruction", "no_instruction+steer", "instruction", "instruction+steer")
+_HEADS = ("no instr.", "no instr. + steer", "instr.", "instr. + steer")
+
+
+def register(sub: Any) -> None:
+    """Add ``steer`` and ``evaluate`` to `sub`."""
+    p = add_command(
+        sub,
+        "steer",
+        "generate with a saved vector (its selected setting, or the one given)",
+        'workbench steer title.safetensors "Describe a forest." --compare\n'
+        "workbench steer title.safetensors --prompts-file prompts.txt --layer 14 --mode add "
+        "--strength 2 --json",
+    )
+    p.add_argument("vector", type=path_arg, help="a vector file from `workbench extract`")
+    p.add_argument("prompts", nargs="*", metavar="PROMPT", help="user messages")
+    p.add_argument(
+        "--prompts-file",
+        type=path_arg,
+        default=None,
+        metavar="FILE",
+        help="one prompt a line; - = stdin",
+    )
+    p.add_argument("--layer", type=int, default=None, help="(default: the vector's selection)")
+    p.add_argument(
+        "--mode",
+        default=None,
+        choices=choices(Mode),
+        help="(default: the selection's, else project)",
+    )
+    p.add_argument("--strength", type=finite_float, default=None, help="x the mode's default")
+    p.add_argument("--positions", default="all", choices=choices(Positions))
+    p.add_argument("--compare", action="store_true", help="also generate unsteered")
+    count_option(p, "--max-new-tokens", 64)
+    p.add_argument(
+        "--temperature", type=finite_float, default=None, help="sample (default: greedy)"
+    )
+    p.add_argument("--top-p", type=finite_float, default=1.0)
+    p.add_argument("--seed", type=int, default=None, help="sampling seed (default: drawn, printed)")
+    count_option(p, "--batch-size", 16)
+    add_model_options(p, None, VECTOR_MODEL)
+    p.set_defaults(func=run_steer)
+
+    p = add_command(
+        sub,
+        "evaluate",
+        "the four-setting table: (no) instruction x (no) steering, per bundled instruction",
+        "workbench evaluate title\n"
+        "workbench evaluate --all --layers 8,14,20 --out-dir eval_raw --json",
+        description="For each instruction: a vector from train pairs, a setting selected on "
+        "validation queries, then test queries without and with the instruction, each "
+        "unsteered and steered. With --out-dir the raw rows are kept and a rerun resumes.",
+    )
+    p.add_argument("instructions", nargs="*", metavar="INSTRUCTION", help="bundled names")
+    p.add_argument("--all", action="store_true", help="every bundled instruction")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument(
+        "--train-pairs", type=positive_int, default=48, metavar="N", help="(default: %(default)s)"
+    )
+    p.add_argument(
+        "--val-queries", type=positive_int, default=8, metavar="N", help="(default: %(default)s)"
+    )
+    p.add_argument(
+        "--test-queries", type=positive_int, default=12, metavar="N", help="(default: %(default)s)"
+    )
+    p.add_argument("--layers", default=None, help="(default: 1/4, 1/2 and 3/4 of the depth)")
+    p.add_argument("--modes", default="add,project", help="(default: %(default)s)")
+    p.add_argument("--strengths", default="0.5,1", help="(default: %(default)s)")
+    p.add_argument("--metric", default=METRICS[0], choices=METRICS)
+    count_option(p, "--max-new-tokens", 32)
+    count_option(p, "--batch-size", 48)
+    p.add_argument("--out-dir", type=path_arg, default=None, help="keep raw rows and vectors here")
+    add_model_options(p, DEFAULT_MODEL, DEFAULT_MODEL)
+    add_force(p)
+    p.set_defaults(func=run_evaluate)
+
+
+def _term(vec: Any, args: argparse.Namespace) -> Any:
+    """The steering term: the vector's selection unless a layer, mode or strength is given."""
+    from workbench.evaluation.sweeps import Setting
+    from workbench.steering.terms import SteeringTerm
+
+    explicit = (args.layer, args.mode, args.strength) != (None, None, None)
+    if not explicit and vec.selection is not None:
+        if vec.selection.get("layer") is None:
+            raise InvalidArgumentError(
+                f"vector {str(args.vector)!r} holds the selection 'do not steer' (the unsteered "
+                "baseline was best on validation); pass --layer (and --mode, --strength) to "
+                "steer anyway"
+            )
+        return SteeringTerm(vec, positions=args.positions).concrete()
+    # What is not given comes from the vector's selection (or its selected layer).
+    sel = vec.selection if vec.selection and vec.selection.get("layer") is not None else {}
+    layer = args.layer if args.layer is not None else sel.get("layer", vec.selected_layer)
+    if layer is None:
+        raise InvalidArgumentError(
+            f"vector {str(args.vector)!r} holds no selected setting; pass --layer (one of "
+            f"{list(vec.layers)}), or store one with `workbench select --vector ... --write`"
+        )
+    check_layers_in([layer], vec.layers, "--layer")
+    mode = args.mode or sel.get("mode") or "project"
+    if mode == "ablate" and args.strength is not None:
+        raise InvalidArgumentError(f"--strength {args.strength} has no meaning with --mode ablate")
+    strength = 1.0 if args.strength is None else args.strength
+    term = Setting(layer, mode, None if mode == "ablate" else strength).term(vec)
+    return dataclasses.replace(term, positions=args.positions)
+
+
+def _describe(term: Any) -> dict[str, Any]:
+    return {
+        "layer": term.layer,
+        "mode": term.mode,
+        "weight": term.weight,
+        "target": term.target,
+        "positions": term.positions,
+    }
+
+
+def run_steer(args: argparse.Namespace) -> None:
+    """Generate for each prompt with the vector's steering (and unsteered with --compare)."""
+    from workbench.steering.generation import Sampling, generate
+
+    prompts = read_prompts(args.prompts, args.prompts_file)
+    vec = read_vector(args.vector)
+    term = _term(vec, args)
+    seed = None
+    if args.temperature is not None:
+        seed = args.seed if args.seed is not None else secrets.randbits(48)
+        Sampling(args.temperature, args.top_p, seed)  # checks the values before loading
+    elif args.seed is not None or args.top_p != 1.0:
+        raise InvalidArgumentError("--seed and --top-p apply to sampling; pass --temperature")
+    model = load_model_from(args, vec.model_name)
+    check_fits(vec, args.vector, model)
+    steered, plain = [], []
+    starts = range(0, len(prompts), args.batch_size)
+    for start in progress(starts, args, desc="steer", unit="batch"):
+        chunk = prompts[start : start + args.batch_size]
+        # Prompt i is sampled with seed + i whatever its batch, as generate does.
+        sampling = None if seed is None else Sampling(args.temperature, args.top_p, seed + start)
+        kw = {"max_new_tokens": args.max_new_tokens, "sampling": sampling, "batch_size": len(chunk)}
+        steered += generate(model, chunk, steering=term, **kw)
+        if args.compare:
+            plain += generate(model, chunk, **kw)
+    described = _describe(term)
+    if args.json:
+        for i, (prompt, text) in enumerate(zip(prompts, steered, strict=True)):
+            row = {"prompt": prompt, "response": text, "steering": described, "seed": seed}
+            if args.compare:
+                row["unsteered"] = plain[i]
+            emit_json(row)
+        return
+    kind = {"add": "weight", "project": "target"}.get(term.mode)
+    value = term.weight if term.mode == "add" else term.target
+    amount = f" {kind} {value:.4g}" if kind and value is not None else ""
+    sampled = "" if seed is None else f"; sampled, seed {seed}"
+    say(f"steering: layer {term.layer} {term.mode}{amount}, positions {term.positions}{sampled}")
+    for i, (prompt, text) in enumerate(zip(prompts, steered, strict=True)):
+        say(f"\n> {prompt}")
+        if args.compare:
+            say(f"  unsteered: {plain[i]!r}")
+            say(f"  steered:   {text!r}")
+        else:
+            say(f"  {text!r}")
+
+
+def _default_layers(n_layers: int) -> list[int]:
+    """A quarter, half and three quarters of the depth.
+
+    Example:
+        >>> _default_layers(30), _default_layers(3)
+        ([8, 15, 22], [1, 2])
+    """
+    return sorted({min(n_layers - 1, max(0, round(n_layers * f))) for f in (0.25, 0.5, 0.75)})
+
+
+def _summary(table: Any, metric: str) -> dict[str, Any]:
+    return {
+        "accuracy": float(table[metric].mean()),
+        "strict": float(table["follows_strict"].mean()),
+        "loose": float(table["follows_loose"].mean()),
+        "degenerate": float(table["degenerate"].mean()),
+        "n": int(len(table)),
+    }
+
+
+def _raw_name(name: str, part: str) -> str:
+    return f"{name}.{part}.jsonl"
+
+
+def _out_files(name: str) -> dict[str, str]:
+    """The files --out-dir holds for instruction `name`, and the kind of each."""
+    parts = ("val", "test.no_instruction", "test.instruction")
+    return {**{_raw_name(name, part): "sweep" for part in parts}, f"{name}.safetensors": "vector"}
+
+
+def _evaluate_one(model: Any, name: str, values: dict, layers: list[int], args: Any) -> dict:
+    """Vector from train pairs, selection on validation, the four settings on test."""
+    from workbench.evaluation.selection import select
+    from workbench.evaluation.sweeps import SweepPrompt, sweep
+    from workbench.vectors.extraction import compute_instruction_vector
+    from workbench.vectors.pairs import base_queries, instruction, make_pairs
+
+    def raw(part: str) -> Path | None:
+        return None if args.out_dir is None else args.out_dir / _raw_name(name, part)
+
+    instr = instruction(name, **values)
+    pairs = make_pairs(instr, split="train", n=args.train_pairs)
+    vec = compute_instruction_vector(model, pairs, layers=layers, progress=not args.quiet)
+    common = {
+        "max_new_tokens": args.max_new_tokens,
+        "batch_size": args.batch_size,
+        "progress": not args.quiet,
+    }
+    val_queries = [q.text for q in base_queries("validation")[: args.val_queries]]
+    grid = {"layers": layers, "modes": args.mode_list, "strengths": args.strength_list}
+    val = sweep(model, vec, val_queries, **grid, **common, out=raw("val"))
+    chosen = select(val, vec, metric=args.metric)
+    vec = vec.with_selection(chosen.record())
+    if args.out_dir is not None:
+        vec.save(args.out_dir / f"{name}.safetensors", force=args.force)
+    s = chosen.setting
+    prompt_sets = {
+        "no_instruction": [q.text for q in base_queries("test")[: args.test_queries]],
+        "instruction": [
+            SweepPrompt(p.with_instruction, p.instruction_id, p.kwargs)
+            for p in make_pairs(instr, split="test", n=args.test_queries)
+        ],
+    }
+    test: dict[str, Any] = {}
+    for label, prompts in prompt_sets.items():
+        if s.layer is None:
+            # The choice is not to steer: "steered" is the unsteered run, so one pass
+            # (add with weight 0, which equals no steering) serves both columns.
+            zero = {"layers": [vec.layers[0]], "modes": ["add"], "strengths": [0.0]}
+            out = raw(f"test.{label}")
+            table = sweep(model, vec, prompts, **zero, baseline=False, **common, out=out)
+            base = steered = table
+        else:
+            one = {
+                "layers": [s.layer],
+                "modes": [s.mode],
+                "strengths": [1.0 if s.strength is None else s.strength],
+            }
+            table = sweep(model, vec, prompts, **one, **common, out=raw(f"test.{label}"))
+            base, steered = table[table.layer.isna()], table[table.layer.notna()]
+        test[label] = _summary(base, args.metric)
+        test[label + "+steer"] = _summary(steered, args.metric)
+    return {
+        "instruction": name,
+        "instruction_id": instr.instruction_id,
+        "kwargs": dict(instr.kwargs),
+        "selected": {
+            "layer": s.layer,
+            "mode": s.mode,
+            "strength": s.strength,
+            "label": setting_label(s.layer, s.mode, s.strength),
+        },
+        "validation": chosen.record(),
+        "test": test,
+    }
+
+
+def run_evaluate(args: argparse.Namespace) -> None:
+    """The four-setting table for the named (or all) bundled instructions."""
+    from workbench.vectors.pairs import _bundled, base_queries, instruction_names
+
+    if args.all and args.instructions:
+        raise InvalidArgumentError("name instructions or pass --all, not both")
+    names = instruction_names() if args.all else list(args.instructions)
+    if not names:
+        raise InvalidArgumentError("name an instruction (see `workbench list`) or pass --all")
+    check_distinct(names, "instruction")
+    for name in names:
+        _bundled(name)  # an unknown name fails here, before the model loads
+    if args.set and len(names) != 1:
+        raise InvalidArgumentError(f"--set fills one instruction's placeholders; got {names}")
+    values = parse_settings(args.set, names[0]) if args.set else {}
+    for flag, n, split, what in [
+        ("--train-pairs", args.train_pairs, "train", "train pairs"),
+        ("--val-queries", args.val_queries, "validation", "validation queries"),
+        ("--test-queries", args.test_queries, "test", "test queries"),
+    ]:
+        # One pair per base query of the split.
+        check_count(n, len(base_queries(split)), flag, what)
+    replaced = []
+    if args.out_dir is not None:
+        output_dir(args.out_dir, "--out-dir")
+        outputs = [
+            ("--out-dir", args.out_dir / file, kind)
+            for name in names
+            for file, kind in _out_files(name).items()
+        ]
+        replaced = check_outputs(args, model_input(args), outputs)
+    layers = parse_layers(args.layers) if args.layers is not None else None
+    args.mode_list = parse_list(args.modes, "--modes", choices(Mode))
+    args.strength_list = parse_floats(args.strengths, "--strengths")
+    model = load_model_from(args)
+    if layers is None:
+        layers = _default_layers(model.cfg.n_layers)
+    check_model_layers(layers, model.cfg.n_layers)
+    start_afresh(replaced)
+    if not args.json:
+        say(f"| instruction | selected | {' | '.join(_HEADS)} |")
+        say("|" + " --- |" * (2 + len(_HEADS)))
+    for name in names:
+        result = _evaluate_one(model, name, values, layers, args)
+        if args.json:
+            emit_json(result)
+            continue
+        cells = [
+            f"{percent(result['test'][k]['accuracy'])} ({percent(result['test'][k]['degenerate'])})"
+            for k in SETTINGS
+        ]
+        say(f"| {name} | {result['selected']['label']} | {' | '.join(cells)} |")
+    if not args.json:
+        say(f"\n{args.metric} accuracy on test queries (degenerate share in brackets)")

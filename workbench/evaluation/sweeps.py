@@ -1,0 +1,358 @@
+"""Layer × mode × strength sweeps, scored and guarded, resumable and shardable.
+
+A sweep's work units are (setting, prompt) pairs. A setting is one steering term
+(layer, mode, strength) or the unsteered baseline (``layer=None``). Units run as
+batched per-row generation (`PerRow`), so one batch mixes settings. Each scored
+row is appended to the results file before the next batch starts; a restarted
+sweep skips what the file holds. ``shard=(i, n)`` runs units ``u`` with
+``u % n == i``, so n processes (a job array) can share a sweep and
+`merge_sweeps` joins their files into the table of the unsharded sweep.
+
+Strength is a multiple of each mode's default coefficient at that layer: ``add``
+adds ``strength × |mean difference|`` along u; ``project`` sets the component
+along u to ``strength × z̄`` (the mean with-instruction projection). Residual
+norms grow with depth, so multiples compare across layers where raw weights do not.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from workbench.errors import ArgumentTypeError, InvalidArgumentError, WorkbenchError
+from workbench.files import write_target
+from workbench.model.info import model_info
+from workbench.model.prompts import format_prompt
+from workbench.options import (
+    Mode,
+    as_list,
+    check_bool,
+    check_choice,
+    check_distinct,
+    check_int,
+    choices,
+    float_list,
+    int_list,
+)
+from workbench.steering.terms import PerRow, SteeringTerm
+from workbench.vectors.instruction_vector import InstructionVector
+
+from .quality import QualityThresholds, generate_with_quality
+from .scoring import check_instruction, score
+from .sweep_files import (
+    append_rows,
+    as_frame,
+    diffs_digest,
+    open_for_append,
+    table_identity,
+    vector_id,
+)
+
+
+@dataclass(frozen=True)
+class SweepPrompt:
+    """A prompt and the instruction its response is checked against.
+
+    None for `instruction_id` means the vector's own instruction and kwargs.
+    """
+
+    text: str
+    instruction_id: str | None = None
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.text, str):
+            raise ArgumentTypeError(
+                f"SweepPrompt text must be a str, got {type(self.text).__name__} {self.text!r:.60}"
+            )
+        if self.instruction_id is not None and not isinstance(self.instruction_id, str):
+            raise ArgumentTypeError(
+                f"SweepPrompt instruction_id must be a str or None, got {self.instruction_id!r}"
+            )
+        if not isinstance(self.kwargs, Mapping):
+            raise ArgumentTypeError(f"SweepPrompt kwargs must be a mapping, got {self.kwargs!r}")
+
+
+def _missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One steering setting of a sweep; ``layer=None`` is the unsteered baseline."""
+
+    layer: int | None
+    mode: str | None = None
+    strength: float | None = None
+
+    def __post_init__(self) -> None:
+        # A sweep table marks what a setting lacks as missing (NaN, <NA>): read as None,
+        # so Setting(row.layer, row.mode, row.strength) works for every row.
+        for name in ("layer", "mode", "strength"):
+            if _missing(getattr(self, name)):
+                object.__setattr__(self, name, None)
+        if self.layer is None:
+            if self.mode is not None or self.strength is not None:
+                raise InvalidArgumentError(
+                    f"the baseline Setting(None) takes no mode or strength, got mode "
+                    f"{self.mode!r}, strength {self.strength!r}"
+                )
+            return
+        if isinstance(self.layer, bool) or not isinstance(self.layer, numbers.Integral):
+            raise ArgumentTypeError(
+                f"Setting layer must be an int or None, got {type(self.layer).__name__} "
+                f"{self.layer!r}"
+            )
+        object.__setattr__(self, "layer", int(self.layer))
+        check_choice("Setting mode", self.mode, Mode)
+        strength = self.strength
+        if self.mode == "ablate":
+            if strength is not None:
+                raise InvalidArgumentError(
+                    f"Setting strength {strength!r} has no meaning for mode 'ablate'; pass None"
+                )
+            return
+        ok = not isinstance(strength, bool) and isinstance(strength, numbers.Real)
+        if not ok or not math.isfinite(strength):
+            raise InvalidArgumentError(
+                f"Setting strength must be a finite number for mode {self.mode!r}, got {strength!r}"
+            )
+        object.__setattr__(self, "strength", float(strength))
+
+    def term(self, vector: InstructionVector) -> SteeringTerm | None:
+        """The steering term of this setting (None for the baseline)."""
+        if self.layer is None:
+            return None
+        row = vector.row(self.layer)
+        if self.mode == "add":
+            weight = self.strength * float(vector.diffs[row].norm())
+            return SteeringTerm(vector, layer=self.layer, mode="add", weight=weight)
+        if self.mode == "project":
+            target = self.strength * float(vector.mean_proj_with[row])
+            return SteeringTerm(vector, layer=self.layer, mode="project", target=target)
+        return SteeringTerm(vector, layer=self.layer, mode="ablate")
+
+
+def settings_grid(
+    vector: InstructionVector,
+    layers: Sequence[int],
+    modes: Sequence[str],
+    strengths: Sequence[float],
+    baseline: bool = True,
+) -> list[Setting]:
+    """The baseline (first) then every layer × mode × strength (ablate takes none).
+
+    Example:
+        >>> [s.layer for s in settings_grid(vec, [1, 2], ["add"], [0.5, 1.0])]
+        [None, 1, 1, 2, 2]
+    """
+    check_bool("baseline", baseline)
+    layers = int_list("layers", layers, "layer")
+    for layer in layers:
+        vector.row(layer)
+    modes = as_list("modes", modes, "['add']")
+    if not modes:
+        raise InvalidArgumentError(f"modes is empty; give at least one of {choices(Mode)}")
+    for mode in modes:
+        check_choice("mode", mode, Mode)
+    check_distinct("modes", modes)
+    strengths = float_list("strengths", strengths, "strength")
+    grid = [Setting(None)] if baseline else []
+    for layer in layers:
+        for mode in modes:
+            if mode == "ablate":
+                grid.append(Setting(layer, mode))
+            else:
+                grid.extend(Setting(layer, mode, float(s)) for s in strengths)
+    return grid
+
+
+def _as_prompts(prompts: Any, vector: InstructionVector) -> list[SweepPrompt]:
+    if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence) or not prompts:
+        raise ArgumentTypeError(f"prompts must be a non-empty list, got {prompts!r}")
+    out = []
+    for i, p in enumerate(prompts):
+        if isinstance(p, str):
+            p = SweepPrompt(p)
+        if not isinstance(p, SweepPrompt):
+            raise ArgumentTypeError(f"prompt {i} must be a str or a SweepPrompt, got {p!r}")
+        if p.instruction_id is None:
+            if vector.instruction_id is None:
+                raise InvalidArgumentError(
+                    f"prompt {i} names no instruction and the vector has none to check against"
+                )
+            p = SweepPrompt(p.text, vector.instruction_id, dict(vector.kwargs))
+        try:
+            # Checked now: the scorer would otherwise refuse it after the first batch.
+            check_instruction(p.instruction_id, p.kwargs)
+        except WorkbenchError as e:
+            raise type(e)(f"prompt {i}: {e}") from e
+        out.append(p)
+    return out
+
+
+def _config(model: Any, vector: InstructionVector, prompts: list[SweepPrompt], **kw: Any) -> dict:
+    info = model_info(model)
+    return {
+        "model": info.name,
+        "fingerprint": info.fingerprint,
+        "vector": diffs_digest(vector),
+        "vector_id": vector_id(vector),
+        "prompts": [[p.text, p.instruction_id, dict(p.kwargs)] for p in prompts],
+        **kw,
+    }
+
+
+def _score_batch(
+    model: Any,
+    vector: InstructionVector,
+    units: list[tuple[int, Setting, int, SweepPrompt]],
+    max_new_tokens: int,
+    thresholds: QualityThresholds,
+) -> list[dict[str, Any]]:
+    """Generate, guard and score one batch of units (one row each)."""
+    t0 = time.perf_counter()
+    texts = [format_prompt(model, p.text) for _, _, _, p in units]
+    terms = [s.term(vector) for _, s, _, _ in units]
+    out, quality = generate_with_quality(
+        model,
+        texts,
+        PerRow(terms),
+        max_new_tokens=max_new_tokens,
+        batch_size=len(units),
+        thresholds=thresholds,
+    )
+    quality = quality.to_dict("records")
+    seconds = (time.perf_counter() - t0) / len(units)
+    rows = []
+    for (unit, s, index, p), term, text, q in zip(units, terms, out.texts, quality, strict=True):
+        coefficient = None if term is None else (term.weight if s.mode == "add" else term.target)
+        strict = score(text, p.instruction_id, p.kwargs)
+        rows.append(
+            {
+                "unit": unit,
+                "prompt_index": index,
+                "prompt": p.text,
+                "instruction_id": p.instruction_id,
+                "kwargs": dict(p.kwargs),
+                "layer": s.layer,
+                "mode": s.mode,
+                "strength": s.strength,
+                "coefficient": coefficient,
+                "response": text,
+                "follows_strict": strict,
+                "follows_loose": strict or score(text, p.instruction_id, p.kwargs, loose=True),
+                **q,
+                "seconds": seconds,
+            }
+        )
+    return rows
+
+
+def _check_shard(shard: Any) -> tuple[int, int] | None:
+    if shard is None:
+        return None
+    if not isinstance(shard, (tuple, list)) or len(shard) != 2:
+        raise InvalidArgumentError(f"shard must be (i, n) with 0 <= i < n, got {shard!r}")
+    n = check_int("shard count", shard[1], low=1)
+    return check_int("shard index", shard[0], low=0, high=n - 1), n
+
+
+def sweep(
+    model: Any,
+    vector: InstructionVector,
+    prompts: Sequence[str | SweepPrompt],
+    *,
+    layers: Sequence[int],
+    modes: Sequence[str] = ("project",),
+    strengths: Sequence[float] = (0.25, 0.5, 1.0),
+    baseline: bool = True,
+    max_new_tokens: int = 64,
+    out: str | Path | None = None,
+    shard: tuple[int, int] | None = None,
+    batch_size: int = 32,
+    thresholds: QualityThresholds | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Generate, score and guard every (setting, prompt); one tidy row each.
+
+    Args:
+        prompts: user messages (str: checked against the vector's instruction) or
+            `SweepPrompt`s carrying their own instruction id and kwargs.
+        layers, modes, strengths: the grid (see the module docstring): lists (or 1-d
+            arrays) of distinct values, never a bare str or number; the unsteered
+            baseline (``layer=None``) comes first unless ``baseline=False``.
+        out: a JSONL file (``~`` expanded, a symlink followed; a directory or device
+            is refused); rows are appended as they are scored, and a restarted
+            sweep with the same arguments skips the rows it holds.
+        shard: ``(i, n)`` runs the i-th of n disjoint parts (see `merge_sweeps`).
+
+    Returns:
+        A DataFrame with the columns `sweep_files.COLUMNS`, ordered by work unit, holding this
+        run's part (all of it without `shard`). ``attrs["sweep"]`` names the vector swept
+        and the rows held of all (`sweep_files.table_identity`), which `select` checks.
+
+    Example:
+        >>> table = sweep(model, vec, ["Hi"], layers=[1, 2], strengths=[0.5], max_new_tokens=4, progress=False)
+        >>> table.layer.tolist(), table.strength.tolist()
+        ([<NA>, 1, 2], [nan, 0.5, 0.5])
+    """
+    if not isinstance(vector, InstructionVector):
+        raise ArgumentTypeError(
+            f"vector must be an InstructionVector, got {type(vector).__name__} {vector!r:.60}"
+        )
+    vector.check_model(model)
+    max_new_tokens = check_int("max_new_tokens", max_new_tokens, low=1)
+    batch_size = check_int("batch_size", batch_size, low=1)
+    check_bool("baseline", baseline)
+    check_bool("progress", progress)
+    shard = _check_shard(shard)
+    if thresholds is None:
+        thresholds = QualityThresholds()
+    if not isinstance(thresholds, QualityThresholds):
+        raise ArgumentTypeError(
+            f"thresholds must be a QualityThresholds or None, got {type(thresholds).__name__}"
+        )
+    # Appended to, not replaced: a directory or device is refused, a symlink followed.
+    path = None if out is None else write_target(out, "out")
+    items = _as_prompts(prompts, vector)
+    grid = settings_grid(vector, layers, modes, strengths, baseline)
+    config = _config(
+        model,
+        vector,
+        items,
+        grid=[[s.layer, s.mode, s.strength] for s in grid],
+        max_new_tokens=max_new_tokens,
+        thresholds=[thresholds.ngram, thresholds.max_repeated_share, thresholds.min_perplexity],
+    )
+    done = {r["unit"]: r for r in open_for_append(path, config, shard)} if path else {}
+    units = [
+        (u, s, i, p)
+        for u, (s, i, p) in enumerate((s, i, p) for s in grid for i, p in enumerate(items))
+        if shard is None or u % shard[1] == shard[0]
+    ]
+    todo = [unit for unit in units if unit[0] not in done]
+    # Similar lengths batch together, so little compute goes to padding.
+    todo.sort(key=lambda unit: (len(unit[3].text), unit[0]))
+    rows = list(done.values())
+    bar = tqdm(total=len(units), initial=len(done), desc="sweep", disable=not progress)
+    for start in range(0, len(todo), batch_size):
+        batch = _score_batch(
+            model, vector, todo[start : start + batch_size], max_new_tokens, thresholds
+        )
+        if path is not None:
+            append_rows(path, batch)
+        rows += batch
+        bar.update(len(batch))
+    bar.close()
+    table = as_frame(rows)
+    table.attrs["sweep"] = table_identity(config, [str(path)] if path else None, len(table))
+    return table
