@@ -1,7 +1,16 @@
 """Activation-steering workbench: instruction vectors on TransformerLens models.
 
-The public API is the short list below; plumbing lives in submodules
-(`workbench.errors`, `workbench.model.embedded`, `workbench.vectors.extraction`, ...).
+The public API is the short list below. The rest lives in one folder per stage of
+the pipeline, each importing only the stages before it:
+
+- `workbench.model`: loading, embedded weights, prompts, KV and fast decode, hook checks;
+- `workbench.vectors`: pairs, reading activations, extraction, `InstructionVector` and
+  its files, diagnostics;
+- `workbench.steering`: terms, settings, steering hooks, generation, the reference loop;
+- `workbench.evaluation`: scoring, the quality guard, sweeps, selection, the protocol;
+- `workbench.cli`: the console script (the only wing that may use `analyses`).
+
+`errors`, `options` and `files` sit at the root, below every wing.
 
 Example:
     >>> from workbench import SteeringTerm, compute_instruction_vector, generate, make_pairs
