@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,12 +14,7 @@ from typing import Any
 
 from workbench.model.embedded import CACHE_ENV
 
-
-def emit(name: str, **values: float | int | str) -> None:
-    fields = " ".join(
-        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()
-    )
-    print(f"BENCH {name} {fields}", flush=True)
+from .measure import PeakMemory, emit
 
 
 def bench_load() -> None:
@@ -45,38 +38,6 @@ def bench_load() -> None:
                 else:
                     os.environ[CACHE_ENV] = old
         emit("load", backend=backend, first_s=first, cached_s=cached, ratio=first / cached)
-
-
-class PeakMemory:
-    """Peak resident memory above the level at entry, sampled every millisecond.
-
-    `ru_maxrss` cannot be reset, and loading a model usually sets it higher than
-    anything after; sampling the current RSS (Linux `/proc/self/statm`) does not.
-    """
-
-    def __init__(self) -> None:
-        self.peak_mb = 0.0
-        self._stop = threading.Event()
-        self._page_mb = resource.getpagesize() / 2**20
-
-    def _rss_mb(self) -> float:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * self._page_mb
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak_mb = max(self.peak_mb, self._rss_mb() - self._base)
-            time.sleep(0.001)
-
-    def __enter__(self) -> PeakMemory:
-        self._base = self._rss_mb()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def extract_child(method: str, n_pairs: int) -> dict[str, float]:
@@ -294,13 +255,45 @@ BENCHMARKS: dict[str, Callable[[], None]] = {
 TAKES_OPTIONS = {"generate", "generate_scale"}
 
 
-def run_benchmarks(names: Sequence[str] = (), options: dict[str, Any] | None = None) -> None:
+def check_request(names: Sequence[str], options: dict[str, Any]) -> list[str]:
+    """The benchmarks to run (all when `names` is empty); a bad request raises `ValueError`.
+
+    Everything is checked before the first benchmark starts, since each takes minutes:
+    unknown or repeated names, options that no chosen benchmark takes, an unknown
+    ``config``.
+
+    Example:
+        >>> check_request(["load", "sweep"], {})
+        ['load', 'sweep']
+        >>> check_request(["load"], {"device": "cuda"})
+        Traceback (most recent call last):
+        ...
+        ValueError: --device 'cuda': only the benchmarks ['generate', 'generate_scale'] take options
+    """
+    from .workload import CONFIGS
+
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
-        raise SystemExit(f"unknown benchmark(s) {unknown}; available: {sorted(BENCHMARKS)}")
+        raise ValueError(f"unknown benchmark(s) {unknown}; available: {sorted(BENCHMARKS)}")
+    repeated = sorted({n for n in names if list(names).count(n) > 1})
+    if repeated:
+        raise ValueError(f"benchmark(s) {repeated} given twice; name each once")
     chosen = list(names or BENCHMARKS)
     if options and not TAKES_OPTIONS & set(chosen):
-        raise SystemExit(f"options apply only to {sorted(TAKES_OPTIONS)}")
+        flags = ", ".join(f"--{k.replace('_', '-')} {v!r}" for k, v in options.items())
+        raise ValueError(f"{flags}: only the benchmarks {sorted(TAKES_OPTIONS)} take options")
+    config = options.get("config")
+    if config is not None and config not in CONFIGS:
+        raise ValueError(f"--config {config!r}: choose one of {sorted(CONFIGS)}")
+    return chosen
+
+
+def run_benchmarks(names: Sequence[str] = (), options: dict[str, Any] | None = None) -> None:
+    """Run the benchmarks `names` (all by default), printing their ``BENCH`` lines."""
+    try:
+        chosen = check_request(names, options or {})
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     for name in chosen:
         if name in TAKES_OPTIONS:
             BENCHMARKS[name](**(options or {}))

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 
-from .bench import emit
+from .measure import emit
 from .workload import Setup, Workload, workload
 
 

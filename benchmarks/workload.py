@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from .bench import PeakMemory
+from .measure import PeakMemory
 
 # Published dimensions (random weights: the figures are about speed, not text).
 CONFIGS: dict[str, dict[str, Any]] = {

@@ -36,10 +36,6 @@ BAD = {
     "missing_dir": (["extract", "lowercase", "--out", "nodir/x.safetensors"], "'nodir'"),
     # demo needs the embedded model, so only its refusal runs here.
     "demo_missing_dir": (["demo", "--out", "nodir/demo"], "'nodir'"),
-    "unknown_benchmark": (["bench", "nope"], "'nope'"),
-    "bench_unknown_config": (["bench", "generate", "--config", "llama-9"], "'llama-9'"),
-    "bench_option_unused": (["bench", "load", "--device", "cpu"], "--device 'cpu'"),
-    "bench_unknown_dtype": (["bench", "generate", "--dtype", "int8"], "'int8'"),
     # The console script never writes over its input, nor two outputs to one file.
     "gguf_over_its_vector": (
         ["export-gguf", "v.safetensors", "--out", "v.safetensors", "--force"],
@@ -107,6 +103,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Jobs:
     )
     jobs.start("list", "list", "--json")
     jobs.start("help", "--help", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    jobs.start("bench", "bench", "load")
     wide = make_tiny_checkpoint(d / "wide", d_model=48)
     (d / "prompts.txt").write_text("Name a colour.\n\n  Describe rain.  \n")
     jobs.ok("extract")
@@ -157,7 +154,15 @@ def test_help_lists_every_subcommand_without_loading_model_libraries(runs):
     done = runs.ok("help")
     for command in ("list", "extract", "sweep", "select", "steer", "evaluate", "report"):
         assert f"    {command} " in done.stdout
-    assert "export-gguf" in done.stdout and "bench" in done.stdout and "demo" in done.stdout
+    assert "export-gguf" in done.stdout and "demo" in done.stdout
+    assert "    bench " not in done.stdout
+
+
+def test_bench_is_not_a_subcommand(runs):
+    # The benchmarks live beside the package: `make bench` or `python -m benchmarks`.
+    done = runs["bench"]
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("workbench: error: ") and "'bench'" in done.stderr
     # PYTHONPROFILEIMPORTTIME lists every imported module on stderr.
     imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines()}
     assert not imported & {"transformers", "transformer_lens", "plotly", "gguf"}

@@ -14,9 +14,8 @@ import pytest
 
 from tests.tiny import make_tiny_checkpoint
 from workbench import InstructionVector, compute_instruction_vector, load_model, make_pairs, sweep
-from workbench.cli.commands import _BenchJson
-from workbench.cli.common import DTYPES
 from workbench.cli.console import build_parser, main
+from workbench.cli.parser import DTYPES
 from workbench.cli.sweep import METRICS
 from workbench.errors import InvalidArgumentError
 from workbench.options import choices
@@ -263,18 +262,6 @@ def test_evaluate_text_with_a_steered_selection(in_files, tiny_dir, capsys, monk
     out = capsys.readouterr().out
     assert out.splitlines()[0].startswith("| instruction | selected | no instr. |")
     assert "| concise | L1 add x1 | " in out
-
-
-def test_bench_json_turns_bench_lines_into_json(capsys):
-    sink = _BenchJson()
-    sink.write("BENCH generate tok_s=12.5 n=3 backend=bridge\nloading…\nBENCH lo")
-    sink.write("ad ratio=2\n")
-    out, err = capsys.readouterr()
-    assert [json.loads(line) for line in out.splitlines()] == [
-        {"name": "generate", "tok_s": 12.5, "n": 3, "backend": "bridge"},
-        {"name": "load", "ratio": 2},
-    ]
-    assert err == "loading…\n"
 
 
 def test_an_unexpected_error_is_one_line_with_a_hint(monkeypatch, capsys):

@@ -445,10 +445,6 @@ def test_demo_library_refuses_a_fifo_before_loading_the_model(tmp_path):
 # --- other commands -------------------------------------------------------------------------
 
 
-def test_bench_refuses_a_repeated_benchmark(capsys):
-    assert "benchmark 'load' is given twice" in refused(capsys, ["bench", "load", "load"])
-
-
 def test_a_value_starting_with_a_dash_reaches_its_own_check(work, capsys):
     argv = ["extract", "lowercase", "--out", "x.st", "--layers", "-1", *NO_MODEL]
     assert "--layers '-1': '-1' is not a layer" in refused(capsys, argv)

@@ -1,37 +1,27 @@
-"""Subcommands ``list``, ``extract``, ``export-gguf``, ``bench`` and ``demo``."""
+"""Subcommands ``list``, ``extract``, ``export-gguf`` and ``demo``."""
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
-import io
-import sys
 from pathlib import Path
 from typing import Any
 
 from workbench.errors import InvalidArgumentError
 from workbench.options import Split, choices
 
-from .common import (
-    DEFAULT_MODEL,
-    DTYPES,
-    add_command,
-    add_model_options,
+from .arguments import (
     check_count,
-    check_distinct,
     check_layers_in,
     check_model_layers,
-    count_option,
-    emit_json,
     finite_float,
-    load_model_from,
     parse_layers,
     parse_settings,
     positive_int,
-    progress,
-    read_vector,
-    say,
 )
+from .loading import load_model_from, read_vector
+from .output import emit_json, say
+from .parser import DEFAULT_MODEL, add_command, add_model_options, count_option
 from .paths import add_force, check_outputs, input_file, model_input, path_arg
 
 
@@ -79,7 +69,7 @@ def register_first(sub: Any) -> None:
 
 
 def register_last(sub: Any) -> None:
-    """Add ``export-gguf``, ``bench`` and ``demo`` to `sub`."""
+    """Add ``export-gguf`` and ``demo`` to `sub`."""
     p = add_command(
         sub,
         "export-gguf",
@@ -92,26 +82,6 @@ def register_last(sub: Any) -> None:
     p.add_argument("--scale", type=finite_float, default=1.0, help="multiplies every direction")
     add_force(p)
     p.set_defaults(func=run_export)
-
-    p = add_command(
-        sub,
-        "bench",
-        "run the benchmarks (from the source checkout) and print BENCH lines",
-        "workbench bench generate sweep\nworkbench bench --json load\n"
-        "workbench bench generate generate_scale --device cuda --config llama-3.2-1b "
-        "--dtype bfloat16",
-    )
-    p.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
-    p.add_argument("--device", help="generate benchmarks: device (default cpu)")
-    p.add_argument(
-        "--config",
-        help="generate benchmarks: a random-weight model of this shape (llama-3.2-1b, tiny) "
-        "instead of the embedded one",
-    )
-    p.add_argument(
-        "--dtype", choices=DTYPES, help="generate benchmarks: weights' dtype (default: float32)"
-    )
-    p.set_defaults(func=run_bench)
 
     p = add_command(
         sub,
@@ -136,11 +106,11 @@ def register_last(sub: Any) -> None:
 
 
 def _instruction_rows() -> list[dict[str, Any]]:
-    from workbench.vectors.pairs import _bundled, instruction, instruction_names
+    from workbench.vectors.pairs import bundled_instruction, instruction, instruction_names
 
     rows = []
     for name in instruction_names():
-        raw, rendered = _bundled(name), instruction(name)
+        raw, rendered = bundled_instruction(name), instruction(name)
         placeholders = [
             {
                 "name": p.name,
@@ -280,88 +250,6 @@ def run_export(args: argparse.Namespace) -> None:
         return
     left_out = f"; left out layers {list(export.skipped)}" if export.skipped else ""
     say(f"wrote {export.path}: layers {list(export.layers)} (add, scale {args.scale}{left_out})")
-
-
-def _benchmarks() -> Any:
-    """`benchmarks.bench` from the source checkout, which is not an installed package."""
-    root = Path(__file__).resolve().parents[2]
-    if (root / "benchmarks" / "bench.py").is_file() and str(root) not in sys.path:
-        # The console script's sys.path holds the venv, not the checkout.
-        sys.path.insert(0, str(root))
-    try:
-        from benchmarks import bench
-    except ImportError as e:
-        raise InvalidArgumentError(
-            f"the benchmarks live in the source checkout's benchmarks/ folder, which is not "
-            f"beside this installation ({root}): {e}"
-        ) from e
-    return bench
-
-
-class _BenchJson(io.TextIOBase):
-    """Turns ``BENCH name k=v ...`` lines into JSON lines; anything else goes to stderr."""
-
-    def __init__(self) -> None:
-        self._pending = ""
-
-    def write(self, text: str) -> int:
-        self._pending += text
-        *lines, self._pending = self._pending.split("\n")
-        for line in lines:
-            fields = line.split()
-            if fields[:1] != ["BENCH"] or len(fields) < 2:
-                print(line, file=sys.stderr)
-                continue
-            row: dict[str, Any] = {"name": fields[1]}
-            for item in fields[2:]:
-                key, _, value = item.partition("=")
-                row[key] = _number(value)
-            emit_json(row)
-        return len(text)
-
-
-def _number(text: str) -> Any:
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
-def run_bench(args: argparse.Namespace) -> None:
-    """Run benchmarks by name (all by default)."""
-    import contextlib
-
-    check_distinct(args.names, "benchmark")
-    bench = _benchmarks()
-    unknown = [n for n in args.names if n not in bench.BENCHMARKS]
-    if unknown:
-        raise InvalidArgumentError(
-            f"unknown benchmark(s) {unknown}; available: {sorted(bench.BENCHMARKS)}"
-        )
-    names = args.names or list(bench.BENCHMARKS)
-    options = {k: getattr(args, k) for k in ("device", "config", "dtype") if getattr(args, k)}
-    _check_bench_options(bench, names, options)
-    target = _BenchJson() if args.json else sys.stdout
-    with contextlib.redirect_stdout(target):
-        for name in progress(names, args, desc="bench"):
-            bench.run_benchmarks([name], options if name in bench.TAKES_OPTIONS else None)
-
-
-def _check_bench_options(bench: Any, names: list[str], options: dict[str, str]) -> None:
-    """Refuse options no chosen benchmark takes, and values they do not know."""
-    if options and not bench.TAKES_OPTIONS & set(names):
-        flags = ", ".join(f"--{k} {v!r}" for k, v in options.items())
-        raise InvalidArgumentError(
-            f"{flags}: only the benchmarks {sorted(bench.TAKES_OPTIONS)} take these options"
-        )
-    from benchmarks.workload import CONFIGS
-
-    if "config" in options and options["config"] not in CONFIGS:
-        raise InvalidArgumentError(
-            f"--config {options['config']!r}: choose one of {sorted(CONFIGS)}"
-        )
 
 
 def run_demo(args: argparse.Namespace) -> None:

@@ -35,7 +35,8 @@ from workbench._version import __version__
 from workbench.errors import WorkbenchError
 
 from . import commands, evaluate, report, sweep
-from .common import OneLineParser, output_to
+from .output import output_to
+from .parser import OneLineParser
 
 # Set to 1 to see the traceback of an unexpected error instead of its one-line summary.
 TRACEBACK_ENV = "WORKBENCH_TRACEBACK"

@@ -11,29 +11,21 @@ from typing import Any
 from workbench.errors import InvalidArgumentError
 from workbench.options import Mode, Positions, choices
 
-from .common import (
-    DEFAULT_MODEL,
-    add_command,
-    add_model_options,
+from .arguments import (
     check_count,
     check_distinct,
-    check_fits,
     check_layers_in,
     check_model_layers,
-    count_option,
-    emit_json,
     finite_float,
-    load_model_from,
     parse_floats,
     parse_layers,
     parse_list,
     parse_settings,
-    percent,
     positive_int,
-    progress,
-    read_vector,
-    say,
 )
+from .loading import check_fits, load_model_from, read_vector
+from .output import emit_json, percent, progress, say
+from .parser import DEFAULT_MODEL, add_command, add_model_options, count_option
 from .paths import (
     add_force,
     check_outputs,
@@ -310,7 +302,7 @@ def _evaluate_one(model: Any, name: str, values: dict, layers: list[int], args: 
 
 def run_evaluate(args: argparse.Namespace) -> None:
     """The four-setting table for the named (or all) bundled instructions."""
-    from workbench.vectors.pairs import _bundled, base_queries, instruction_names
+    from workbench.vectors.pairs import base_queries, bundled_instruction, instruction_names
 
     if args.all and args.instructions:
         raise InvalidArgumentError("name instructions or pass --all, not both")
@@ -319,7 +311,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
         raise InvalidArgumentError("name an instruction (see `workbench list`) or pass --all")
     check_distinct(names, "instruction")
     for name in names:
-        _bundled(name)  # an unknown name fails here, before the model loads
+        bundled_instruction(name)  # an unknown name fails here, before the model loads
     if args.set and len(names) != 1:
         raise InvalidArgumentError(f"--set fills one instruction's placeholders; got {names}")
     values = parse_settings(args.set, names[0]) if args.set else {}

@@ -5,15 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import (
-    add_command,
-    add_model_options,
-    check_fits,
-    emit_json,
-    load_model_from,
-    read_vector,
-    say,
-)
+from .loading import check_fits, load_model_from, read_vector
+from .output import emit_json, say
+from .parser import add_command, add_model_options
 from .paths import (
     add_force,
     check_outputs,

@@ -9,25 +9,18 @@ from typing import Any
 from workbench.errors import InvalidArgumentError
 from workbench.options import Mode, Split, choices
 
-from .common import (
-    add_command,
-    add_model_options,
+from .arguments import (
     check_count,
-    check_fits,
     check_layers_in,
-    count_option,
-    emit_json,
-    frame_records,
-    load_model_from,
     parse_floats,
     parse_layers,
     parse_list,
     parse_shard,
-    percent,
     positive_int,
-    read_vector,
-    say,
 )
+from .loading import check_fits, load_model_from, read_vector
+from .output import emit_json, frame_records, percent, say
+from .parser import add_command, add_model_options, count_option
 from .paths import (
     add_force,
     check_outputs,

@@ -181,8 +181,22 @@ def instruction_names() -> list[str]:
     return list(_instructions())
 
 
-def _bundled(name: str) -> Instruction:
-    """The bundled, unrendered instruction `name`; an unknown name suggests the nearest."""
+def bundled_instruction(name: str) -> Instruction:
+    """The bundled instruction `name` as stored: phrasings and kwargs still templated.
+
+    `instruction` renders it; this form is for what the template declares (its
+    `placeholders`) and for checking a name before anything costly. An unknown name
+    suggests the nearest.
+
+    Example:
+        >>> raw = bundled_instruction("bullets")
+        >>> raw.kwargs, sorted(raw.placeholders)
+        ({'num_bullets': '{num_bullets}'}, ['num_bullets'])
+        >>> bundled_instruction("bulets")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        workbench.errors.UnknownNameError: unknown instruction 'bulets'; did you mean one of ['bullets']? Bundled: [...]
+    """
     table = _instructions()
     if not isinstance(name, str):
         raise ArgumentTypeError(
@@ -211,7 +225,7 @@ def instruction(name: str, **values: Any) -> Instruction:
         ...
         workbench.errors.InvalidArgumentError: instruction 'bullets': placeholder num_bullets must be an int in [1..10], got -3
     """
-    return _bundled(name).render(**values)
+    return bundled_instruction(name).render(**values)
 
 
 def instruction_placeholders(name: str) -> dict[str, Placeholder]:
@@ -222,7 +236,7 @@ def instruction_placeholders(name: str) -> dict[str, Placeholder]:
         >>> p.type, p.default
         ('word', 'example')
     """
-    return dict(_bundled(name).placeholders)
+    return dict(bundled_instruction(name).placeholders)
 
 
 def make_pairs(
