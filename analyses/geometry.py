@@ -15,7 +15,6 @@ Three questions, each answered by a data function whose result a drawing functio
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -26,18 +25,12 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from workbench import InstructionVector
 from workbench.errors import ArgumentTypeError, InvalidArgumentError, VectorMismatchError
-from workbench.model.hooks import check_hooks, hooks_held, refuse_under_per_row_steer
-from workbench.model.prompts import (
-    check_context,
-    check_prompts,
-    encode_prompts,
-    format_prompt,
-    pad_left,
-)
+from workbench.model.hooks import refuse_under_per_row_steer
+from workbench.model.prompts import check_context, check_prompts, encode_prompts, format_prompt
 from workbench.options import RESID_HOOK, check_bool, check_int
-from workbench.vectors.activations import check_layers
+from workbench.vectors.activations import check_layers, read_layers
+from workbench.vectors.instruction_vector import InstructionVector
 
 from .style import labelled
 
@@ -228,10 +221,6 @@ def layer_cosine_table(vec: InstructionVector) -> pd.DataFrame:
     return pd.DataFrame(_cosines(vec.directions).numpy(), index=layers, columns=layers)
 
 
-class _StopForward(Exception):
-    """Raised by the hook of the deepest requested layer: later layers are not needed."""
-
-
 def residual_norms(
     model: Any,
     prompts: Sequence[str],
@@ -269,33 +258,12 @@ def residual_norms(
     texts = [format_prompt(model, p, style=prompt_style) for p in check_prompts(prompts)]
     token_lists = encode_prompts(model, texts, style=prompt_style)
     check_context(model, token_lists)
-    names = [RESID_HOOK.format(layer=layer) for layer in layers]
-    check_hooks(model, names)
     chunks: list[list[Tensor]] = [[] for _ in layers]
-    batch: dict[str, Tensor] = {}
-    deepest = layers.index(max(layers))
 
-    def store(x: Tensor, hook: Any, *, col: int) -> None:
-        if x.ndim != 3 or x.shape[-1] != model.cfg.d_model:
-            raise InvalidArgumentError(
-                f"residual norms need a [batch, pos, d_model={model.cfg.d_model}] activation; "
-                f"hook {names[col]!r} carries shape {tuple(x.shape)}"
-            )
-        norms = x.detach().double().norm(dim=-1)
-        chunks[col].append(norms[batch["mask"].bool()].cpu())
-        if col == deepest:
-            raise _StopForward
+    def keep(col: int, x: Tensor, mask: Tensor, rows: slice) -> None:
+        chunks[col].append(x.detach().double().norm(dim=-1)[mask.bool()].cpu())
 
-    def hook_for(col: int) -> Any:
-        return lambda x, hook: store(x, hook, col=col)
-
-    hooks = [(name, hook_for(col)) for col, name in enumerate(names)]
-    with torch.inference_mode(), hooks_held(model, hooks):
-        for start in range(0, len(token_lists), batch_size):
-            input_ids, mask = pad_left(model, token_lists[start : start + batch_size])
-            batch["mask"] = mask
-            with contextlib.suppress(_StopForward):
-                model(input_ids, attention_mask=mask)
+    read_layers(model, token_lists, keep, layers=layers, batch_size=batch_size)
     rows = []
     for layer, parts in zip(layers, chunks, strict=True):
         norms = torch.cat(parts)

@@ -19,12 +19,11 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from workbench import InstructionVector
 from workbench.errors import ArgumentTypeError, InvalidArgumentError, VectorMismatchError
-from workbench.options import check_int, int_list
-from workbench.vectors.diagnostics import separability_from_activations
-from workbench.vectors.extraction import pair_activations
-from workbench.vectors.pairs import Pair, as_pairs
+from workbench.options import check_int
+from workbench.vectors.diagnostics import project_pairs
+from workbench.vectors.instruction_vector import InstructionVector
+from workbench.vectors.pairs import Pair
 
 from .style import labelled, vector_label
 
@@ -51,31 +50,6 @@ class Projections:
     label: str
 
 
-def _check_vector(vec: Any) -> InstructionVector:
-    if not isinstance(vec, InstructionVector):
-        raise ArgumentTypeError(f"vec must be an InstructionVector, got {type(vec).__name__}")
-    return vec
-
-
-def _vector_layers(vec: InstructionVector, layers: Sequence[int] | None) -> list[int]:
-    """`layers` checked against the vector (None: all of them), order kept."""
-    if layers is None:
-        return list(vec.layers)
-    if isinstance(layers, (str, bytes)):
-        raise ArgumentTypeError(
-            f"layers must be a list of the vector's layers {list(vec.layers)} or None, "
-            f"got {layers!r}"
-        )
-    if isinstance(layers, Sequence) and not layers:
-        raise InvalidArgumentError(
-            f"layers is empty; pass None for all of the vector's layers {list(vec.layers)}"
-        )
-    layers = int_list("layers", layers, "layer")
-    for layer in layers:
-        vec.row(layer)  # VectorMismatchError naming the layers the vector holds
-    return layers
-
-
 def projections(
     model: Any,
     vec: InstructionVector,
@@ -86,10 +60,11 @@ def projections(
 ) -> Projections:
     """Projections of both sides of each pair onto the vector's directions, per layer.
 
-    The pairs are read the way the vector was built (its prompt style, read position
-    and hook), as `workbench.separability` reads them, so on the vector's own training
-    pairs the mean projections are the vector's ``mean_proj_with``/``mean_proj_without``.
-    Use held-out pairs to see how well the direction generalises.
+    The pairs are read and projected by `workbench.vectors.diagnostics.project_pairs`,
+    the way the vector was built (its prompt style, read position and hook) and as
+    `workbench.separability` reads them, so on the vector's own training pairs the mean
+    projections are the vector's ``mean_proj_with``/``mean_proj_without``. Use
+    held-out pairs to see how well the direction generalises.
 
     Args:
         pairs: at least 2 `Pair`s or ``(with, without)`` strings (d' needs a variance).
@@ -104,29 +79,10 @@ def projections(
         >>> len(proj.values), list(proj.separability.layer)
         (8, [1, 2])
     """
-    vec = _check_vector(vec)
-    layers = _vector_layers(vec, layers)
-    batch_size = check_int("batch_size", batch_size, low=1)
-    pairs = as_pairs(pairs)
-    if len(pairs) < 2:
-        raise InvalidArgumentError(
-            f"projections needs at least 2 pairs (d' needs a variance), got {len(pairs)}"
-        )
-    vec.check_model(model)
-    acts_with, acts_without = pair_activations(
-        model,
-        pairs,
-        layers=layers,
-        position=vec.position,
-        prompt_style=vec.prompt_style,
-        hook_name=vec.hook_name,
-        batch_size=batch_size,
-    )
-    directions = vec.directions[[vec.row(layer) for layer in layers]]
-    table = separability_from_activations(directions, acts_with, acts_without, layers)
+    read = project_pairs(model, vec, pairs, layers=layers, batch_size=batch_size)
     sides = {
-        "with": (_project(acts_with, directions), [p.with_instruction for p in pairs]),
-        "without": (_project(acts_without, directions), [p.without_instruction for p in pairs]),
+        "with": (read.proj_with, [p.with_instruction for p in read.pairs]),
+        "without": (read.proj_without, [p.without_instruction for p in read.pairs]),
     }
     rows = [
         {
@@ -136,17 +92,13 @@ def projections(
             "prompt": texts[i],
             "projection": float(proj[i, col]),
         }
-        for col, layer in enumerate(layers)
+        for col, layer in enumerate(read.layers)
         for side, (proj, texts) in sides.items()
-        for i in range(len(pairs))
+        for i in range(len(read.pairs))
     ]
-    return Projections(values=pd.DataFrame(rows), separability=table, label=vector_label(vec))
-
-
-def _project(
-    acts: Float[Tensor, "n_pairs n_layers d_model"], directions: Float[Tensor, "n_layers d_model"]
-) -> Float[Tensor, "n_pairs n_layers"]:
-    return torch.einsum("nld,ld->nl", acts, directions)
+    return Projections(
+        values=pd.DataFrame(rows), separability=read.separability, label=vector_label(vec)
+    )
 
 
 def _pooled_diffs(

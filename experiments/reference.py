@@ -26,8 +26,8 @@ from workbench import (
     select,
     sweep,
 )
-from workbench.evaluation.scoring import count_sentences, count_words
 from workbench.evaluation.sweeps import SweepPrompt
+from workbench.vectors.ifeval import count_sentences, count_words
 
 
 @dataclass(frozen=True)

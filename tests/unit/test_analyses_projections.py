@@ -33,7 +33,8 @@ from workbench.errors import (
     WorkbenchError,
 )
 from workbench.model.prompts import encode_prompts, format_prompt
-from workbench.vectors.extraction import pair_activations
+from workbench.vectors import diagnostics
+from workbench.vectors.diagnostics import separability_from_activations
 
 HELD_OUT = [
     ("Describe a storm. Answer in lowercase.", "Describe a storm."),
@@ -47,30 +48,97 @@ PROMPT = "Name a colour."
 def _by_layer(values: pd.DataFrame, side: str) -> torch.Tensor:
     """``[n_pairs, n_layers]`` projections of one side, layers in table order."""
     part = values[values.side == side].pivot(index="pair", columns="layer", values="projection")
-    return torch.tensor(part[list(dict.fromkeys(values.layer))].to_numpy(), dtype=torch.float32)
+    ordered = part[list(dict.fromkeys(values.layer))].to_numpy().copy()
+    return torch.tensor(ordered, dtype=torch.float32)
 
 
 # --- projections: the pairs read the vector's way, onto its directions -------------
 
 
-def test_projections_are_the_pairs_activations_dotted_with_the_directions(tiny_model, tiny_vec):
-    proj = projections(tiny_model, tiny_vec, HELD_OUT)
-    acts_with, acts_without = pair_activations(
-        tiny_model,
-        HELD_OUT,
-        layers=tiny_vec.layers,
-        position=tiny_vec.position,
-        prompt_style=tiny_vec.prompt_style,
-        hook_name=tiny_vec.hook_name,
+# Planted projections, [n_pairs=4, n_layers=3] per side, where AUC and d' are known by hand:
+# layer 0: every with-value is above every without-value, so AUC = 1; means 4.5 and 1.375,
+#   sample variances 5/3 and 59/48, so d' = 3.125 / sqrt((5/3 + 59/48) / 2).
+# layer 1: with 1, 3, 5, 7 vs without 0, 2, 2, 4. With beats without in 1 + 3 + 4 + 4 = 12
+#   of the 16 pairs, so AUC = 0.75; means 4 and 2, sample variances 20/3 and 8/3, so
+#   d' = (4 - 2) / sqrt((20/3 + 8/3) / 2) = 2 / sqrt(14/3).
+# layer 2: the two sides are the same values, so every comparison is a tie: AUC 0.5, d' 0.
+PLANTED_WITH = [[3.0, 1.0, 1.0], [4.0, 3.0, 2.0], [5.0, 5.0, 3.0], [6.0, 7.0, 4.0]]
+PLANTED_WITHOUT = [[0.0, 0.0, 1.0], [1.0, 2.0, 2.0], [2.0, 2.0, 3.0], [2.5, 4.0, 4.0]]
+PLANTED_AUC = [1.0, 0.75, 0.5]
+PLANTED_D_PRIME = [3.125 / ((5 / 3 + 59 / 48) / 2) ** 0.5, 2 / (14 / 3) ** 0.5, 0.0]
+PLANTED_MEANS = ([4.5, 4.0, 2.5], [1.375, 2.0, 2.5])
+
+
+def _planted_acts(values: list[list[float]], d_model: int, seed: int) -> torch.Tensor:
+    """``[n_pairs, 3, d_model]``: value times e_l at layer l, plus noise off e_0..e_2."""
+    gen = torch.Generator().manual_seed(seed)
+    noise = torch.randn(len(values), 3, d_model, generator=gen)
+    noise[:, :, :3] = 0.0  # orthogonal to every planted direction: it must not count
+    return torch.tensor(values)[:, :, None] * torch.eye(d_model)[:3] + noise
+
+
+@pytest.fixture
+def planted(tiny_model, tiny_vec, monkeypatch):
+    """`tiny_vec` pointing along e_0, e_1, e_2, and the pairs' reads replaced by planted ones."""
+    d = tiny_vec.d_model
+    directions = torch.eye(d)[:3]
+    vec = replace(
+        tiny_vec, diffs=2.0 * directions, directions=directions, pair_diffs=None, layers=(0, 1, 2)
     )
-    expected_with = torch.einsum("nld,ld->nl", acts_with, tiny_vec.directions)
-    expected_without = torch.einsum("nld,ld->nl", acts_without, tiny_vec.directions)
-    torch.testing.assert_close(_by_layer(proj.values, "with"), expected_with)
-    torch.testing.assert_close(_by_layer(proj.values, "without"), expected_without)
-    assert len(proj.values) == len(tiny_vec.layers) * len(HELD_OUT) * 2
+    acts = (_planted_acts(PLANTED_WITH, d, seed=1), _planted_acts(PLANTED_WITHOUT, d, seed=2))
+    calls = []
+
+    def fake_pair_activations(model, pairs, **kwargs):
+        calls.append(kwargs)
+        cols = [vec.layers.index(layer) for layer in kwargs["layers"]]
+        return acts[0][:, cols], acts[1][:, cols]
+
+    monkeypatch.setattr(diagnostics, "pair_activations", fake_pair_activations)
+    return vec, acts, calls
+
+
+def test_planted_separability_has_the_auc_and_d_prime_computed_by_hand(planted):
+    vec, (acts_with, acts_without), _ = planted
+    table = separability_from_activations(vec.directions, acts_with, acts_without, vec.layers)
+    assert table.auc.tolist() == PLANTED_AUC
+    assert table.d_prime.tolist() == pytest.approx(PLANTED_D_PRIME)
+    assert table.mean_proj_with.tolist() == pytest.approx(PLANTED_MEANS[0])
+    assert table.mean_proj_without.tolist() == pytest.approx(PLANTED_MEANS[1])
+
+
+def test_projections_of_planted_reads_are_the_planted_values(tiny_model, planted):
+    vec, _, calls = planted
+    proj = projections(tiny_model, vec, HELD_OUT)
+    # The pairs were read the vector's way.
+    assert calls == [
+        {
+            "layers": [0, 1, 2],
+            "position": vec.position,
+            "prompt_style": vec.prompt_style,
+            "hook_name": vec.hook_name,
+            "batch_size": 16,
+        }
+    ]
+    torch.testing.assert_close(_by_layer(proj.values, "with"), torch.tensor(PLANTED_WITH))
+    torch.testing.assert_close(_by_layer(proj.values, "without"), torch.tensor(PLANTED_WITHOUT))
+    assert proj.separability.layer.tolist() == [0, 1, 2]
+    assert proj.separability.auc.tolist() == PLANTED_AUC
+    assert proj.separability.d_prime.tolist() == pytest.approx(PLANTED_D_PRIME)
+    assert proj.separability.mean_proj_without.tolist() == pytest.approx(PLANTED_MEANS[1])
+    assert len(proj.values) == 3 * len(HELD_OUT) * 2
     first = proj.values.iloc[0]
     assert (first.side, first.prompt) == ("with", HELD_OUT[0][0])
+    last = proj.values.iloc[-1]
+    assert (last.layer, last.pair, last.side, last.prompt) == (2, 3, "without", HELD_OUT[3][1])
     assert proj.label == "vector"  # hand-made pairs carry no instruction id
+
+
+def test_a_planted_layer_subset_keeps_each_layers_values(tiny_model, planted):
+    vec, _, _ = planted
+    proj = projections(tiny_model, vec, HELD_OUT, layers=[2, 1])
+    assert proj.separability.auc.tolist() == [PLANTED_AUC[2], PLANTED_AUC[1]]
+    expected = torch.tensor(PLANTED_WITH)[:, [2, 1]]
+    torch.testing.assert_close(_by_layer(proj.values, "with"), expected)
 
 
 def test_projection_separability_is_the_diagnostics_separability(tiny_model, tiny_vec):
@@ -127,7 +195,7 @@ def test_projections_refuse_one_pair_a_non_vector_and_another_model(
     tiny_models, tiny_vecs, smol_like_width
 ):
     model, vec = tiny_models["bridge"], tiny_vecs["bridge"]
-    with pytest.raises(InvalidArgumentError, match="at least 2 pairs"):
+    with pytest.raises(InvalidArgumentError, match="at least 2 held-out pairs"):
         projections(model, vec, HELD_OUT[:1])
     with pytest.raises(ArgumentTypeError, match="InstructionVector, got Tensor"):
         projections(model, vec.diffs, HELD_OUT)

@@ -19,7 +19,7 @@ from workbench import (
 )
 from workbench.errors import ArgumentTypeError, InvalidArgumentError, WorkbenchError
 from workbench.evaluation.quality import quality_frame, response_perplexity
-from workbench.evaluation.scoring import check_instruction, score
+from workbench.evaluation.scoring import score
 from workbench.evaluation.selection import select, summarize
 from workbench.vectors.diagnostics import (
     pairs_to_settle,
@@ -27,6 +27,7 @@ from workbench.vectors.diagnostics import (
     stability_curve,
 )
 from workbench.vectors.extraction import pair_activations
+from workbench.vectors.ifeval import check_instruction
 from workbench.vectors.pairs import Pair
 
 LONG = "x" * 300  # byte-level tokenizer: 300 tokens, past the tiny model's 256
@@ -94,11 +95,10 @@ def test_a_string_of_keywords_no_longer_passes_letter_by_letter():
 
 
 def test_every_checker_argument_has_a_declared_type():
-    from workbench.evaluation import scoring
-    from workbench.vectors import placeholders
+    from workbench.vectors import ifeval, placeholders
 
     declared = placeholders.INT_ARGS | placeholders.STR_ARGS | placeholders.WORDS_ARGS
-    taken = {k for i in scoring.instruction_ids() for k in scoring._arg_keys(i)}
+    taken = {k for i in ifeval.instruction_ids() for k in ifeval._arg_keys(i)}
     assert taken <= declared
 
 

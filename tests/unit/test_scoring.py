@@ -20,16 +20,15 @@ from workbench.errors import (
     UnknownNameError,
     WorkbenchError,
 )
-from workbench.evaluation.scoring import (
+from workbench.evaluation.scoring import score, score_frame
+from workbench.files import temp_name
+from workbench.vectors.ifeval import (
     CONCISE_MAX_WORDS,
     VERBOSE_MIN_WORDS,
     count_sentences,
     count_words,
     instruction_ids,
-    score,
-    score_frame,
 )
-from workbench.files import temp_name
 
 PUNKT_FILES = {"abbrev_types.txt", "collocations.tab", "ortho_context.tab", "sent_starters.txt"}
 SKY = "The sky is blue because air scatters short wavelengths of sunlight."

@@ -43,10 +43,11 @@ from workbench.options import (
     int_list,
 )
 from workbench.steering.terms import PerRow, SteeringTerm
+from workbench.vectors.ifeval import check_instruction
 from workbench.vectors.instruction_vector import InstructionVector
 
 from .quality import QualityThresholds, generate_with_quality
-from .scoring import check_instruction, score
+from .scoring import score
 from .sweep_files import (
     append_rows,
     as_frame,

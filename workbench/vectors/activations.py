@@ -4,12 +4,18 @@ Instead of caching whole ``[batch, pos, d_model]`` activations for every hook, a
 forward hook on each requested layer keeps only the reduced read position(s) and
 moves them to the CPU; the forward pass stops after the last requested layer.
 Memory therefore grows with prompts x layers x d_model, not with sequence length.
+
+`read_layers` is the reader underneath: it runs token lists in left-padded batches
+with a hook on each layer, stops after the deepest one, and hands every batch's
+activation at each layer, with its attention mask, to a callback that keeps what it
+needs (`read_tokens` keeps the read position; ``analyses.geometry.residual_norms``
+keeps the norms of the non-pad positions).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -18,7 +24,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from workbench.errors import InvalidArgumentError
+from workbench.errors import ArgumentTypeError, InvalidArgumentError
 from workbench.model import kv
 from workbench.model.hooks import check_hooks, hooks_held, refuse_under_per_row_steer
 from workbench.model.info import check_model
@@ -162,43 +168,109 @@ def read_tokens(
         prefix = shared_prefix_length(
             token_lists, keep=position if isinstance(position, int) else 1
         )
-    return _read(model, token_lists, names, layers, position, prefix, batch_size, progress)
-
-
-def _read(
-    model: Any,
-    token_lists: list[list[int]],
-    names: list[str],
-    layers: list[int],
-    position: str | int,
-    prefix: int,
-    batch_size: int,
-    progress: bool,
-) -> Float[Tensor, "n_prompts n_layers d_model"]:
-    """Run validated prompts in batches, keeping the read position of each hook."""
     out = torch.empty(len(token_lists), len(layers), model.cfg.d_model, dtype=torch.float32)
+
+    def keep(col: int, x: Tensor, mask: Tensor, rows: slice) -> None:
+        out[rows, col] = reduce_positions(x, mask, position).float().cpu()
+
+    read_layers(
+        model,
+        token_lists,
+        keep,
+        layers=layers,
+        hook_name=hook_name,
+        batch_size=batch_size,
+        prefix=prefix,
+        progress=progress,
+        check_names=False,
+    )
+    return out
+
+
+def read_layers(
+    model: Any,
+    token_lists: Sequence[Sequence[int]],
+    each: Callable[[int, Tensor, Tensor, slice], None],
+    *,
+    layers: Sequence[int] | None = None,
+    hook_name: str = RESID_HOOK,
+    batch_size: int = 16,
+    prefix: int = 0,
+    progress: bool = False,
+    check_names: bool = True,
+) -> list[int]:
+    """Run token lists in left-padded batches, handing each layer's activation to `each`.
+
+    For every batch and every layer, ``each(col, x, mask, rows)`` is called from the
+    layer's hook, in the order the model computes the layers: `col` indexes `layers`,
+    `x` is the activation ``[batch, pos, d_model]`` at ``hook_name.format(layer=...)``,
+    `mask` the batch's attention mask ``[batch, pos]`` (0 on the left padding) and
+    `rows` the slice of `token_lists` in the batch. The forward pass stops right after
+    the deepest of `layers`, so later layers and the unembedding never run. `x` lives
+    on the model's device under ``torch.inference_mode``; keep a reduced copy of it,
+    not `x` itself, and memory stays bounded by what `each` keeps.
+
+    Args:
+        token_lists: prompts already tokenized and checked with `check_context`.
+        layers: layer indices (default: all); `col` is the position in this list.
+        prefix: run the first `prefix` tokens, which every list must share, once and
+            reuse their KV cache (`shared_prefix_length`); `x` and `mask` then cover
+            only the tokens after them. 0 runs every token.
+        check_names: check the hook names against the model (`check_hooks`); False
+            when the caller just did, since the bridge rebuilds its hook list on
+            every look-up.
+
+    Returns:
+        The validated `layers`.
+
+    Example:
+        >>> ids = encode_prompts(model, [format_prompt(model, "Hi"), format_prompt(model, "Hello")])
+        >>> seen = []
+        >>> read_layers(model, ids, lambda col, x, mask, rows: seen.append((col, x.shape[0])), layers=[2, 0])
+        [2, 0]
+        >>> seen  # layer 0 runs first, and the pass stops after layer 2
+        [(1, 2), (0, 2)]
+    """
+    layers = check_layers(model, layers)
+    batch_size = check_int("batch_size", batch_size, low=1)
+    progress = check_bool("progress", progress)
+    names = [check_hook_template(hook_name).format(layer=layer) for layer in layers]
+    if check_bool("check_names", check_names):
+        check_hooks(model, names)
+    if not callable(each):
+        raise ArgumentTypeError(f"each must be a function, got {type(each).__name__}")
+    token_lists = [list(t) for t in token_lists]
+    if not token_lists:
+        raise InvalidArgumentError("token_lists is empty; pass at least one tokenized prompt")
+    prefix = check_int("prefix", prefix, low=0)
+    if prefix and prefix > shared_prefix_length(token_lists):
+        raise InvalidArgumentError(
+            f"prefix={prefix} tokens are not shared by every token list with one token "
+            f"left after them (at most {shared_prefix_length(token_lists)} are)"
+        )
     # Hooks are added once for all batches: adding them resolves the bridge's hook
     # aliases, which costs more than a small model's forward pass if done per batch.
     batch: dict[str, Any] = {"rows": None}
     stop_col = layers.index(max(layers))
     n_needed = max(layers) + 1
+    d_model = model.cfg.d_model
 
-    def store(x: Tensor, hook: Any, col: int) -> None:
+    def hook(x: Tensor, hook: Any, col: int) -> None:
         # Bridge hooks report their canonical name (blocks.l.hook_out), not the
         # alias we registered, so the column is bound per hook instead.
-        if x.ndim != 3 or x.shape[-1] != out.shape[-1]:
+        if x.ndim != 3 or x.shape[-1] != d_model:
             raise InvalidArgumentError(
-                f"reading needs a [batch, pos, d_model={out.shape[-1]}] activation; hook "
+                f"reading needs a [batch, pos, d_model={d_model}] activation; hook "
                 f"{names[col]!r} carries shape {tuple(x.shape)}"
             )
         if batch["rows"] is not None:
-            out[batch["rows"], col] = reduce_positions(x, batch["mask"], position).float().cpu()
+            each(col, x, batch["mask"], batch["rows"])
         if col == stop_col:
             # Neither backend's stop_at_layer skips the unembedding when the last
             # layer is needed; stopping here saves it (a quarter of a small model).
             raise _StopForward
 
-    hooks = [(n, partial(store, col=i)) for i, n in enumerate(names)]
+    hooks = [(n, partial(hook, col=i)) for i, n in enumerate(names)]
     device = model.cfg.device
     starts = range(0, len(token_lists), batch_size)
     with torch.inference_mode(), hooks_held(model, hooks):
@@ -218,4 +290,4 @@ def _read(
                     kv.forward(model, input_ids, torch.cat([ones, mask], dim=1), cache)
                 else:
                     model(input_ids, attention_mask=mask)
-    return out
+    return layers

@@ -2,12 +2,16 @@
 
 (The norm of the mean difference per layer is `InstructionVector.norms()`.)
 
-All functions return plain tensors or pandas DataFrames; figures live in `analyses`.
+All functions return plain tensors, pandas DataFrames or frozen dataclasses of them;
+figures live in `analyses`. `project_pairs` is the one place pairs are read the
+vector's way and projected on its directions: `separability` returns its table and
+``analyses.projections`` draws its projections.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -16,7 +20,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from workbench.errors import ArgumentTypeError, InvalidArgumentError
-from workbench.options import as_float, as_list, check_distinct, check_int
+from workbench.options import as_float, as_list, check_distinct, check_int, int_list
 
 from .extraction import pair_activations
 from .instruction_vector import InstructionVector
@@ -175,6 +179,14 @@ def separability_from_activations(
     proj_with = torch.einsum("nld,ld->nl", acts_with, directions)
     proj_without = torch.einsum("nld,ld->nl", acts_without, directions)
     layers = list(layers) if layers is not None else list(range(directions.shape[0]))
+    return _table(proj_with, proj_without, layers)
+
+
+def _table(
+    proj_with: Float[Tensor, "n_with n_layers"],
+    proj_without: Float[Tensor, "n_without n_layers"],
+    layers: list[int],
+) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "layer": layers,
@@ -183,6 +195,100 @@ def separability_from_activations(
             "mean_proj_with": proj_with.mean(0).tolist(),
             "mean_proj_without": proj_without.mean(0).tolist(),
         }
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class PairProjections:
+    """What `project_pairs` returns: both sides of each pair on the vector's directions.
+
+    Attributes:
+        pairs: the pairs read, in order (row i of the tensors is ``pairs[i]``).
+        layers: the layers read, in order (column j of the tensors is ``layers[j]``).
+        proj_with: x·u_l of each pair's with-instruction residual, ``[n_pairs, n_layers]``.
+        proj_without: the same for the without-instruction residual.
+        separability: one row per layer, as `separability` returns it: ``layer``,
+            ``auc``, ``d_prime``, ``mean_proj_with``, ``mean_proj_without``.
+    """
+
+    pairs: tuple[Pair, ...]
+    layers: tuple[int, ...]
+    proj_with: Float[Tensor, "n_pairs n_layers"]
+    proj_without: Float[Tensor, "n_pairs n_layers"]
+    separability: pd.DataFrame
+
+
+def _vector_layers(vec: InstructionVector, layers: Sequence[int] | None) -> list[int]:
+    """`layers` checked against the vector (None: all of them), order kept."""
+    if layers is None:
+        return list(vec.layers)
+    if isinstance(layers, (str, bytes)):
+        raise ArgumentTypeError(
+            f"layers must be a list of the vector's layers {list(vec.layers)} or None, "
+            f"got {layers!r}"
+        )
+    if isinstance(layers, Sequence) and not layers:
+        raise InvalidArgumentError(
+            f"layers is empty; pass None for all of the vector's layers {list(vec.layers)}"
+        )
+    layers = int_list("layers", layers, "layer")
+    for layer in layers:
+        vec.row(layer)  # VectorMismatchError naming the layers the vector holds
+    return layers
+
+
+def project_pairs(
+    model: Any,
+    vec: InstructionVector,
+    pairs: Sequence[Pair | tuple[str, str]],
+    *,
+    layers: Sequence[int] | None = None,
+    batch_size: int = 16,
+) -> PairProjections:
+    """Read both sides of each pair the vector's way; project them on its directions.
+
+    The pairs are read as the vector was built (its prompt style, read position and
+    hook), so on the vector's own training pairs the mean projections are its
+    ``mean_proj_with``/``mean_proj_without``; on held-out pairs the separability
+    measures generalisation rather than fit.
+
+    Args:
+        pairs: at least 2 `Pair`s or ``(with, without)`` strings (d' needs a variance).
+        layers: a subset of ``vec.layers``, in any order (default: all of them).
+
+    Example:
+        >>> read = project_pairs(model, vec, make_pairs("lowercase", split="validation", n=2), layers=[2, 0])
+        >>> read.layers, tuple(read.proj_with.shape), list(read.separability.layer)
+        ((2, 0), (2, 2), [2, 0])
+    """
+    if not isinstance(vec, InstructionVector):
+        raise ArgumentTypeError(f"vec must be an InstructionVector, got {type(vec).__name__}")
+    layers = _vector_layers(vec, layers)
+    batch_size = check_int("batch_size", batch_size, low=1)
+    pairs = as_pairs(pairs)
+    if len(pairs) < 2:
+        raise InvalidArgumentError(
+            f"separability needs at least 2 held-out pairs (d' needs a variance), got {len(pairs)}"
+        )
+    vec.check_model(model)
+    acts_with, acts_without = pair_activations(
+        model,
+        pairs,
+        layers=layers,
+        position=vec.position,
+        prompt_style=vec.prompt_style,
+        hook_name=vec.hook_name,
+        batch_size=batch_size,
+    )
+    directions = vec.directions[[vec.row(layer) for layer in layers]]
+    proj_with = torch.einsum("nld,ld->nl", acts_with, directions)
+    proj_without = torch.einsum("nld,ld->nl", acts_without, directions)
+    return PairProjections(
+        pairs=tuple(pairs),
+        layers=tuple(layers),
+        proj_with=proj_with,
+        proj_without=proj_without,
+        separability=_table(proj_with, proj_without, layers),
     )
 
 
@@ -197,28 +303,11 @@ def separability(
 
     Use pairs the vector was *not* computed from (e.g. the validation split), so the
     figure measures generalisation rather than fit. The pairs are read the way the
-    vector was built: same prompt style, read position and hook.
+    vector was built: same prompt style, read position and hook (`project_pairs`).
 
     Example:
         >>> table = separability(model, vec, make_pairs("lowercase", split="validation", n=4))
         >>> list(table.columns)
         ['layer', 'auc', 'd_prime', 'mean_proj_with', 'mean_proj_without']
     """
-    if not isinstance(vec, InstructionVector):
-        raise ArgumentTypeError(f"vec must be an InstructionVector, got {type(vec).__name__}")
-    held_out = as_pairs(held_out)
-    if len(held_out) < 2:
-        raise InvalidArgumentError(
-            "separability needs at least 2 held-out pairs (d' needs a variance)"
-        )
-    vec.check_model(model)
-    acts_with, acts_without = pair_activations(
-        model,
-        held_out,
-        layers=vec.layers,
-        position=vec.position,
-        prompt_style=vec.prompt_style,
-        hook_name=vec.hook_name,
-        batch_size=batch_size,
-    )
-    return separability_from_activations(vec.directions, acts_with, acts_without, vec.layers)
+    return project_pairs(model, vec, held_out, batch_size=batch_size).separability

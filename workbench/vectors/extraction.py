@@ -12,13 +12,13 @@ from jaxtyping import Float
 from torch import Tensor
 
 from workbench.errors import ArgumentTypeError, InvalidArgumentError
-from workbench.evaluation.scoring import check_instruction
 from workbench.model.hooks import refuse_under_per_row_steer
 from workbench.model.info import model_info
 from workbench.model.prompts import check_context, encode_prompts, format_prompt
 from workbench.options import RESID_HOOK, PromptStyle, check_bool, check_choice, check_read_position
 
 from .activations import check_layers, read_tokens
+from .ifeval import check_instruction
 from .instruction_vector import InstructionVector
 from .pairs import Pair, as_pairs
 

@@ -1,8 +1,8 @@
 """The instruction vector: per-layer mean differences and the statistics steering uses.
 
 This module holds the data and its invariants. Computing a vector from pairs lives
-in `extraction`, the safetensors file format in `vector_files`, and the llama.cpp
-export in `gguf_export`.
+in `extraction`, the safetensors file format in `storage`, and the llama.cpp export
+in `gguf`; those two work on plain fields, so the imports run one way, from here.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from workbench.errors import VectorError, VectorMismatchError
+from workbench.errors import VectorError, VectorFileError, VectorMismatchError
 from workbench.options import (
     RESID_HOOK,
     PromptStyle,
@@ -27,8 +27,8 @@ from workbench.options import (
     is_finite_number,
 )
 
-if TYPE_CHECKING:
-    from .gguf import GGUFExport
+from .gguf import GGUFExport, export_gguf
+from .storage import load_vector, save_vector, vector_path
 
 
 def _fail(key: str, message: str) -> VectorError:
@@ -247,7 +247,7 @@ class InstructionVector:
             )
 
     def save(self, path: str | Path, *, force: bool = False) -> Path:
-        """Write a safetensors file with JSON metadata, atomically (see `vector_files`).
+        """Write a safetensors file with JSON metadata, atomically (see `storage`).
 
         `path` has ``~`` expanded; an empty path or a non-path is a one-line error. A
         symlink to a regular file has its target written (the link stays); a FIFO, a
@@ -261,9 +261,7 @@ class InstructionVector:
             >>> InstructionVector.load(path).layers
             (0, 1, 2)
         """
-        from .storage import save_vector
-
-        return save_vector(self, path, force=force)
+        return save_vector(vars(self), path, force=force)
 
     @classmethod
     def load(cls, path: str | Path, model: Any = None) -> InstructionVector:
@@ -273,14 +271,19 @@ class InstructionVector:
         one that is not a regular file, a truncated, foreign or inconsistent file, and
         `VectorMismatchError` when it does not fit `model`. ``~`` is expanded.
         """
-        from .storage import load_vector
-
-        return load_vector(path, model)
+        path = vector_path(path)
+        try:
+            vec = cls(**load_vector(path))
+        except VectorError as e:
+            raise VectorFileError(f"{str(path)!r}: {e}") from e
+        if model is not None:
+            vec.check_model(model)
+        return vec
 
     def to_gguf(
         self, path: str | Path, *, layers: Any = None, scale: float = 1.0, force: bool = False
     ) -> GGUFExport:
-        """Export as a llama.cpp control vector (see `gguf_export.export_gguf`).
+        """Export as a llama.cpp control vector (see `gguf.export_gguf`).
 
         The file reproduces only ``add`` at all positions (weight = scale x norm);
         layer 0 has no slot in llama.cpp, so by default it is left out and reported
@@ -292,6 +295,12 @@ class InstructionVector:
             >>> vec.to_gguf(Path(tempfile.mkdtemp()) / "v.gguf").skipped
             (0,)
         """
-        from .gguf import export_gguf
-
-        return export_gguf(self, path, layers=layers, scale=scale, force=force)
+        return export_gguf(
+            dict(zip(self.layers, self.diffs, strict=True)),
+            path,
+            hook_name=self.hook_name,
+            architecture=self.architecture,
+            layers=layers,
+            scale=scale,
+            force=force,
+        )

@@ -7,7 +7,7 @@ checker: "exactly abc bullet points" or a keyword IFEval would read as a regular
 expression never gets that far.
 
 Every checker argument (IFEval's and the workbench's own) has a declared type too,
-checked by `checker_arg` before `workbench.evaluation.scoring` builds a checker: IFEval reads a
+checked by `checker_arg` before `workbench.vectors.ifeval` builds a checker: IFEval reads a
 str where it wants a list letter by letter (``"ocean"`` as o, c, e, a, n) and a bool
 as a count.
 """

@@ -5,6 +5,10 @@ with the format name and version, the model the vector came from, its layers, ho
 read position and prompt style. `load_vector` refuses a file that is truncated,
 foreign, of a newer format, or whose metadata contradicts its tensors, and names
 the path and the offending key.
+
+This module knows the file, not the dataclass: `save_vector` takes a vector's fields
+(``{field name: value}``, e.g. ``vars(vec)``) and `load_vector` returns them, so that
+`InstructionVector.save` and `.load` call it and nothing here imports the dataclass.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +25,16 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from workbench._version import __version__
-from workbench.errors import VectorError, VectorFileError, WorkbenchError
+from workbench.errors import VectorFileError, WorkbenchError
 from workbench.files import user_path, write_atomic
 from workbench.options import check_bool
-
-from .instruction_vector import InstructionVector
 
 FORMAT_NAME = "workbench.instruction_vector"
 # 2: adds prompt_style. Version-1 files load with prompt_style unknown (None).
 FORMAT_VERSION = 2
 TENSOR_FIELDS = ("diffs", "directions", "mean_proj_with", "mean_proj_without")
 # Metadata keys copied into the dataclass as they are; the dataclass validates them.
-_FIELDS = (
+METADATA_FIELDS = (
     "n_pairs",
     "model_name",
     "fingerprint",
@@ -45,37 +48,61 @@ _FIELDS = (
     "selected_layer",
     "selection",
 )
-_REQUIRED = (*_FIELDS[:4], "layers", "d_model", "instruction_id", "kwargs", "hook_name")
+_REQUIRED = (*METADATA_FIELDS[:4], "layers", "d_model", "instruction_id", "kwargs", "hook_name")
 _REQUIRED += ("position", "selected_layer")
 
 
-def metadata(vec: InstructionVector) -> dict[str, Any]:
-    """The JSON metadata written with `vec`."""
+def metadata(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON metadata written with a vector's `fields` (``{field name: value}``).
+
+    Example:
+        >>> meta = metadata(vars(vec))
+        >>> meta["format"], meta["layers"], meta["hook_names"][0]
+        ('workbench.instruction_vector', [0, 1, 2], 'blocks.0.hook_resid_post')
+    """
+    layers, hook = fields["layers"], fields["hook_name"]
     return {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "workbench_version": __version__,
-        "d_model": vec.d_model,
-        "layers": list(vec.layers),
-        "hook_names": [vec.hook_name.format(layer=layer) for layer in vec.layers],
-        **{key: getattr(vec, key) for key in _FIELDS},
-        "kwargs": dict(vec.kwargs),
+        "d_model": int(fields["diffs"].shape[-1]),
+        "layers": list(layers),
+        "hook_names": [hook.format(layer=layer) for layer in layers],
+        **{key: fields[key] for key in METADATA_FIELDS},
+        "kwargs": dict(fields["kwargs"]),
     }
 
 
-def save_vector(vec: InstructionVector, path: str | Path, *, force: bool = False) -> Path:
-    """Write `vec` to `path` atomically; returns the path (``~`` expanded).
+def save_vector(fields: Mapping[str, Any], path: str | Path, *, force: bool = False) -> Path:
+    """Write a vector's `fields` to `path` atomically; returns the path (``~`` expanded).
 
-    The rules of `workbench.files.write_target` apply: a symlink to a regular file
-    has its target written, and a FIFO, device or directory is refused. An existing
-    file that is not a vector (a sweep file, a page) is replaced only with `force`.
+    `fields` maps every `InstructionVector` field name to its value (``pair_diffs``
+    None is left out of the file). The rules of `workbench.files.write_target` apply:
+    a symlink to a regular file has its target written, and a FIFO, device or
+    directory is refused. An existing file that is not a vector (a sweep file, a
+    page) is replaced only with `force`.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> path = save_vector(vars(vec), Path(tempfile.mkdtemp()) / "v.safetensors")
+        >>> load_vector(path)["layers"]
+        (0, 1, 2)
     """
     path = user_path(path, "vector file path")
-    tensors = {name: getattr(vec, name).contiguous() for name in TENSOR_FIELDS}
-    if vec.pair_diffs is not None:
-        tensors["pair_diffs"] = vec.pair_diffs.contiguous()
-    data = st_save(tensors, metadata={"workbench": json.dumps(metadata(vec))})
+    tensors = {name: fields[name].contiguous() for name in TENSOR_FIELDS}
+    if fields.get("pair_diffs") is not None:
+        tensors["pair_diffs"] = fields["pair_diffs"].contiguous()
+    data = st_save(tensors, metadata={"workbench": json.dumps(metadata(fields))})
     return write_atomic(path, data, kind="vector", force=check_bool("force", force))
+
+
+def vector_path(path: str | Path) -> Path:
+    """`path` with ``~`` expanded; an empty path or a non-path is a `VectorFileError`."""
+    try:
+        return user_path(path, "vector file path")
+    except WorkbenchError as e:
+        raise VectorFileError(str(e)) from None
 
 
 def _read(path: Path) -> tuple[dict[str, Any], Any]:
@@ -137,32 +164,29 @@ def _check_header(path: Path, tensors: dict[str, Any], meta: Any) -> None:
         )
 
 
-def load_vector(path: str | Path, model: Any = None) -> InstructionVector:
-    """Read a vector file, checking it against `model` when given.
+def load_vector(path: str | Path) -> dict[str, Any]:
+    """Read a vector file; return its fields, the keyword arguments of `InstructionVector`.
+
+    Raises `VectorFileError` naming the path for a file that is missing, not a regular
+    file, truncated, foreign, of a newer format, or whose metadata contradicts its
+    tensors. The values are not yet checked against each other: the dataclass does
+    that when it is built from them.
 
     Example:
         >>> import tempfile
         >>> path = vec.save(Path(tempfile.mkdtemp()) / "v.safetensors")
-        >>> load_vector(path, model).d_model
-        32
+        >>> fields = load_vector(path)
+        >>> fields["layers"], tuple(fields["diffs"].shape)
+        ((0, 1, 2), (3, 32))
     """
-    try:
-        path = user_path(path, "vector file path")
-    except WorkbenchError as e:
-        raise VectorFileError(str(e)) from None
+    path = vector_path(path)
     tensors, meta = _read(path)
     _check_header(path, tensors, meta)
-    fields = {key: meta.get(key) for key in _FIELDS}
+    fields = {key: meta.get(key) for key in METADATA_FIELDS}
     fields["architecture"] = fields["architecture"] or ""
-    try:
-        vec = InstructionVector(
-            **{name: tensors[name] for name in TENSOR_FIELDS},
-            layers=tuple(meta["layers"]),
-            pair_diffs=tensors.get("pair_diffs"),
-            **fields,
-        )
-    except VectorError as e:
-        raise VectorFileError(f"{str(path)!r}: {e}") from e
-    if model is not None:
-        vec.check_model(model)
-    return vec
+    return {
+        **{name: tensors[name] for name in TENSOR_FIELDS},
+        "layers": tuple(meta["layers"]),
+        "pair_diffs": tensors.get("pair_diffs"),
+        **fields,
+    }
