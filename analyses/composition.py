@@ -8,7 +8,7 @@ and `interference_table` (steer with one, check another) only summarise its rows
 so both come from one run. The drawings are in `analyses.composition_figures`.
 
 Steering settings follow `workbench.sweep`: ``strength`` is a multiple of each
-mode's default coefficient at that layer (`workbench.evaluation.sweeps.Setting`), so vectors
+mode's default coefficient at that layer (`workbench.steering.settings.Setting`), so vectors
 of different norms are steered comparably.
 """
 

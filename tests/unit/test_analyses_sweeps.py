@@ -34,7 +34,7 @@ from workbench import (
 )
 from workbench.errors import ArgumentTypeError, InvalidArgumentError, WorkbenchError
 from workbench.evaluation.sweep_files import as_frame
-from workbench.evaluation.sweeps import Setting
+from workbench.steering.settings import Setting
 
 N = 4  # prompts per setting: accuracies are multiples of 1/4
 # Layer 2 at strength 1 is best; layer 3 at strength 1 is as accurate but degenerate.

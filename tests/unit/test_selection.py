@@ -8,7 +8,7 @@ import pytest
 from workbench import InstructionVector, SteeringTerm
 from workbench.errors import InvalidArgumentError
 from workbench.evaluation.selection import select, summarize
-from workbench.evaluation.sweeps import Setting
+from workbench.steering.settings import Setting
 
 
 def _rows(settings: list[tuple], n: int = 4) -> pd.DataFrame:

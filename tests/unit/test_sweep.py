@@ -18,7 +18,8 @@ from workbench.errors import (
 )
 from workbench.evaluation.scoring import score
 from workbench.evaluation.sweep_files import merge_sweeps
-from workbench.evaluation.sweeps import Setting, SweepPrompt, sweep
+from workbench.evaluation.sweeps import SweepPrompt, sweep
+from workbench.steering.settings import Setting
 
 PROMPTS = ["hello there", "tell me about owls", "why?"]
 GRID = {"layers": [1, 2], "modes": ["add", "project"], "strengths": [0.5, 1.0]}

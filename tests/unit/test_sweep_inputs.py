@@ -25,7 +25,8 @@ from workbench.errors import (
 )
 from workbench.evaluation.selection import select
 from workbench.evaluation.sweep_files import diffs_digest, merge_sweeps, vector_id
-from workbench.evaluation.sweeps import Setting, SweepPrompt, settings_grid, sweep
+from workbench.evaluation.sweeps import SweepPrompt, settings_grid, sweep
+from workbench.steering.settings import Setting
 
 PROMPTS = ["hi", "owls?", "why"]
 KW = {"layers": [1], "modes": ["add"], "strengths": [1.0], "max_new_tokens": 2, "progress": False}

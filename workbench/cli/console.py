@@ -33,6 +33,7 @@ from typing import Any
 
 from workbench._version import __version__
 from workbench.errors import WorkbenchError
+from workbench.vectors.checks import checks_once
 
 from . import commands, evaluate, report, sweep
 from .output import output_to
@@ -87,18 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     prog = f"workbench {args.command}"
     stdout = sys.stdout
 
-    shown: set[str] = set()
-
     def show(message: Any, category: Any, *_: Any, **__: Any) -> None:
-        # The same check can run at several call sites (a vector checked by the command,
-        # then by the library); say it once.
-        line = f"{prog}: warning: {_one_line(message)}"
-        if line not in shown:
-            shown.add(line)
-            print(line, file=sys.stderr, flush=True)
+        print(f"{prog}: warning: {_one_line(message)}", file=sys.stderr, flush=True)
 
     try:
-        with warnings.catch_warnings(), output_to(stdout):
+        # checks_once: the command checks a vector against its model, and so does every
+        # library call it makes (one generate per batch); the first check is the one.
+        with warnings.catch_warnings(), output_to(stdout), checks_once():
             # Library deprecation notices are not the user's business; the workbench's
             # own warnings (a vector used on other weights, say) are, in one line.
             warnings.simplefilter("ignore", DeprecationWarning)

@@ -117,7 +117,7 @@ def register(sub: Any) -> None:
 
 def _term(vec: Any, args: argparse.Namespace) -> Any:
     """The steering term: the vector's selection unless a layer, mode or strength is given."""
-    from workbench.evaluation.sweeps import Setting
+    from workbench.steering.settings import Setting
     from workbench.steering.terms import SteeringTerm
 
     explicit = (args.layer, args.mode, args.strength) != (None, None, None)

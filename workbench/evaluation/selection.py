@@ -16,11 +16,11 @@ import pandas as pd
 
 from workbench.errors import ArgumentTypeError, InvalidArgumentError
 from workbench.options import check_choice
+from workbench.steering.settings import Setting
 from workbench.steering.terms import SteeringTerm
 from workbench.vectors.instruction_vector import InstructionVector
 
 from .sweep_files import check_complete, check_table_vector
-from .sweeps import Setting
 
 Metric = Literal["follows_strict", "follows_loose"]
 _KEYS = ["layer", "mode", "strength"]
@@ -165,13 +165,5 @@ def select(
     term = None
     if vector is not None and setting.layer is not None:
         coefficient = None if pd.isna(row["coefficient"]) else float(row["coefficient"])
-        term = _term(vector, setting, coefficient)
+        term = setting.term(vector, coefficient)
     return Selection(setting, term, evidence, metric)
-
-
-def _term(vector: InstructionVector, setting: Setting, coefficient: float | None) -> SteeringTerm:
-    if setting.mode == "add":
-        return SteeringTerm(vector, layer=setting.layer, mode="add", weight=coefficient)
-    if setting.mode == "project":
-        return SteeringTerm(vector, layer=setting.layer, mode="project", target=coefficient)
-    return SteeringTerm(vector, layer=setting.layer, mode="ablate")

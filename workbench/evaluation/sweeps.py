@@ -8,16 +8,14 @@ sweep skips what the file holds. ``shard=(i, n)`` runs units ``u`` with
 ``u % n == i``, so n processes (a job array) can share a sweep and
 `merge_sweeps` joins their files into the table of the unsharded sweep.
 
-Strength is a multiple of each mode's default coefficient at that layer: ``add``
+Strength is a multiple of each mode's default coefficient at that layer
+(`workbench.steering.settings`, which turns a `Setting` into its term): ``add``
 adds ``strength × |mean difference|`` along u; ``project`` sets the component
-along u to ``strength × z̄`` (the mean with-instruction projection). Residual
-norms grow with depth, so multiples compare across layers where raw weights do not.
+along u to ``strength × z̄`` (the mean with-instruction projection).
 """
 
 from __future__ import annotations
 
-import math
-import numbers
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,7 +40,9 @@ from workbench.options import (
     float_list,
     int_list,
 )
-from workbench.steering.terms import PerRow, SteeringTerm
+from workbench.steering.settings import Setting
+from workbench.steering.terms import PerRow
+from workbench.vectors.checks import checks_once
 from workbench.vectors.ifeval import check_instruction
 from workbench.vectors.instruction_vector import InstructionVector
 
@@ -80,66 +80,6 @@ class SweepPrompt:
             )
         if not isinstance(self.kwargs, Mapping):
             raise ArgumentTypeError(f"SweepPrompt kwargs must be a mapping, got {self.kwargs!r}")
-
-
-def _missing(value: Any) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One steering setting of a sweep; ``layer=None`` is the unsteered baseline."""
-
-    layer: int | None
-    mode: str | None = None
-    strength: float | None = None
-
-    def __post_init__(self) -> None:
-        # A sweep table marks what a setting lacks as missing (NaN, <NA>): read as None,
-        # so Setting(row.layer, row.mode, row.strength) works for every row.
-        for name in ("layer", "mode", "strength"):
-            if _missing(getattr(self, name)):
-                object.__setattr__(self, name, None)
-        if self.layer is None:
-            if self.mode is not None or self.strength is not None:
-                raise InvalidArgumentError(
-                    f"the baseline Setting(None) takes no mode or strength, got mode "
-                    f"{self.mode!r}, strength {self.strength!r}"
-                )
-            return
-        if isinstance(self.layer, bool) or not isinstance(self.layer, numbers.Integral):
-            raise ArgumentTypeError(
-                f"Setting layer must be an int or None, got {type(self.layer).__name__} "
-                f"{self.layer!r}"
-            )
-        object.__setattr__(self, "layer", int(self.layer))
-        check_choice("Setting mode", self.mode, Mode)
-        strength = self.strength
-        if self.mode == "ablate":
-            if strength is not None:
-                raise InvalidArgumentError(
-                    f"Setting strength {strength!r} has no meaning for mode 'ablate'; pass None"
-                )
-            return
-        ok = not isinstance(strength, bool) and isinstance(strength, numbers.Real)
-        if not ok or not math.isfinite(strength):
-            raise InvalidArgumentError(
-                f"Setting strength must be a finite number for mode {self.mode!r}, got {strength!r}"
-            )
-        object.__setattr__(self, "strength", float(strength))
-
-    def term(self, vector: InstructionVector) -> SteeringTerm | None:
-        """The steering term of this setting (None for the baseline)."""
-        if self.layer is None:
-            return None
-        row = vector.row(self.layer)
-        if self.mode == "add":
-            weight = self.strength * float(vector.diffs[row].norm())
-            return SteeringTerm(vector, layer=self.layer, mode="add", weight=weight)
-        if self.mode == "project":
-            target = self.strength * float(vector.mean_proj_with[row])
-            return SteeringTerm(vector, layer=self.layer, mode="project", target=target)
-        return SteeringTerm(vector, layer=self.layer, mode="ablate")
 
 
 def settings_grid(
@@ -235,7 +175,7 @@ def _score_batch(
     seconds = (time.perf_counter() - t0) / len(units)
     rows = []
     for (unit, s, index, p), term, text, q in zip(units, terms, out.texts, quality, strict=True):
-        coefficient = None if term is None else (term.weight if s.mode == "add" else term.target)
+        coefficient = None if term is None else term.coefficient
         strict = score(text, p.instruction_id, p.kwargs)
         rows.append(
             {
@@ -310,50 +250,53 @@ def sweep(
         raise ArgumentTypeError(
             f"vector must be an InstructionVector, got {type(vector).__name__} {vector!r:.60}"
         )
-    vector.check_model(model)
-    max_new_tokens = check_int("max_new_tokens", max_new_tokens, low=1)
-    batch_size = check_int("batch_size", batch_size, low=1)
-    check_bool("baseline", baseline)
-    check_bool("progress", progress)
-    shard = _check_shard(shard)
-    if thresholds is None:
-        thresholds = QualityThresholds()
-    if not isinstance(thresholds, QualityThresholds):
-        raise ArgumentTypeError(
-            f"thresholds must be a QualityThresholds or None, got {type(thresholds).__name__}"
+    # One check of the vector for the whole sweep: each batch's generate would check it
+    # (and warn about a transfer) again.
+    with checks_once():
+        vector.check_model(model)
+        max_new_tokens = check_int("max_new_tokens", max_new_tokens, low=1)
+        batch_size = check_int("batch_size", batch_size, low=1)
+        check_bool("baseline", baseline)
+        check_bool("progress", progress)
+        shard = _check_shard(shard)
+        if thresholds is None:
+            thresholds = QualityThresholds()
+        if not isinstance(thresholds, QualityThresholds):
+            raise ArgumentTypeError(
+                f"thresholds must be a QualityThresholds or None, got {type(thresholds).__name__}"
+            )
+        # Appended to, not replaced: a directory or device is refused, a symlink followed.
+        path = None if out is None else write_target(out, "out")
+        items = _as_prompts(prompts, vector)
+        grid = settings_grid(vector, layers, modes, strengths, baseline)
+        config = _config(
+            model,
+            vector,
+            items,
+            grid=[[s.layer, s.mode, s.strength] for s in grid],
+            max_new_tokens=max_new_tokens,
+            thresholds=[thresholds.ngram, thresholds.max_repeated_share, thresholds.min_perplexity],
         )
-    # Appended to, not replaced: a directory or device is refused, a symlink followed.
-    path = None if out is None else write_target(out, "out")
-    items = _as_prompts(prompts, vector)
-    grid = settings_grid(vector, layers, modes, strengths, baseline)
-    config = _config(
-        model,
-        vector,
-        items,
-        grid=[[s.layer, s.mode, s.strength] for s in grid],
-        max_new_tokens=max_new_tokens,
-        thresholds=[thresholds.ngram, thresholds.max_repeated_share, thresholds.min_perplexity],
-    )
-    done = {r["unit"]: r for r in open_for_append(path, config, shard)} if path else {}
-    units = [
-        (u, s, i, p)
-        for u, (s, i, p) in enumerate((s, i, p) for s in grid for i, p in enumerate(items))
-        if shard is None or u % shard[1] == shard[0]
-    ]
-    todo = [unit for unit in units if unit[0] not in done]
-    # Similar lengths batch together, so little compute goes to padding.
-    todo.sort(key=lambda unit: (len(unit[3].text), unit[0]))
-    rows = list(done.values())
-    bar = tqdm(total=len(units), initial=len(done), desc="sweep", disable=not progress)
-    for start in range(0, len(todo), batch_size):
-        batch = _score_batch(
-            model, vector, todo[start : start + batch_size], max_new_tokens, thresholds
-        )
-        if path is not None:
-            append_rows(path, batch)
-        rows += batch
-        bar.update(len(batch))
-    bar.close()
-    table = as_frame(rows)
-    table.attrs["sweep"] = table_identity(config, [str(path)] if path else None, len(table))
-    return table
+        done = {r["unit"]: r for r in open_for_append(path, config, shard)} if path else {}
+        units = [
+            (u, s, i, p)
+            for u, (s, i, p) in enumerate((s, i, p) for s in grid for i, p in enumerate(items))
+            if shard is None or u % shard[1] == shard[0]
+        ]
+        todo = [unit for unit in units if unit[0] not in done]
+        # Similar lengths batch together, so little compute goes to padding.
+        todo.sort(key=lambda unit: (len(unit[3].text), unit[0]))
+        rows = list(done.values())
+        bar = tqdm(total=len(units), initial=len(done), desc="sweep", disable=not progress)
+        for start in range(0, len(todo), batch_size):
+            batch = _score_batch(
+                model, vector, todo[start : start + batch_size], max_new_tokens, thresholds
+            )
+            if path is not None:
+                append_rows(path, batch)
+            rows += batch
+            bar.update(len(batch))
+        bar.close()
+        table = as_frame(rows)
+        table.attrs["sweep"] = table_identity(config, [str(path)] if path else None, len(table))
+        return table

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -36,8 +36,10 @@ from workbench.errors import InvalidArgumentError, PositionsError, VectorMismatc
 from workbench.model.hooks import check_hooks, model_lock, per_row_steer_open
 from workbench.model.info import check_model
 from workbench.options import RESID_HOOK
+from workbench.vectors.checks import checks_once
 from workbench.vectors.instruction_vector import InstructionVector
 
+from .settings import default_coefficient
 from .terms import SteerFn, Steering, SteeringTerm, check_magnitude, split_steering, unit_direction
 
 # (absolute column of the pass's first position, number of prompt columns), set by
@@ -75,8 +77,8 @@ class ResolvedTerm:
     label: str = ""
 
 
-def _source(model: Any, term: SteeringTerm) -> tuple[int, Tensor, str, dict[str, float]]:
-    """The term's layer, mean difference, hook template and default project target."""
+def _source(model: Any, term: SteeringTerm) -> tuple[int, Tensor, str]:
+    """The term's layer, mean difference and hook template."""
     vec = term.vector
     if isinstance(vec, InstructionVector):
         layer = term.layer if term.layer is not None else vec.selected_layer
@@ -85,42 +87,50 @@ def _source(model: Any, term: SteeringTerm) -> tuple[int, Tensor, str, dict[str,
                 "SteeringTerm has layer=None and the vector has no selected layer; "
                 f"pass layer= (one of {list(vec.layers)}) or use vector.select_layer(...)"
             )
-        row = vec.row(layer)
-        defaults = {"project": float(vec.mean_proj_with[row])}
-        return layer, vec.diffs[row], term.hook_name or vec.hook_name, defaults
+        return layer, vec.diff(layer), term.hook_name or vec.hook_name
     if vec.shape[0] != model.cfg.d_model:
         raise VectorMismatchError(
             f"vector has d_model={vec.shape[0]}; the model has d_model={model.cfg.d_model}"
         )
     if not bool(torch.isfinite(vec).all()):
         raise InvalidArgumentError(f"the vector for layer {term.layer} contains NaN or inf")
-    return term.layer, vec, term.hook_name or RESID_HOOK, {}
+    return term.layer, vec, term.hook_name or RESID_HOOK
 
 
-def resolve(model: Any, term: SteeringTerm, known_hooks: Sequence[str]) -> ResolvedTerm:
+def resolve(
+    model: Any,
+    term: SteeringTerm,
+    known_hooks: Sequence[str],
+    checked_hooks: Collection[str] = (),
+) -> ResolvedTerm:
     """Check `term` against `model` and compute its coefficients (no hooks added); whether
-    they fit the dtype is checked over all the terms together, by `SteeringPlan`."""
+    they fit the dtype is checked over all the terms together, by `SteeringPlan`.
+
+    A coefficient left unset is `default_coefficient`. The hook name is checked unless
+    it is one of `checked_hooks` (those of a vector already checked against the model).
+    """
     term = term.concrete()
-    layer, diff, template, defaults = _source(model, term)
+    layer, diff, template = _source(model, term)
     n_layers = model.cfg.n_layers
     if not 0 <= layer < n_layers:
         raise InvalidArgumentError(
             f"layer {layer} is out of range: the model has {n_layers} layers (0..{n_layers - 1})"
         )
     hook_name = template.format(layer=layer)
-    check_hooks(model, [hook_name], known_hooks)
-    u, norm = unit_direction(diff, layer)
+    if hook_name not in checked_hooks:
+        check_hooks(model, [hook_name], known_hooks)
+    u, _ = unit_direction(diff, layer)
     mode, fn = term.mode, None
     if callable(mode):
         fn, a, c, label = mode, 0.0, 0.0, f"a function at layer {layer}"
     elif mode == "ablate":
         a, c, label = 0.0, -1.0, f"ablate at layer {layer}"
-    elif mode == "add":
-        a, c = (term.weight if term.weight is not None else norm), 0.0
-        label = f"weight {a!r} at layer {layer}"
     else:
-        a, c = (term.target if term.target is not None else defaults["project"]), -1.0
-        label = f"target {a!r} at layer {layer}"
+        a = term.coefficient
+        if a is None:
+            a = default_coefficient(term.vector, layer, mode)
+        c = 0.0 if mode == "add" else -1.0
+        label = f"{'weight' if mode == 'add' else 'target'} {a!r} at layer {layer}"
     u = u.to(device=model.cfg.device)
     return ResolvedTerm(hook_name, u, float(a), c, term.positions, fn, label)
 
@@ -257,16 +267,20 @@ class SteeringPlan:
         check_model(model)
         shared, per_row = split_steering(steering)
         known = list(model.hook_dict)  # rebuilt on every access on the bridge
-        checked: set[int] = set()
-        for term in shared + [t for row in per_row or [] for t in row]:
-            if isinstance(term.vector, InstructionVector) and id(term.vector) not in checked:
-                term.vector.check_model(model)
-                checked.add(id(term.vector))
-        self.shared = [resolve(model, t, known) for t in shared]
+        # Each vector is checked once (its hooks with it); resolve checks only the hook
+        # names no vector check covered: a term's own hook_name, or a tensor vector's.
+        checked: set[str] = set()
+        with checks_once():
+            for term in shared + [t for row in per_row or [] for t in row]:
+                vec = term.vector
+                if isinstance(vec, InstructionVector):
+                    vec.check_model(model)
+                    checked.update(vec.hook_name.format(layer=layer) for layer in vec.layers)
+        self.shared = [resolve(model, t, known, checked) for t in shared]
         self.per_row = (
             None
             if per_row is None
-            else [[resolve(model, t, known) for t in row] for row in per_row]
+            else [[resolve(model, t, known, checked) for t in row] for row in per_row]
         )
         self.n_rows = None if per_row is None else len(per_row)
         # x + a u (add) and (I - u u^T) x + a u (project) grow the residual's norm by at

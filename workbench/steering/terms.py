@@ -134,10 +134,21 @@ class SteeringTerm:
                 "this vector's selection is not to steer (the unsteered baseline was best on "
                 "validation); pass layer= and mode= to steer anyway"
             )
-        coefficient = {"weight" if sel["mode"] == "add" else "target": sel["coefficient"]}
-        if sel["mode"] == "ablate":
-            coefficient = {}
-        return replace(self, layer=sel["layer"], mode=sel["mode"], **coefficient)
+        # A selection stores its coefficient (strength × default, from the sweep): used as is.
+        fields = coefficient_fields(sel["mode"], sel["coefficient"])
+        return replace(self, layer=sel["layer"], mode=sel["mode"], **fields)
+
+    @property
+    def coefficient(self) -> float | None:
+        """The coefficient this term was given: its weight (``add``) or target
+        (``project``), at most one of which is set; None when neither was given
+        (``ablate``, a function, or a coefficient left to its default or the selection).
+
+        Example:
+            >>> SteeringTerm(vec, layer=1, mode="add", weight=4.0).coefficient
+            4.0
+        """
+        return self.weight if self.weight is not None else self.target
 
     def _check_coefficients(self) -> None:
         mode = "project" if self.mode is None else self.mode
@@ -156,6 +167,26 @@ class SteeringTerm:
                 )
             # Stored as a float, so numpy and tensor scalars behave as the float they hold.
             object.__setattr__(self, name, as_float(name, value))
+
+
+def coefficient_fields(mode: Any, coefficient: float | None) -> dict[str, float]:
+    """The `SteeringTerm` keyword that carries `coefficient` for `mode`: ``weight`` for
+    ``"add"``, ``target`` for ``"project"``, none for ``"ablate"`` (which takes none).
+
+    Example:
+        >>> coefficient_fields("add", 2.0), coefficient_fields("ablate", None)
+        ({'weight': 2.0}, {})
+    """
+    if coefficient is None:
+        return {}
+    if mode == "add":
+        return {"weight": coefficient}
+    if mode == "project":
+        return {"target": coefficient}
+    raise InvalidArgumentError(
+        f"coefficient {coefficient!r} has no meaning for mode {mode!r}; only 'add' (weight) "
+        "and 'project' (target) take one"
+    )
 
 
 def steering_limit(dtype: torch.dtype) -> tuple[float, str]:

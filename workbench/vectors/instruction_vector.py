@@ -222,10 +222,16 @@ class InstructionVector:
 
         Checked: d_model, the model's depth, every layer's hook name. Weights of the
         same shape but another fingerprint are a transfer: allowed, with a warning.
+        Inside a `workbench.vectors.checks.checks_once` block a pair already checked
+        is not checked (nor warned about) again.
         """
         from workbench.model.hooks import check_hooks
         from workbench.model.info import model_info
 
+        from .checks import already_checked, mark_checked
+
+        if already_checked(self, model):
+            return
         cfg = model.cfg
         if self.d_model != cfg.d_model:
             raise VectorMismatchError(
@@ -245,6 +251,7 @@ class InstructionVector:
                 f"model is {info.name!r} (weights {info.fingerprint}). Using it as a transfer.",
                 stacklevel=3,
             )
+        mark_checked(self, model)
 
     def save(self, path: str | Path, *, force: bool = False) -> Path:
         """Write a safetensors file with JSON metadata, atomically (see `storage`).
