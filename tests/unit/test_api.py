@@ -14,6 +14,7 @@ import doctest
 import importlib
 import inspect
 import json
+import os
 import subprocess
 import sys
 import tomllib
@@ -191,7 +192,9 @@ print(json.dumps({
 def test_importing_any_module_has_no_side_effects(tmp_path):
     """No module sets environment variables, torch's global state, logging or the RNG,
     writes files or prints when imported: only calling it may."""
-    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
+    # Run from an empty directory (to see what gets written), importing this checkout.
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path}
     done = subprocess.run(
         [sys.executable, "-c", _IMPORT_ALL, *IMPORTABLE],
         capture_output=True,
@@ -208,8 +211,7 @@ def test_importing_any_module_has_no_side_effects(tmp_path):
 
 @pytest.mark.parametrize(
     "package",
-    ["workbench.model", "workbench.vectors", "workbench.steering", "workbench.evaluation"]
-    + ["workbench.cli"],
+    [f"workbench.{wing}" for wing in ("model", "vectors", "steering", "evaluation", "cli")],
 )
 def test_importing_a_wing_package_loads_no_model_library(package):
     """A wing's ``__init__`` holds its docstring (cli: the entry point), so reaching a
