@@ -1,3 +1,5 @@
+"""`python -m workbench ...`: the console script (`workbench.cli.console.main`)."""
+
 import sys
 
 from .cli.console import main

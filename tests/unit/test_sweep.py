@@ -17,8 +17,15 @@ from workbench.errors import (
     VectorMismatchError,
 )
 from workbench.evaluation.scoring import score
-from workbench.evaluation.sweep_files import merge_sweeps
+from workbench.evaluation.sweep_files import (
+    COLUMNS,
+    SWEEP_FORMAT,
+    SWEEP_VERSION,
+    merge_sweeps,
+    vector_id,
+)
 from workbench.evaluation.sweeps import SweepPrompt, sweep
+from workbench.model.info import model_info
 from workbench.steering.settings import Setting
 
 PROMPTS = ["hello there", "tell me about owls", "why?"]
@@ -51,6 +58,70 @@ def _same(a, b):
     exact = ["seconds", "perplexity"]
     assert a.drop(columns=exact).equals(b.drop(columns=exact))
     assert np.allclose(a.perplexity, b.perplexity, rtol=1e-6, atol=0, equal_nan=True)
+
+
+# What each sweep-file column holds: a JSON value of these types (bool is not an int).
+COLUMN_TYPES = {
+    "unit": (int,),
+    "prompt_index": (int,),
+    "prompt": (str,),
+    "instruction_id": (str,),
+    "kwargs": (dict,),
+    "layer": (int, type(None)),
+    "mode": (str, type(None)),
+    "strength": (float, type(None)),
+    "coefficient": (float, type(None)),
+    "response": (str,),
+    "follows_strict": (bool,),
+    "follows_loose": (bool,),
+    "degenerate": (bool,),
+    "n_tokens": (int,),
+    "empty": (bool,),
+    "truncated": (bool,),
+    "repeated_ngram_share": (float,),
+    "perplexity": (float, type(None)),  # null where there is no token to score
+    "seconds": (float,),
+}
+
+
+def _check_sweep_file(path, full, model, vector, shard=None):
+    """Each line of the sweep file at `path` against the header's schema, and its rows
+    against the run's settings grid and prompts and the table `full` of the same run."""
+    header, *lines = (json.loads(line) for line in path.read_text().splitlines())
+    assert set(header) == {"format", "version", "config", "shard"}, header
+    assert (header["format"], header["version"]) == (SWEEP_FORMAT, SWEEP_VERSION)
+    assert header["shard"] == (None if shard is None else list(shard))
+    config = header["config"]
+    assert config["model"] == model_info(model).name
+    assert config["vector_id"] == vector_id(vector)
+    assert config["max_new_tokens"] == KW["max_new_tokens"]
+    assert config["prompts"] == [[p, "change_case:english_lowercase", {}] for p in PROMPTS]
+    grid = [[None, None, None]] + [
+        [layer, mode, strength]
+        for layer in GRID["layers"]
+        for mode in GRID["modes"]
+        for strength in GRID["strengths"]
+    ]
+    assert config["grid"] == grid
+    units = [row["unit"] for row in lines]
+    expected = range(len(grid) * len(PROMPTS))
+    assert sorted(units) == [u for u in expected if shard is None or u % shard[1] == shard[0]]
+    by_unit = full.set_index("unit")
+    assert set(COLUMN_TYPES) == set(COLUMNS)
+    for row in lines:
+        assert set(row) == set(COLUMNS), sorted(set(row) ^ set(COLUMNS))
+        wrong = {k: v for k, v in row.items() if type(v) not in COLUMN_TYPES[k]}
+        assert wrong == {}, (row["unit"], wrong)
+        unit = row["unit"]
+        assert row["prompt_index"] == unit % len(PROMPTS)
+        assert row["prompt"] == PROMPTS[row["prompt_index"]]
+        assert [row["layer"], row["mode"], row["strength"]] == grid[unit // len(PROMPTS)]
+        assert (row["layer"] is None) == (row["coefficient"] is None)
+        assert row["follows_loose"] or not row["follows_strict"]
+        assert 0 <= row["n_tokens"] <= KW["max_new_tokens"]
+        assert row["response"] == by_unit.response[unit]
+        assert row["follows_strict"] == by_unit.follows_strict[unit]
+    return header, lines
 
 
 def test_one_row_per_setting_and_prompt_with_the_baseline_first(full, lower):
@@ -95,7 +166,8 @@ def test_a_killed_sweep_resumes_to_the_same_table(full, model, lower, tmp_path, 
     assert len(out.read_text().splitlines()) == 1 + 2 * 4  # header + two batches
     monkeypatch.setattr(sweep_module, "_score_batch", real)
     _same(sweep(model, lower, PROMPTS, out=out, batch_size=4, **KW), full)
-    assert len(out.read_text().splitlines()) == 1 + len(full)
+    _, rows = _check_sweep_file(out, full, model, lower)
+    assert len(rows) == len(full)
 
 
 def test_a_torn_last_line_is_redone(full, model, lower, tmp_path):
@@ -104,7 +176,8 @@ def test_a_torn_last_line_is_redone(full, model, lower, tmp_path):
     lines = out.read_text().splitlines(keepends=True)
     out.write_text("".join(lines[:-2]) + lines[-2][: len(lines[-2]) // 2])
     _same(sweep(model, lower, PROMPTS, out=out, **KW), full)
-    assert all(json.loads(line) for line in out.read_text().splitlines())
+    _, rows = _check_sweep_file(out, full, model, lower)
+    assert len(rows) == len(full)
 
 
 def test_reading_a_file_never_changes_it(full, model, lower, tmp_path):
@@ -132,6 +205,7 @@ def test_shards_merge_into_the_unsharded_table(full, model, lower, tmp_path):
     for i, path in enumerate(parts):
         part = sweep(model, lower, PROMPTS, out=path, shard=(i, 3), **KW)
         assert set(part.unit % 3) == {i}
+        _check_sweep_file(path, full, model, lower, shard=(i, 3))
     _same(merge_sweeps(parts), full)
 
 

@@ -196,6 +196,7 @@ def _clean(value: Any) -> Any:
 
 
 def encode_row(row: Mapping[str, Any]) -> str:
+    """One sweep file line: `row` as strict JSON (no NaN), newline-terminated."""
     return json.dumps({k: _clean(v) for k, v in row.items()}, allow_nan=False) + "\n"
 
 

@@ -20,6 +20,7 @@ DECODER_ATTR = "_workbench_fast_decoder"
 
 
 def has_global_hooks() -> bool:
+    """Whether torch has module hooks registered for every module (global hooks)."""
     from torch.nn.modules import module as nn_module
 
     names = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks")

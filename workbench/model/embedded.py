@@ -146,6 +146,7 @@ def _sha256(path: Path) -> str:
 
 
 def checkpoint_dir(model: EmbeddedModel) -> Path:
+    """Where the converted checkpoint of `model` is cached (by name, version, format)."""
     return cache_dir() / "checkpoints" / f"{model.name}-v{model.version}-f{CACHE_FORMAT}"
 
 

@@ -16,6 +16,7 @@ from .info import model_info
 
 
 def is_hooked(model: Any) -> bool:
+    """Whether `model` runs on the HookedTransformer backend (not the bridge)."""
     return model_info(model).backend == "hooked"
 
 

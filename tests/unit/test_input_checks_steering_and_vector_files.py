@@ -1,5 +1,7 @@
-"""Bad input at the edges a review found: each refused with a WorkbenchError naming it,
-before it can become a silent wrong result."""
+"""Input checks on steering hooks, vector fields and vector files: per-row steering
+under code that batches on its own, hooks of another shape, NaN from a custom
+function, empty prompts, numbers too large, GGUF export and files that are not vectors;
+each refused with a WorkbenchError naming it, before it can become a silent wrong result."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Bad input to the smaller entry points: each a clear error naming the value."""
+"""Input checks on vectors and generation options: a layer outside the vector, bad
+difference or stability input, and bad `generate` / `Sampling` options, each a clear
+error naming the value."""
 
 from __future__ import annotations
 
