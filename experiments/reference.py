@@ -14,8 +14,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from workbench import (
     base_queries,
     compute_instruction_vector,
@@ -23,9 +21,9 @@ from workbench import (
     instruction_names,
     load_model,
     make_pairs,
-    select,
     sweep,
 )
+from workbench.evaluation.protocol import ProtocolConfig, evaluate_instruction
 from workbench.evaluation.sweeps import SweepPrompt
 from workbench.vectors.ifeval import count_sentences, count_words
 
@@ -56,72 +54,37 @@ def _queries(split: str, n: int) -> list[str]:
     return [q.text for q in base_queries(split)[:n]]
 
 
-def _with_instruction(name: str, split: str, n: int, **values: Any) -> list[SweepPrompt]:
-    instr = instruction(name, **values)
-    return [
-        SweepPrompt(p.with_instruction, p.instruction_id, p.kwargs)
-        for p in make_pairs(instr, split=split, n=n)
-    ]
-
-
-def _summary(table: pd.DataFrame) -> dict[str, float]:
-    return {
-        "accuracy": float(table.follows_strict.mean()),
-        "loose": float(table.follows_loose.mean()),
-        "degenerate": float(table.degenerate.mean()),
-    }
+def protocol_config(cfg: Config) -> ProtocolConfig:
+    """The protocol's configuration for `cfg`: the committed ``results/raw`` files were
+    made with vectors read at every layer and with "do not steer" test sets run as the
+    baseline plus a zero-weight add, so the experiments keep both to resume from them."""
+    return ProtocolConfig(
+        layers=cfg.layers,
+        modes=cfg.modes,
+        strengths=cfg.strengths,
+        train_pairs=cfg.n_train,
+        val_queries=cfg.n_val,
+        test_queries=cfg.n_test,
+        max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.batch_size,
+        vector_layers="all",
+        unsteered="baseline",
+    )
 
 
 def run_instruction(model: Any, name: str, cfg: Config, raw: Path) -> dict[str, Any]:
     """Vector from train pairs, selection on validation, four settings on test."""
-    vec = compute_instruction_vector(model, make_pairs(name, split="train", n=cfg.n_train))
-    grid = {"layers": list(cfg.layers), "modes": list(cfg.modes), "strengths": list(cfg.strengths)}
-    common = {"max_new_tokens": cfg.max_new_tokens, "batch_size": cfg.batch_size, "progress": False}
-    val = sweep(
-        model,
-        vec,
-        _queries("validation", cfg.n_val),
-        out=raw / f"{name}.val.jsonl",
-        **grid,
-        **common,
-    )
-    chosen = select(val, vec)
-    s = chosen.setting
-    test_grid = {
-        "layers": [s.layer],
-        "modes": [s.mode],
-        "strengths": [1.0 if s.strength is None else s.strength],
-    }
-    rows: dict[str, pd.DataFrame] = {}
-    for label, prompts in [
-        ("no_instruction", _queries("test", cfg.n_test)),
-        ("instruction", _with_instruction(name, "test", cfg.n_test)),
-    ]:
-        if s.layer is None:
-            table = sweep(
-                model,
-                vec,
-                prompts,
-                layers=list(cfg.layers[:1]),
-                baseline=True,
-                **common,
-                modes=["add"],
-                strengths=[0.0],
-                out=raw / f"{name}.test.{label}.jsonl",
-            )
-            base = steered = table[table.layer.isna()]
-        else:
-            table = sweep(
-                model, vec, prompts, **test_grid, **common, out=raw / f"{name}.test.{label}.jsonl"
-            )
-            base, steered = table[table.layer.isna()], table[table.layer.notna()]
-        rows[label], rows[label + "+steer"] = base, steered
+    result = evaluate_instruction(model, name, protocol_config(cfg), raw_dir=raw)
+    s = result.selection.setting
     return {
         "instruction": name,
-        "instruction_id": vec.instruction_id,
+        "instruction_id": result.vector.instruction_id,
         "selected": {"layer": s.layer, "mode": s.mode, "strength": s.strength},
-        "validation": chosen.record(),
-        "test": {label: _summary(t) for label, t in rows.items()},
+        "validation": result.selection.record(),
+        "test": {
+            label: {"accuracy": t.strict, "loose": t.loose, "degenerate": t.degenerate}
+            for label, t in result.test.items()
+        },
     }
 
 

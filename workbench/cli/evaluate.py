@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import secrets
-from pathlib import Path
 from typing import Any
 
 from workbench.errors import InvalidArgumentError
@@ -37,8 +36,7 @@ from .paths import (
 )
 from .sweep import METRICS, VECTOR_MODEL, setting_label
 
-# The four settings of the evaluation table, in its column order.
-SETTINGS = ("no_instruction", "no_instruction+steer", "instruction", "instruction+steer")
+# The headings of the evaluation table's columns (protocol.SETTINGS, in its order).
 _HEADS = ("no instr.", "no instr. + steer", "instr.", "instr. + steer")
 
 
@@ -213,95 +211,47 @@ def _default_layers(n_layers: int) -> list[int]:
     return sorted({min(n_layers - 1, max(0, round(n_layers * f))) for f in (0.25, 0.5, 0.75)})
 
 
-def _summary(table: Any, metric: str) -> dict[str, Any]:
-    return {
-        "accuracy": float(table[metric].mean()),
-        "strict": float(table["follows_strict"].mean()),
-        "loose": float(table["follows_loose"].mean()),
-        "degenerate": float(table["degenerate"].mean()),
-        "n": int(len(table)),
-    }
-
-
-def _raw_name(name: str, part: str) -> str:
-    return f"{name}.{part}.jsonl"
-
-
 def _out_files(name: str) -> dict[str, str]:
     """The files --out-dir holds for instruction `name`, and the kind of each."""
-    parts = ("val", "test.no_instruction", "test.instruction")
-    return {**{_raw_name(name, part): "sweep" for part in parts}, f"{name}.safetensors": "vector"}
+    from workbench.evaluation.protocol import RAW_PARTS, raw_file
+
+    sweeps = {raw_file(name, part): "sweep" for part in RAW_PARTS}
+    return {**sweeps, f"{name}.safetensors": "vector"}
 
 
-def _evaluate_one(model: Any, name: str, values: dict, layers: list[int], args: Any) -> dict:
-    """Vector from train pairs, selection on validation, the four settings on test."""
-    from workbench.evaluation.selection import select
-    from workbench.evaluation.sweeps import SweepPrompt, sweep
-    from workbench.vectors.extraction import compute_instruction_vector
-    from workbench.vectors.pairs import base_queries, instruction, make_pairs
+def _evaluate_one(model: Any, name: str, values: dict, config: Any, args: Any) -> dict:
+    """The protocol for one instruction, as the JSON row `evaluate` prints."""
+    from workbench.evaluation.protocol import evaluate_instruction
+    from workbench.vectors.pairs import instruction
 
-    def raw(part: str) -> Path | None:
-        return None if args.out_dir is None else args.out_dir / _raw_name(name, part)
-
-    instr = instruction(name, **values)
-    pairs = make_pairs(instr, split="train", n=args.train_pairs)
-    vec = compute_instruction_vector(model, pairs, layers=layers, progress=not args.quiet)
-    common = {
-        "max_new_tokens": args.max_new_tokens,
-        "batch_size": args.batch_size,
-        "progress": not args.quiet,
-    }
-    val_queries = [q.text for q in base_queries("validation")[: args.val_queries]]
-    grid = {"layers": layers, "modes": args.mode_list, "strengths": args.strength_list}
-    val = sweep(model, vec, val_queries, **grid, **common, out=raw("val"))
-    chosen = select(val, vec, metric=args.metric)
-    vec = vec.with_selection(chosen.record())
+    result = evaluate_instruction(
+        model,
+        instruction(name, **values),
+        config,
+        raw_dir=args.out_dir,
+        progress=not args.quiet,
+    )
     if args.out_dir is not None:
-        vec.save(args.out_dir / f"{name}.safetensors", force=args.force)
-    s = chosen.setting
-    prompt_sets = {
-        "no_instruction": [q.text for q in base_queries("test")[: args.test_queries]],
-        "instruction": [
-            SweepPrompt(p.with_instruction, p.instruction_id, p.kwargs)
-            for p in make_pairs(instr, split="test", n=args.test_queries)
-        ],
-    }
-    test: dict[str, Any] = {}
-    for label, prompts in prompt_sets.items():
-        if s.layer is None:
-            # The choice is not to steer: "steered" is the unsteered run, so one pass
-            # (add with weight 0, which equals no steering) serves both columns.
-            zero = {"layers": [vec.layers[0]], "modes": ["add"], "strengths": [0.0]}
-            out = raw(f"test.{label}")
-            table = sweep(model, vec, prompts, **zero, baseline=False, **common, out=out)
-            base = steered = table
-        else:
-            one = {
-                "layers": [s.layer],
-                "modes": [s.mode],
-                "strengths": [1.0 if s.strength is None else s.strength],
-            }
-            table = sweep(model, vec, prompts, **one, **common, out=raw(f"test.{label}"))
-            base, steered = table[table.layer.isna()], table[table.layer.notna()]
-        test[label] = _summary(base, args.metric)
-        test[label + "+steer"] = _summary(steered, args.metric)
+        result.vector.save(args.out_dir / f"{name}.safetensors", force=args.force)
+    s = result.selection.setting
     return {
         "instruction": name,
-        "instruction_id": instr.instruction_id,
-        "kwargs": dict(instr.kwargs),
+        "instruction_id": result.instruction.instruction_id,
+        "kwargs": dict(result.instruction.kwargs),
         "selected": {
             "layer": s.layer,
             "mode": s.mode,
             "strength": s.strength,
             "label": setting_label(s.layer, s.mode, s.strength),
         },
-        "validation": chosen.record(),
-        "test": test,
+        "validation": result.selection.record(),
+        "test": {k: dataclasses.asdict(v) for k, v in result.test.items()},
     }
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
     """The four-setting table for the named (or all) bundled instructions."""
+    from workbench.evaluation.protocol import SETTINGS, ProtocolConfig
     from workbench.vectors.pairs import base_queries, bundled_instruction, instruction_names
 
     if args.all and args.instructions:
@@ -338,12 +288,23 @@ def run_evaluate(args: argparse.Namespace) -> None:
     if layers is None:
         layers = _default_layers(model.cfg.n_layers)
     check_model_layers(layers, model.cfg.n_layers)
+    config = ProtocolConfig(
+        layers=tuple(layers),
+        modes=tuple(args.mode_list),
+        strengths=tuple(args.strength_list),
+        train_pairs=args.train_pairs,
+        val_queries=args.val_queries,
+        test_queries=args.test_queries,
+        metric=args.metric,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+    )
     start_afresh(replaced)
     if not args.json:
         say(f"| instruction | selected | {' | '.join(_HEADS)} |")
         say("|" + " --- |" * (2 + len(_HEADS)))
     for name in names:
-        result = _evaluate_one(model, name, values, layers, args)
+        result = _evaluate_one(model, name, values, config, args)
         if args.json:
             emit_json(result)
             continue
