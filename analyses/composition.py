@@ -27,6 +27,7 @@ from workbench.evaluation.quality import QualityThresholds, generate_with_qualit
 from workbench.evaluation.selection import Metric
 from workbench.evaluation.sweeps import settings_grid
 from workbench.options import check_choice, check_int
+from workbench.vectors.checks import checks_once
 
 from .style import labelled
 
@@ -147,31 +148,34 @@ def joint_responses(
     batch_size = check_int("batch_size", batch_size, low=1)
     if not isinstance(pairs, bool):
         raise ArgumentTypeError(f"pairs must be a bool, got {pairs!r}")
-    settings = {}
-    for label, vec in vecs.items():
-        if vec.instruction_id is None:
-            raise InvalidArgumentError(
-                f"vectors[{label!r}] carries no instruction_id to check responses against; "
-                "build it from make_pairs(<instruction>) or set instruction_id and kwargs"
-            )
-        vec.check_model(model)
-        # settings_grid validates the layer (held by this vector), mode and strength.
-        settings[label] = settings_grid(vec, [layer], [mode], [strength], baseline=False)[0]
-    labels = list(vecs)
-    conditions: list[tuple[str, ...]] = [(), *((label,) for label in labels)]
-    if pairs:
-        conditions += list(itertools.combinations(labels, 2))
-    units = [(c, i, p) for c in conditions for i, p in enumerate(texts)]
-    formatted = [format_prompt(model, p) for _, _, p in units]
-    steering = PerRow([[settings[x].term(vecs[x]) for x in c] or None for c, _, _ in units])
-    out, quality = generate_with_quality(
-        model,
-        formatted,
-        steering,
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-        thresholds=thresholds,
-    )
+    # One check of each vector against the model, here and in generate: a vector from
+    # other weights warns once.
+    with checks_once():
+        settings = {}
+        for label, vec in vecs.items():
+            if vec.instruction_id is None:
+                raise InvalidArgumentError(
+                    f"vectors[{label!r}] carries no instruction_id to check responses against; "
+                    "build it from make_pairs(<instruction>) or set instruction_id and kwargs"
+                )
+            vec.check_model(model)
+            # settings_grid validates the layer (held by this vector), mode and strength.
+            settings[label] = settings_grid(vec, [layer], [mode], [strength], baseline=False)[0]
+        labels = list(vecs)
+        conditions: list[tuple[str, ...]] = [(), *((label,) for label in labels)]
+        if pairs:
+            conditions += list(itertools.combinations(labels, 2))
+        units = [(c, i, p) for c in conditions for i, p in enumerate(texts)]
+        formatted = [format_prompt(model, p) for _, _, p in units]
+        steering = PerRow([[settings[x].term(vecs[x]) for x in c] or None for c, _, _ in units])
+        out, quality = generate_with_quality(
+            model,
+            formatted,
+            steering,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            thresholds=thresholds,
+        )
     setting = next(iter(settings.values()))
     rows = []
     for (cond, index, prompt), text, bad in zip(

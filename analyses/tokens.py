@@ -21,27 +21,21 @@ would steer this forward pass too.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
-import torch
-from jaxtyping import Float
 from torch import Tensor
 
 from workbench import Generation, InstructionVector
 from workbench.errors import ArgumentTypeError, InvalidArgumentError
-from workbench.model.hooks import hooks_held, refuse_under_per_row_steer
+from workbench.model.hooks import refuse_under_per_row_steer
 from workbench.model.prompts import check_context, encode_prompts, encode_text, format_prompt
+from workbench.vectors.activations import read_layers
 
 from .style import vector_label
 
 __all__ = ["token_projections"]
-
-
-class _StopForward(Exception):
-    """Raised by the reading hook: nothing after the read layer is needed."""
 
 
 def _response_ids(model: Any, setting: str, response: Any) -> list[int]:
@@ -65,27 +59,6 @@ def _response_ids(model: Any, setting: str, response: Any) -> list[int]:
     if not ids:
         raise InvalidArgumentError(f"response {setting!r} has no tokens; there is nothing to read")
     return ids
-
-
-def _read_layer(model: Any, ids: list[int], hook_name: str) -> Float[Tensor, "pos d_model"]:
-    """The residual at `hook_name` for every position of one unpadded sequence."""
-    kept: dict[str, Tensor] = {}
-
-    def keep(x: Tensor, hook: Any) -> None:
-        kept["x"] = x[0].detach().float().cpu()
-        raise _StopForward
-
-    input_ids = torch.tensor([ids], device=model.cfg.device)
-    with torch.inference_mode(), hooks_held(model, [(hook_name, keep)]):
-        with contextlib.suppress(_StopForward):
-            model(input_ids, attention_mask=torch.ones_like(input_ids))
-    x = kept["x"]
-    if x.shape != (len(ids), model.cfg.d_model):
-        raise InvalidArgumentError(
-            f"hook {hook_name!r} carries shape {tuple(x.shape)}; reading needs "
-            f"[pos={len(ids)}, d_model={model.cfg.d_model}]"
-        )
-    return x
 
 
 def token_projections(
@@ -149,12 +122,18 @@ def token_projections(
         [[*prompt_ids, *answers[s]] for s in settings],
         lambda i: f"the prompt with response {settings[i]!r}",
     )
-    hook_name = vec.hook_name.format(layer=layer)
     u = vec.directions[row].float()
+    sequences = [[*prompt_ids, *answers[s]] for s in settings]
+    read: dict[int, Tensor] = {}
+
+    def keep(col: int, x: Tensor, mask: Tensor, rows: slice) -> None:
+        read[rows.start] = x[0].detach().float().cpu()
+
+    # One sequence a batch: no padding, so each response reads as it would alone.
+    read_layers(model, sequences, keep, layers=[layer], hook_name=vec.hook_name, batch_size=1)
     rows = []
-    for setting, ids in answers.items():
-        resid = _read_layer(model, prompt_ids + ids, hook_name)[len(prompt_ids) :]
-        proj = resid @ u
+    for i, (setting, ids) in enumerate(answers.items()):
+        proj = read[i][len(prompt_ids) :] @ u
         for pos, (tok, value) in enumerate(zip(ids, proj.tolist(), strict=True)):
             rows.append(
                 {

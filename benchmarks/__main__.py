@@ -12,10 +12,11 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from workbench.options import Dtype, choices
+
 from .bench import BENCHMARKS, TAKES_OPTIONS, check_request, run_benchmarks
 
-# The dtypes `workbench.load_model` takes.
-DTYPES = ("float32", "float16", "bfloat16", "float64")
+DTYPES = choices(Dtype)
 
 
 def build_parser() -> argparse.ArgumentParser:

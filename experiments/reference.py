@@ -187,7 +187,8 @@ def run(cfg: Config, out_dir: Path) -> dict[str, Any]:
 
 def run_composition(model: Any, cfg: Config, summary: dict[str, Any]) -> list[dict[str, Any]]:
     """A format vector with a length vector: each checker alone and together."""
-    from workbench import PerRow, SteeringTerm, generate, score
+    from workbench import PerRow, generate, score
+    from workbench.steering.settings import Setting
 
     chosen = {r["instruction"]: r["selected"] for r in summary["instructions"]}
     pairs = [("lowercase", "one_sentence"), ("no_comma", "one_sentence")]
@@ -198,8 +199,13 @@ def run_composition(model: Any, cfg: Config, summary: dict[str, Any]) -> list[di
         for name in (fmt, length):
             vec = compute_instruction_vector(model, make_pairs(name, split="train", n=cfg.n_train))
             s = chosen.get(name) or {}
-            layer, mode = s.get("layer") or cfg.length_layer, s.get("mode") or "add"
-            terms[name] = SteeringTerm(vec, layer=layer, mode=mode)
+            # The selected setting at its selected strength; a vector with no selection
+            # (the length vector, or "none") steers with add x1 at the length layer.
+            if s.get("layer") is None:
+                setting = Setting(cfg.length_layer, "add", 1.0)
+            else:
+                setting = Setting(s["layer"], s["mode"], s.get("strength"))
+            terms[name] = setting.term(vec)
         ids = {n: (instruction(n).instruction_id, dict(instruction(n).kwargs)) for n in terms}
         conditions = {
             "none": [],

@@ -27,6 +27,8 @@ Positions = Literal["all", "prompt", "generated"]
 Backend = Literal["bridge", "hooked"]
 PromptStyle = Literal["chat", "plain"]
 Split = Literal["train", "validation", "test"]
+# The dtypes `load_model` takes (float64 on the hooked backend only).
+Dtype = Literal["float32", "float16", "bfloat16", "float64"]
 # "last": the last prompt token; "mean": mean over the prompt's real tokens.
 # An int k (not a Literal) reads the mean of the last k tokens.
 ReadPosition = Literal["last", "mean"]

@@ -193,9 +193,9 @@ def test_bad_arguments_are_one_line_before_any_model_loads(in_files, capsys, arg
 
 def test_choices_mirror_the_library():
     from workbench.evaluation.selection import Metric
-    from workbench.model.loading import _DTYPES
+    from workbench.options import Dtype
 
-    assert DTYPES == _DTYPES and METRICS == choices(Metric)
+    assert DTYPES == choices(Dtype) and METRICS == choices(Metric)
 
 
 def test_list_text_shows_placeholders_and_models(capsys):

@@ -12,13 +12,12 @@ import sys
 import textwrap
 from typing import Any
 
-from workbench.options import Backend, choices
+from workbench.options import Backend, Dtype, choices
 
 from .arguments import positive_int
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
-# load_model's dtypes (workbench.model.loading._DTYPES); a test keeps the two in step.
-DTYPES = ("float32", "float16", "bfloat16", "float64")
+DTYPES: tuple[str, ...] = choices(Dtype)
 
 
 class OneLineParser(argparse.ArgumentParser):

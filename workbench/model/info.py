@@ -35,7 +35,13 @@ class ModelInfo:
     fingerprint: str
 
 
-def _embedding_fingerprint(weight: torch.Tensor) -> str:
+def embedding_fingerprint(weight: torch.Tensor) -> str:
+    """A short hash of a token-embedding matrix ``[d_vocab, d_model]``: which weights these are.
+
+    Example:
+        >>> len(embedding_fingerprint(torch.zeros(8, 4)))
+        16
+    """
     # A strided sample of rows is enough to tell checkpoints apart and costs
     # microseconds even for 256k-token vocabularies.
     rows = weight[:: max(1, weight.shape[0] // 64)].detach().to("cpu", torch.float32)
@@ -79,6 +85,6 @@ def model_info(model: Any) -> ModelInfo:
     tokenizer = getattr(model, "tokenizer", None)
     style = "chat" if getattr(tokenizer, "chat_template", None) else "plain"
     name = getattr(model.cfg, "model_name", "unknown")
-    info = ModelInfo(str(name), backend, style, _embedding_fingerprint(weight))
+    info = ModelInfo(str(name), backend, style, embedding_fingerprint(weight))
     attach_info(model, info)
     return info

@@ -35,7 +35,7 @@ from workbench.errors import (
     UnsupportedBackendError,
     WorkbenchError,
 )
-from workbench.options import Backend, PromptStyle, check_choice, choices
+from workbench.options import Backend, Dtype, PromptStyle, check_choice, choices
 
 from .embedded import (
     EMBEDDED_MODELS,
@@ -44,10 +44,10 @@ from .embedded import (
     one_line,
     tokenizer_adds_bos,
 )
-from .info import ModelInfo, _embedding_fingerprint, attach_info
+from .info import ModelInfo, attach_info, embedding_fingerprint
 
 BACKENDS: tuple[str, ...] = choices(Backend)
-_DTYPES = ("float32", "float16", "bfloat16", "float64")
+_DTYPES: tuple[str, ...] = choices(Dtype)
 
 
 def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
@@ -150,7 +150,7 @@ def _load_bridge(
             "architecture TransformerLens has an adapter for."
         ) from e
     weight = model.original_model.get_input_embeddings().weight
-    return model, _embedding_fingerprint(weight)
+    return model, embedding_fingerprint(weight)
 
 
 def _load_hooked(
@@ -174,7 +174,7 @@ def _load_hooked(
             )
             # No Hugging Face module here; TransformerLens may rescale W_E for some
             # architectures (Gemma), so this fingerprint can differ from the bridge's.
-            fingerprint = _embedding_fingerprint(model.W_E)
+            fingerprint = embedding_fingerprint(model.W_E)
         else:
             # HookedTransformer.from_pretrained only takes TransformerLens' list of
             # official names; its config and weight converters work on any supported
@@ -201,7 +201,7 @@ def _load_hooked(
             model.to(device, print_details=False)
             # Fingerprint the checkpoint's own embedding, as the bridge does, so both
             # backends of one checkpoint agree (HookedTransformer rescales Gemma's W_E).
-            fingerprint = _embedding_fingerprint(hf.get_input_embeddings().weight)
+            fingerprint = embedding_fingerprint(hf.get_input_embeddings().weight)
             del hf
     except (ValueError, NotImplementedError, KeyError, AttributeError) as e:
         raise UnsupportedBackendError(

@@ -187,6 +187,16 @@ def read_tokens(
     return out
 
 
+def _check_prefix(token_lists: list[list[int]], prefix: Any) -> int:
+    prefix = check_int("prefix", prefix, low=0)
+    if prefix and prefix > shared_prefix_length(token_lists):
+        raise InvalidArgumentError(
+            f"prefix={prefix} tokens are not shared by every token list with one token "
+            f"left after them (at most {shared_prefix_length(token_lists)} are)"
+        )
+    return prefix
+
+
 def read_layers(
     model: Any,
     token_lists: Sequence[Sequence[int]],
@@ -231,6 +241,7 @@ def read_layers(
         >>> seen  # layer 0 runs first, and the pass stops after layer 2
         [(1, 2), (0, 2)]
     """
+    refuse_under_per_row_steer("read_layers")
     layers = check_layers(model, layers)
     batch_size = check_int("batch_size", batch_size, low=1)
     progress = check_bool("progress", progress)
@@ -242,12 +253,7 @@ def read_layers(
     token_lists = [list(t) for t in token_lists]
     if not token_lists:
         raise InvalidArgumentError("token_lists is empty; pass at least one tokenized prompt")
-    prefix = check_int("prefix", prefix, low=0)
-    if prefix and prefix > shared_prefix_length(token_lists):
-        raise InvalidArgumentError(
-            f"prefix={prefix} tokens are not shared by every token list with one token "
-            f"left after them (at most {shared_prefix_length(token_lists)} are)"
-        )
+    prefix = _check_prefix(token_lists, prefix)
     # Hooks are added once for all batches: adding them resolves the bridge's hook
     # aliases, which costs more than a small model's forward pass if done per batch.
     batch: dict[str, Any] = {"rows": None}
