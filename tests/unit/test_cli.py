@@ -238,6 +238,19 @@ def test_evaluate_prints_the_four_setting_table_as_json(runs):
         "instruction+steer",
     ]
     assert all(cell["n"] == 2 for cell in result["test"].values())
+    for cell in result["test"].values():
+        low, high = cell["ci95"]
+        assert 0 <= low <= cell["accuracy"] <= high <= 1 and low < high
+        assert 0 <= cell["clean_accuracy"] <= cell["accuracy"]
+    assert list(result["effects"]) == ["without", "with"]
+    for condition, label in [("without", "no_instruction"), ("with", "instruction")]:
+        effect = result["effects"][condition]
+        test = result["test"]
+        gain = test[label + "+steer"]["accuracy"] - test[label]["accuracy"]
+        assert effect["gain"] == pytest.approx(gain)
+        assert effect["gain"] == pytest.approx((effect["fixed"] - effect["broken"]) / 2)
+        assert effect["ci95"][0] <= effect["gain"] <= effect["ci95"][1]
+        assert 0 <= effect["p_value"] <= 1
     kept = sorted(p.name for p in (runs.cwd / "evaluation").iterdir())
     assert "no_comma.safetensors" in kept and "no_comma.val.jsonl" in kept
 

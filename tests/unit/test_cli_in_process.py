@@ -7,6 +7,7 @@ directly, which is cheap enough to try every bad argument.
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -262,6 +263,13 @@ def test_evaluate_text_with_a_steered_selection(in_files, tiny_dir, capsys, monk
     out = capsys.readouterr().out
     assert out.splitlines()[0].startswith("| instruction | selected | no instr. |")
     assert "| concise | L1 add x1 | " in out
+    (row,) = [line for line in out.splitlines() if line.startswith("| concise |")]
+    # Each of the four cells: accuracy [95% interval] n=prompts.
+    assert len(re.findall(r"\d\.\d\d \[\d\.\d\d, \d\.\d\d\] n=2 \(clean ", row)) == 4
+    effects = [line.strip() for line in out.splitlines() if "gain " in line]
+    assert [line.split(":")[0] for line in effects] == ["concise, no instr.", "concise, instr."]
+    assert all(re.search(r"gain [+-]\d\.\d\d \[-?\d\.\d\d, -?\d\.\d\d\] n=2", x) for x in effects)
+    assert all("McNemar p=" in x and "fixed " in x and "broken " in x for x in effects)
 
 
 def test_an_unexpected_error_is_one_line_with_a_hint(monkeypatch, capsys):

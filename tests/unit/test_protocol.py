@@ -8,6 +8,7 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 
+import workbench.evaluation.protocol as protocol
 import workbench.evaluation.selection as selection
 import workbench.evaluation.sweeps as sweeps
 from workbench import compute_instruction_vector, make_pairs, sweep
@@ -18,9 +19,11 @@ from workbench.evaluation.protocol import (
     SETTINGS,
     ProtocolConfig,
     evaluate_instruction,
+    paired_columns,
     raw_file,
     summarize_column,
 )
+from workbench.evaluation.statistics import paired_effect, wilson
 from workbench.evaluation.sweep_files import read_rows
 from workbench.evaluation.sweeps import Setting, SweepPrompt
 from workbench.vectors.pairs import base_queries
@@ -113,6 +116,10 @@ def test_do_not_steer_runs_the_test_prompts_unsteered_once_for_both_columns(
     for label in ("no_instruction", "instruction"):
         assert result.test[label] == result.test[label + "+steer"]
         assert result.test[label].n == 2
+    for effect in result.effects.values():
+        # One run serves both columns: steering changed nothing, by construction.
+        assert (effect.gain, effect.fixed, effect.broken, effect.p_value) == (0.0, 0, 0, 1.0)
+        assert effect.n == 2 and effect.ci95[0] < 0 < effect.ci95[1]
         header, rows = read_rows(tmp_path / raw_file("no_comma", f"test.{label}"), None)
         grid = header["config"]["grid"]
         # One unsteered pass: a zero-weight add, with the baseline only in the old layout.
@@ -165,9 +172,25 @@ def test_the_cli_writes_the_files_the_protocol_resumes(
             "loose": v.loose,
             "degenerate": v.degenerate,
             "n": v.n,
+            "ci95": list(v.ci95),
+            "degenerate_ci95": list(v.degenerate_ci95),
+            "clean_accuracy": v.clean_accuracy,
+            "clean_ci95": list(v.clean_ci95),
         }
         for k, v in result.test.items()
     }
+    assert printed["effects"] == {
+        condition: {
+            "gain": e.gain,
+            "ci95": list(e.ci95),
+            "p_value": e.p_value,
+            "fixed": e.fixed,
+            "broken": e.broken,
+            "n": e.n,
+        }
+        for condition, e in result.effects.items()
+    }
+    assert list(printed["effects"]) == ["without", "with"]
     assert printed["validation"] == result.selection.record()
 
 
@@ -230,3 +253,80 @@ def test_bad_arguments_to_the_protocol_are_refused(model):
         evaluate_instruction(model, "no_comma", TINY, progress="yes")
     with pytest.raises(WorkbenchError, match="part 'train'"):
         raw_file("no_comma", "train")
+
+
+def test_effects_pair_steered_and_plain_rows_by_prompt_per_condition(model, monkeypatch):
+    force(monkeypatch, Setting(2, "add", 1.0))
+    test_texts = {q.text for q in base_queries("test")}
+    # (plain, steered, steered degenerate) outcome per prompt_index, per test prompt set.
+    designed = {
+        "no_instruction": ([True, True, False, False], [False, True, True, True]),
+        "instruction": ([False] * 4, [True] * 4),
+    }
+    degenerate = [False, False, True, True]
+    real = protocol.sweep
+
+    def scored(model, vec, prompts, **kwargs):
+        table = real(model, vec, prompts, **kwargs).copy()
+        first = prompts[0]
+        if isinstance(first, str) and first not in test_texts:
+            return table  # the validation sweep
+        plain, steered = designed["no_instruction" if isinstance(first, str) else "instruction"]
+        base = table.layer.isna().to_numpy()
+        index = table.prompt_index.tolist()
+        table["follows_strict"] = [
+            (plain if b else steered)[i] for b, i in zip(base, index, strict=True)
+        ]
+        table["degenerate"] = [not b and degenerate[i] for b, i in zip(base, index, strict=True)]
+        # Steered rows last prompt first: pairs follow the prompt, not the row order.
+        return pd.concat([table[base], table[~base].iloc[::-1]])
+
+    monkeypatch.setattr(protocol, "sweep", scored)
+    result = evaluate_instruction(model, "no_comma", replace(TINY, test_queries=4))
+    assert list(result.effects) == ["without", "with"]
+    without, with_ = result.effects["without"], result.effects["with"]
+    assert (without.fixed, without.broken, without.n, without.gain) == (2, 1, 4, 0.25)
+    assert without == paired_effect(*designed["no_instruction"])
+    assert (with_.fixed, with_.broken, with_.gain) == (4, 0, 1.0)
+    assert with_.p_value == 2 / 2**4  # all four discordant prompts went one way
+    for condition, label in protocol.CONDITIONS.items():
+        plain, steered = result.test[label], result.test[label + "+steer"]
+        assert result.effects[condition].gain == pytest.approx(steered.accuracy - plain.accuracy)
+    # Clean: follows and not degenerate; of the steered follows [F, T, T, T] only one is clean.
+    steered = result.test["no_instruction+steer"]
+    assert (steered.accuracy, steered.degenerate, steered.clean_accuracy) == (0.75, 0.5, 0.25)
+    assert steered.clean_ci95 == wilson(1, 4).ci95
+
+
+def test_summaries_carry_wilson_intervals_and_clean_accuracy():
+    rows = pd.DataFrame(
+        {
+            "follows_strict": [True, True, True, False, False],
+            "follows_loose": [True, True, True, True, False],
+            "degenerate": [True, False, False, True, False],
+        }
+    )
+    column = summarize_column(rows, "follows_loose")
+    assert (column.accuracy, column.n) == (0.8, 5)
+    assert column.ci95 == wilson(4, 5).ci95
+    assert column.degenerate_ci95 == wilson(2, 5).ci95
+    # Rows 1, 2 (and 3 by the loose metric) follow without being degenerate.
+    assert (column.clean_accuracy, column.clean_ci95) == (0.4, wilson(2, 5).ci95)
+    assert summarize_column(rows, "follows_strict").clean_accuracy == 0.4
+    assert column.ci95[0] < column.accuracy < column.ci95[1]
+    with pytest.raises(WorkbenchError, match="no rows"):
+        summarize_column(rows.iloc[:0], "follows_loose")
+
+
+def test_pairing_refuses_columns_of_other_prompts():
+    plain = pd.DataFrame(
+        {"prompt_index": [0, 1], "prompt": ["a", "b"], "follows_strict": [True, False]}
+    )
+    with pytest.raises(WorkbenchError, match=r"only plain \[1\], only steered \[2\]"):
+        paired_columns(plain, plain.assign(prompt_index=[0, 2]), "follows_strict")
+    with pytest.raises(WorkbenchError, match=r"prompt_index \[0\] more than once"):
+        paired_columns(plain, plain.assign(prompt_index=[0, 0]), "follows_strict")
+    with pytest.raises(WorkbenchError, match="different prompt texts"):
+        paired_columns(plain, plain.assign(prompt=["a", "c"]), "follows_strict")
+    with pytest.raises(WorkbenchError, match="not True or False"):
+        paired_columns(plain, plain.assign(follows_strict=[1, 0]), "follows_strict")

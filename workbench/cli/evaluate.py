@@ -23,7 +23,7 @@ from .arguments import (
     positive_int,
 )
 from .loading import check_fits, load_model_from, read_vector
-from .output import emit_json, percent, progress, say
+from .output import emit_json, progress, say
 from .parser import DEFAULT_MODEL, add_command, add_model_options, count_option
 from .paths import (
     add_force,
@@ -245,8 +245,43 @@ def _evaluate_one(model: Any, name: str, values: dict, config: Any, args: Any) -
             "label": setting_label(s.layer, s.mode, s.strength),
         },
         "validation": result.selection.record(),
-        "test": {k: dataclasses.asdict(v) for k, v in result.test.items()},
+        "test": {k: _setting_json(v) for k, v in result.test.items()},
+        "effects": {c: _effect_json(e) for c, e in result.effects.items()},
     }
+
+
+def _setting_json(summary: Any) -> dict[str, Any]:
+    """A `SettingSummary` as JSON: its fields, the intervals as ``[low, high]`` lists."""
+    return {
+        k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(summary).items()
+    }
+
+
+def _effect_json(effect: Any) -> dict[str, Any]:
+    """An `Effect` as JSON: ``{gain, ci95: [low, high], p_value, fixed, broken, n}``."""
+    return {**dataclasses.asdict(effect), "ci95": list(effect.ci95)}
+
+
+def _interval(value: float, ci95: Any, n: int | None = None, sign: bool = False) -> str:
+    """``0.42 [0.25, 0.61] n=24``; with `sign` a leading + on a gain.
+
+    Example:
+        >>> _interval(0.4167, (0.2473, 0.6082), 24), _interval(0.0, (-0.2, 0.2), sign=True)
+        ('0.42 [0.25, 0.61] n=24', '+0.00 [-0.20, 0.20]')
+    """
+    number = f"{value:+.2f}" if sign else f"{value:.2f}"
+    count = "" if n is None else f" n={n}"
+    return f"{number} [{ci95[0]:.2f}, {ci95[1]:.2f}]{count}"
+
+
+def _effect_lines(name: str, effects: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per condition: the gain of "+steer" over plain, its interval and test."""
+    heads = {"without": "no instr.", "with": "instr."}
+    return [
+        f"  {name}, {heads[c]}: gain {_interval(e['gain'], e['ci95'], e['n'], sign=True)}, "
+        f"fixed {e['fixed']}, broken {e['broken']}, McNemar p={e['p_value']:.3g}"
+        for c, e in effects.items()
+    ]
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
@@ -303,15 +338,26 @@ def run_evaluate(args: argparse.Namespace) -> None:
     if not args.json:
         say(f"| instruction | selected | {' | '.join(_HEADS)} |")
         say("|" + " --- |" * (2 + len(_HEADS)))
+    effects = []
     for name in names:
         result = _evaluate_one(model, name, values, config, args)
         if args.json:
             emit_json(result)
             continue
-        cells = [
-            f"{percent(result['test'][k]['accuracy'])} ({percent(result['test'][k]['degenerate'])})"
-            for k in SETTINGS
-        ]
+        cells = []
+        for k in SETTINGS:
+            t = result["test"][k]
+            cells.append(
+                f"{_interval(t['accuracy'], t['ci95'], t['n'])} "
+                f"(clean {t['clean_accuracy']:.2f}, degen. {t['degenerate']:.2f})"
+            )
         say(f"| {name} | {result['selected']['label']} | {' | '.join(cells)} |")
+        effects += _effect_lines(name, result["effects"])
     if not args.json:
-        say(f"\n{args.metric} accuracy on test queries (degenerate share in brackets)")
+        say(
+            f"\n{args.metric} accuracy on test queries [95% Wilson interval] n=prompts; "
+            "clean = follows and not degenerate; degen. = degenerate share"
+        )
+        say("\nsteered minus unsteered on the same prompts [95% paired interval, Newcombe]:")
+        for line in effects:
+            say(line)

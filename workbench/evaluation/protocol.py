@@ -5,6 +5,10 @@
    first validation queries; `select` picks a setting (or "do not steer").
 3. The test queries, without and with the instruction in the prompt, each run
    unsteered and with the selected setting: the four columns of `SETTINGS`.
+4. Statistics (`workbench.evaluation.statistics`): each column's shares carry their
+   `n` and 95% Wilson intervals, and per condition the steered column is compared
+   with the plain one prompt by prompt (`ProtocolResult.effects`: gain, paired
+   interval, exact McNemar p-value, prompts fixed and broken).
 
 "Do not steer" (selection keeps the unsteered baseline) is decided here once: each
 test prompt set is run unsteered once (an add of weight 0, which changes no
@@ -48,10 +52,15 @@ from workbench.vectors.pairs import Instruction, base_queries, instruction, make
 
 from . import selection
 from .selection import Metric, Selection
+from .statistics import Effect, paired_effect, proportion
 from .sweeps import SweepPrompt, sweep
 
 # The four test columns, in table order.
 SETTINGS = ("no_instruction", "no_instruction+steer", "instruction", "instruction+steer")
+
+# The conditions of `ProtocolResult.effects` and the test column of each (its plain
+# column; "+steer" is added for the steered one).
+CONDITIONS = {"without": "no_instruction", "with": "instruction"}
 
 # The raw files of one instruction: ``{name}.{part}.jsonl`` (see `raw_file`).
 RAW_PARTS = ("val", "test.no_instruction", "test.instruction")
@@ -128,13 +137,23 @@ class ProtocolConfig:
 @dataclass(frozen=True)
 class SettingSummary:
     """One test column: shares of the `n` responses that follow (by the config's
-    metric, strictly, loosely) and that the quality guard marks degenerate."""
+    metric, strictly, loosely), that the quality guard marks degenerate, and that
+    follow by the metric and are not degenerate (`clean_accuracy`).
+
+    Each ``*ci95`` is the share's 95% Wilson interval ``(low, high)`` over the `n`
+    prompts (`workbench.evaluation.statistics.wilson`): `ci95` of `accuracy`,
+    `degenerate_ci95` of `degenerate`, `clean_ci95` of `clean_accuracy`.
+    """
 
     accuracy: float
     strict: float
     loose: float
     degenerate: float
     n: int
+    ci95: tuple[float, float]
+    degenerate_ci95: tuple[float, float]
+    clean_accuracy: float
+    clean_ci95: tuple[float, float]
 
 
 @dataclass(frozen=True)
@@ -146,12 +165,17 @@ class ProtocolResult:
         vector: the train vector, its selection recorded (``vector.selection``).
         selection: the `Selection` made on the validation sweep.
         test: a `SettingSummary` per column of `SETTINGS`, in that order.
+        effects: per condition of `CONDITIONS` (``"without"`` the instruction in the
+            prompt, ``"with"`` it), the paired `Effect` of its "+steer" column against
+            its plain one on the same test prompts, by the config's metric. Under "do
+            not steer" both columns are one run: gain 0, nothing fixed or broken.
     """
 
     instruction: Instruction
     vector: InstructionVector
     selection: Selection
     test: dict[str, SettingSummary]
+    effects: dict[str, Effect]
 
 
 def raw_file(name: str, part: str) -> str:
@@ -166,22 +190,70 @@ def raw_file(name: str, part: str) -> str:
 
 
 def summarize_column(table: pd.DataFrame, metric: str) -> SettingSummary:
-    """The `SettingSummary` of a sweep table's rows.
+    """The `SettingSummary` of a sweep table's rows (one per prompt).
 
     Example:
         >>> rows = pd.DataFrame({"follows_strict": [True, False], "follows_loose": [True, True],
-        ...     "degenerate": [False, False]})
-        >>> summarize_column(rows, "follows_loose")
-        SettingSummary(accuracy=1.0, strict=0.5, loose=1.0, degenerate=0.0, n=2)
+        ...     "degenerate": [False, True]})
+        >>> s = summarize_column(rows, "follows_loose")
+        >>> s.accuracy, s.strict, s.degenerate, s.clean_accuracy, s.n
+        (1.0, 0.5, 0.5, 0.5, 2)
+        >>> [round(x, 3) for x in s.ci95]
+        [0.342, 1.0]
     """
     check_choice("metric", metric, Metric)
+    if len(table) == 0:
+        raise InvalidArgumentError("the table holds no rows; a test column needs one per prompt")
+    follows = proportion(table[metric].tolist())
+    degenerate = proportion(table["degenerate"].tolist())
+    # Both columns were just checked to hold only True/False, row for row.
+    pairs = zip(table[metric].tolist(), table["degenerate"].tolist(), strict=True)
+    clean = proportion([bool(f) and not d for f, d in pairs])
     return SettingSummary(
-        accuracy=float(table[metric].mean()),
+        accuracy=follows.value,
         strict=float(table["follows_strict"].mean()),
         loose=float(table["follows_loose"].mean()),
-        degenerate=float(table["degenerate"].mean()),
+        degenerate=degenerate.value,
         n=int(len(table)),
+        ci95=follows.ci95,
+        degenerate_ci95=degenerate.ci95,
+        clean_accuracy=clean.value,
+        clean_ci95=clean.ci95,
     )
+
+
+def paired_columns(plain: pd.DataFrame, steered: pd.DataFrame, metric: str) -> Effect:
+    """The `Effect` of `steered` against `plain`, sweep rows paired by prompt.
+
+    Rows are matched on ``prompt_index`` (the prompt's place in the sweep's list); both
+    tables must hold the same prompts, once each.
+
+    Example:
+        >>> plain = pd.DataFrame({"prompt_index": [0, 1, 2], "prompt": ["a", "b", "c"],
+        ...     "follows_strict": [True, False, False]})
+        >>> steered = plain.assign(follows_strict=[True, True, True]).iloc[::-1]
+        >>> e = paired_columns(plain, steered, "follows_strict")
+        >>> e.fixed, e.broken, e.n
+        (2, 0, 3)
+    """
+    check_choice("metric", metric, Metric)
+    keys = []
+    for name, table in (("plain", plain), ("steered", steered)):
+        index = table["prompt_index"]
+        if index.duplicated().any():
+            twice = sorted(set(index[index.duplicated()].tolist()))
+            raise InvalidArgumentError(f"{name} holds prompt_index {twice} more than once")
+        keys.append(set(index.tolist()))
+    if keys[0] != keys[1]:
+        raise InvalidArgumentError(
+            f"plain and steered hold different prompts: only plain {sorted(keys[0] - keys[1])}, "
+            f"only steered {sorted(keys[1] - keys[0])}"
+        )
+    a = plain.set_index("prompt_index").sort_index()
+    b = steered.set_index("prompt_index").sort_index()
+    if (a["prompt"] != b["prompt"]).any():
+        raise InvalidArgumentError("plain and steered hold different prompt texts at one index")
+    return paired_effect(a[metric].tolist(), b[metric].tolist())
 
 
 def evaluate_instruction(
@@ -200,6 +272,8 @@ def evaluate_instruction(
         >>> result = evaluate_instruction(model, "no_comma", config)
         >>> list(result.test) == list(SETTINGS), result.test["instruction"].n
         (True, 2)
+        >>> list(result.effects), result.effects["with"].n
+        (['without', 'with'], 2)
     """
     if isinstance(instr, str):
         instr = instruction(instr)
@@ -242,6 +316,7 @@ def evaluate_instruction(
         ],
     }
     test: dict[str, SettingSummary] = {}
+    effects: dict[str, Effect] = {}
     for label, prompts in prompt_sets.items():
         out = raw(f"test.{label}")
         if s.layer is None:
@@ -260,4 +335,6 @@ def evaluate_instruction(
             base, steered = table[table.layer.isna()], table[table.layer.notna()]
         test[label] = summarize_column(base, config.metric)
         test[label + "+steer"] = summarize_column(steered, config.metric)
-    return ProtocolResult(instr, vec, chosen, {k: test[k] for k in SETTINGS})
+        effects[label] = paired_columns(base, steered, config.metric)
+    by_condition = {c: effects[label] for c, label in CONDITIONS.items()}
+    return ProtocolResult(instr, vec, chosen, {k: test[k] for k in SETTINGS}, by_condition)
