@@ -96,6 +96,19 @@ def test_every_route_from_a_setting_to_a_term_gives_the_same_term(swept, lower, 
         assert (term.layer, term.mode, term.coefficient) == (LAYER, mode, expected), route
 
 
+@pytest.mark.parametrize("mode", ["add", "project"])
+def test_the_command_line_keeps_the_selected_strength_unless_the_mode_changes(swept, lower, mode):
+    stored = lower.with_selection(select(_chosen(swept, mode), lower).record())
+    other = "project" if mode == "add" else "add"
+    at_layer = _cli(stored, layer=LAYER)
+    assert (at_layer.mode, at_layer.coefficient) == (
+        mode,
+        STRENGTH * default_coefficient(lower, LAYER, mode),
+    )
+    switched = _cli(stored, layer=LAYER, mode=other)
+    assert switched.coefficient == pytest.approx(default_coefficient(lower, LAYER, other))
+
+
 def test_a_stored_coefficient_is_used_as_is_and_a_missing_one_is_strength_times_default(
     lower,
 ):

@@ -139,7 +139,11 @@ def _term(vec: Any, args: argparse.Namespace) -> Any:
     mode = args.mode or sel.get("mode") or "project"
     if mode == "ablate" and args.strength is not None:
         raise InvalidArgumentError(f"--strength {args.strength} has no meaning with --mode ablate")
-    strength = 1.0 if args.strength is None else args.strength
+    strength = args.strength
+    if strength is None:
+        # The selection's strength belongs to its mode; another mode starts from x1.
+        carried = sel.get("strength") if sel.get("mode") == mode else None
+        strength = 1.0 if carried is None else carried
     term = Setting(layer, mode, None if mode == "ablate" else strength).term(vec)
     return dataclasses.replace(term, positions=args.positions)
 
