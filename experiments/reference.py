@@ -55,9 +55,7 @@ def _queries(split: str, n: int) -> list[str]:
 
 
 def protocol_config(cfg: Config) -> ProtocolConfig:
-    """The protocol's configuration for `cfg`: the committed ``results/raw`` files were
-    made with vectors read at every layer and with "do not steer" test sets run as the
-    baseline plus a zero-weight add, so the experiments keep both to resume from them."""
+    """The protocol's configuration for `cfg`."""
     return ProtocolConfig(
         layers=cfg.layers,
         modes=cfg.modes,
@@ -67,20 +65,25 @@ def protocol_config(cfg: Config) -> ProtocolConfig:
         test_queries=cfg.n_test,
         max_new_tokens=cfg.max_new_tokens,
         batch_size=cfg.batch_size,
-        vector_layers="all",
-        unsteered="baseline",
     )
 
 
 def run_instruction(model: Any, name: str, cfg: Config, raw: Path) -> dict[str, Any]:
-    """Vector from train pairs, selection on validation, four settings on test."""
+    """Vector from train pairs, a selection per condition on validation, four settings
+    on test."""
     result = evaluate_instruction(model, name, protocol_config(cfg), raw_dir=raw)
-    s = result.selection.setting
     return {
         "instruction": name,
         "instruction_id": result.vector.instruction_id,
-        "selected": {"layer": s.layer, "mode": s.mode, "strength": s.strength},
-        "validation": result.selection.record(),
+        "selected": {
+            c: {
+                "layer": sel.setting.layer,
+                "mode": sel.setting.mode,
+                "strength": sel.setting.strength,
+            }
+            for c, sel in result.selections.items()
+        },
+        "validation": {c: sel.record() for c, sel in result.selections.items()},
         "test": {
             label: {"accuracy": t.strict, "loose": t.loose, "degenerate": t.degenerate}
             for label, t in result.test.items()
@@ -190,7 +193,8 @@ def run_composition(model: Any, cfg: Config, summary: dict[str, Any]) -> list[di
     from workbench import PerRow, generate, score
     from workbench.steering.settings import Setting
 
-    chosen = {r["instruction"]: r["selected"] for r in summary["instructions"]}
+    # Composition steers without the instruction in the prompt: that condition's choice.
+    chosen = {r["instruction"]: r["selected"]["without"] for r in summary["instructions"]}
     pairs = [("lowercase", "one_sentence"), ("no_comma", "one_sentence")]
     queries = _queries("test", cfg.n_test)
     out = []

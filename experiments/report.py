@@ -23,15 +23,16 @@ def render(summary: dict[str, Any]) -> str:
         "# Reference experiments on the embedded model",
         "",
         f"SmolLM2-135M-Instruct, bridge backend, greedy decoding (seed {cfg['seed']} recorded, "
-        f"nothing sampled). Vectors from {cfg['n_train']} train pairs; selection on "
-        f"{cfg['n_val']} validation queries without the instruction (layers {cfg['layers']}, "
+        f"nothing sampled). Vectors from {cfg['n_train']} train pairs; a selection per "
+        f"condition on {cfg['n_val']} validation queries, without and with the instruction "
+        f"(layers {cfg['layers']}, "
         f"modes {cfg['modes']}, strengths {cfg['strengths']} × each mode's default); report on "
         f"{cfg['n_test']} test queries, {cfg['max_new_tokens']} new tokens. Wall time "
         f"{summary['wall_s'] / 60:.1f} min on {summary['machine']} (completed through: "
         f"{summary.get('completed')}). Regenerate with `make results`.",
         "",
-        "Accuracy is IFEval strict (degenerate share in brackets). The selected setting is "
-        "applied both without and with the instruction in the prompt.",
+        "Accuracy is IFEval strict (degenerate share in brackets). Each condition's "
+        "steered column applies that condition's selection (without / with).",
         "",
         "| instruction | selected | no instr. | no instr. + steer | instr. | instr. + steer |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -42,9 +43,8 @@ def render(summary: dict[str, Any]) -> str:
             f"{_pct(t[k]['accuracy'])} ({_pct(t[k]['degenerate'])})"
             for k in ("no_instruction", "no_instruction+steer", "instruction", "instruction+steer")
         ]
-        lines.append(
-            f"| {r['instruction']} | {_setting(r['selected'])} | " + " | ".join(cells) + " |"
-        )
+        chosen = " / ".join(_setting(r["selected"][c]) for c in ("without", "with"))
+        lines.append(f"| {r['instruction']} | {chosen} | " + " | ".join(cells) + " |")
     lines += [
         "",
         f"## Length against `add` strength (layer {cfg['length_layer']}, "

@@ -252,7 +252,10 @@ def test_evaluate_prints_the_four_setting_table_as_json(runs):
         assert effect["ci95"][0] <= effect["gain"] <= effect["ci95"][1]
         assert 0 <= effect["p_value"] <= 1
     kept = sorted(p.name for p in (runs.cwd / "evaluation").iterdir())
-    assert "no_comma.safetensors" in kept and "no_comma.val.jsonl" in kept
+    assert "no_comma.safetensors" in kept
+    assert {"no_comma.val.no_instruction.jsonl", "no_comma.val.instruction.jsonl"} <= set(kept)
+    # A selection per condition, each with its validation evidence.
+    assert list(result["selected"]) == list(result["validation"]) == ["without", "with"]
 
 
 def test_report_writes_an_html_page(runs):

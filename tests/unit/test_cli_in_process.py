@@ -262,7 +262,7 @@ def test_evaluate_text_with_a_steered_selection(in_files, tiny_dir, capsys, monk
     assert main([*argv, "--strengths", "1", "--max-new-tokens", "2", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0].startswith("| instruction | selected | no instr. |")
-    assert "| concise | L1 add x1 | " in out
+    assert "| concise | without: L1 add x1; with: L1 add x1 | " in out
     (row,) = [line for line in out.splitlines() if line.startswith("| concise |")]
     # Each of the four cells: accuracy [95% interval] n=prompts.
     assert len(re.findall(r"\d\.\d\d \[\d\.\d\d, \d\.\d\d\] n=2 \(clean ", row)) == 4

@@ -382,7 +382,11 @@ EVALUATE = ["evaluate", "no_comma", "--out-dir", "eval", *NO_MODEL]
     ("plant", "source", "shown"),
     [
         ("no_comma.safetensors", "s.jsonl", "holds a sweep file, not a workbench vector file"),
-        ("no_comma.val.jsonl", "v.safetensors", "holds a workbench vector file, not a sweep file"),
+        (
+            "no_comma.val.instruction.jsonl",
+            "v.safetensors",
+            "holds a workbench vector file, not a sweep file",
+        ),
     ],
 )
 def test_evaluate_refuses_another_kind_in_its_out_dir(work, capsys, plant, source, shown):

@@ -74,19 +74,22 @@ def test_the_result_equals_running_the_steps_by_hand(model, monkeypatch):
     vec = compute_instruction_vector(
         model, make_pairs("no_comma", split="train", n=2), layers=[1, 2]
     )
-    val = sweep(
-        model,
-        vec,
-        [q.text for q in base_queries("validation")[:2]],
-        layers=[1, 2],
-        modes=["add"],
-        strengths=[1.0],
-        **RUN,
-    )
-    chosen = selection.select(val, vec, metric="follows_strict")
-    assert result.selection.setting == chosen.setting == Setting(2, "add", 1.0)
-    assert result.selection.record() == chosen.record()
-    assert result.vector.selection == chosen.record()
+    validation = {
+        "without": [q.text for q in base_queries("validation")[:2]],
+        "with": [
+            SweepPrompt(p.with_instruction, p.instruction_id, p.kwargs)
+            for p in make_pairs("no_comma", split="validation", n=2)
+        ],
+    }
+    grid = {"layers": [1, 2], "modes": ["add"], "strengths": [1.0]}
+    for condition, prompts in validation.items():
+        val = sweep(model, vec, prompts, **grid, **RUN)
+        chosen = selection.select(val, vec, metric="follows_strict")
+        assert result.selections[condition].setting == chosen.setting == Setting(2, "add", 1.0)
+        assert result.selections[condition].record() == chosen.record()
+        if condition == "without":
+            assert result.vector.selection == chosen.record()
+    assert list(result.selections) == ["without", "with"]
     assert list(result.vector.layers) == [1, 2]
     prompt_sets = {
         "no_instruction": [q.text for q in base_queries("test")[:2]],
@@ -104,14 +107,12 @@ def test_the_result_equals_running_the_steps_by_hand(model, monkeypatch):
     assert all(column.n == 2 for column in result.test.values())
 
 
-@pytest.mark.parametrize("unsteered", ["zero_add", "baseline"])
 def test_do_not_steer_runs_the_test_prompts_unsteered_once_for_both_columns(
-    model, monkeypatch, tmp_path, unsteered
+    model, monkeypatch, tmp_path
 ):
     force(monkeypatch, Setting(None))
-    config = replace(TINY, unsteered=unsteered)
-    result = evaluate_instruction(model, "no_comma", config, raw_dir=tmp_path)
-    assert result.selection.setting == Setting(None)
+    result = evaluate_instruction(model, "no_comma", TINY, raw_dir=tmp_path)
+    assert all(sel.setting == Setting(None) for sel in result.selections.values())
     assert result.vector.selection["layer"] is None
     for label in ("no_instruction", "instruction"):
         assert result.test[label] == result.test[label + "+steer"]
@@ -122,9 +123,8 @@ def test_do_not_steer_runs_the_test_prompts_unsteered_once_for_both_columns(
         assert effect.n == 2 and effect.ci95[0] < 0 < effect.ci95[1]
         header, rows = read_rows(tmp_path / raw_file("no_comma", f"test.{label}"), None)
         grid = header["config"]["grid"]
-        # One unsteered pass: a zero-weight add, with the baseline only in the old layout.
-        zero = [1, "add", 0.0]
-        assert grid == ([zero] if unsteered == "zero_add" else [[None, None, None], zero])
+        # One unsteered pass: a zero-weight add.
+        assert grid == [[1, "add", 0.0]]
         assert len(rows) == 2 * len(grid)
         # The zero-weight add is the unsteered model: the responses of a sweep that holds
         # both are the same.
@@ -145,13 +145,38 @@ def test_a_rerun_resumes_from_the_raw_files_without_generating(model, monkeypatc
     no_generation(monkeypatch)
     again = evaluate_instruction(model, "lowercase", TINY, raw_dir=tmp_path)
     assert again.test == first.test
-    assert again.selection.record() == first.selection.record()
+    assert {c: s.record() for c, s in again.selections.items()} == {
+        c: s.record() for c, s in first.selections.items()
+    }
 
 
-def test_vectors_read_at_every_layer_when_asked(model, monkeypatch):
-    force(monkeypatch, Setting(None))
-    result = evaluate_instruction(model, "no_comma", replace(TINY, vector_layers="all"))
-    assert list(result.vector.layers) == list(range(model.cfg.n_layers))
+def test_each_condition_is_selected_on_its_own_validation_sweep(model, monkeypatch):
+    """Validation without the instruction picks "do not steer", with it layer 2: each
+    condition's test column then follows its own choice."""
+    real = selection.select
+    seen = []
+
+    def pick(results, vector, *, metric):
+        carries = not set(results["prompt"]) <= {q.text for q in base_queries("validation")}
+        seen.append(carries)
+        chosen = Setting(2, "add", 1.0) if carries else Setting(None)
+        ev = real(results, vector, metric=metric).evidence
+        return selection.Selection(chosen, chosen.term(vector), ev, metric)
+
+    monkeypatch.setattr(selection, "select", pick)
+    result = evaluate_instruction(model, "no_comma", TINY)
+    assert seen == [False, True]
+    assert result.selections["without"].setting == Setting(None)
+    assert result.selections["with"].setting == Setting(2, "add", 1.0)
+    assert result.vector.selection["layer"] is None
+    assert result.test["no_instruction"] == result.test["no_instruction+steer"]
+    prompts = [
+        SweepPrompt(p.with_instruction, p.instruction_id, p.kwargs)
+        for p in make_pairs("no_comma", split="test", n=2)
+    ]
+    table = sweep(model, result.vector, prompts, layers=[2], modes=["add"], strengths=[1.0], **RUN)
+    steered = table[table.layer.notna()]
+    assert result.test["instruction+steer"] == summarize_column(steered, "follows_strict")
 
 
 def test_the_cli_writes_the_files_the_protocol_resumes(
@@ -191,7 +216,9 @@ def test_the_cli_writes_the_files_the_protocol_resumes(
         for condition, e in result.effects.items()
     }
     assert list(printed["effects"]) == ["without", "with"]
-    assert printed["validation"] == result.selection.record()
+    assert printed["validation"] == {c: s.record() for c, s in result.selections.items()}
+    assert list(printed["selected"]) == ["without", "with"]
+    assert printed["selected"]["with"]["label"]
 
 
 def test_summaries_report_the_metric_and_both_checks():
@@ -233,8 +260,6 @@ def test_a_config_holds_tuples_of_checked_values():
         ({"train_pairs": True}, "True"),
         ({"max_new_tokens": 0}, "max_new_tokens 0"),
         ({"batch_size": "8"}, "'8'"),
-        ({"vector_layers": "some"}, "'some'"),
-        ({"unsteered": "never"}, "'never'"),
     ],
 )
 def test_a_bad_config_value_is_refused_by_name(change, shown):

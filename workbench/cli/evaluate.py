@@ -237,21 +237,21 @@ def _evaluate_one(model: Any, name: str, values: dict, config: Any, args: Any) -
     )
     if args.out_dir is not None:
         result.vector.save(args.out_dir / f"{name}.safetensors", force=args.force)
-    s = result.selection.setting
     return {
         "instruction": name,
         "instruction_id": result.instruction.instruction_id,
         "kwargs": dict(result.instruction.kwargs),
-        "selected": {
-            "layer": s.layer,
-            "mode": s.mode,
-            "strength": s.strength,
-            "label": setting_label(s.layer, s.mode, s.strength),
-        },
-        "validation": result.selection.record(),
+        "selected": {c: _selected_json(sel.setting) for c, sel in result.selections.items()},
+        "validation": {c: sel.record() for c, sel in result.selections.items()},
         "test": {k: _setting_json(v) for k, v in result.test.items()},
         "effects": {c: _effect_json(e) for c, e in result.effects.items()},
     }
+
+
+def _selected_json(s: Any) -> dict[str, Any]:
+    """A selected `Setting` as JSON, with its table label."""
+    label = setting_label(s.layer, s.mode, s.strength)
+    return {"layer": s.layer, "mode": s.mode, "strength": s.strength, "label": label}
 
 
 def _setting_json(summary: Any) -> dict[str, Any]:
@@ -278,6 +278,22 @@ def _interval(value: float, ci95: Any, n: int | None = None, sign: bool = False)
     return f"{number} [{ci95[0]:.2f}, {ci95[1]:.2f}]{count}"
 
 
+def _table_row(name: str, result: dict[str, Any]) -> str:
+    """One instruction's line of the text table: the selections, then each setting."""
+    from workbench.evaluation.protocol import SETTINGS
+
+    cells = []
+    for k in SETTINGS:
+        t = result["test"][k]
+        cells.append(
+            f"{_interval(t['accuracy'], t['ci95'], t['n'])} "
+            f"(clean {t['clean_accuracy']:.2f}, degen. {t['degenerate']:.2f})"
+        )
+    chosen = result["selected"]
+    label = f"without: {chosen['without']['label']}; with: {chosen['with']['label']}"
+    return f"| {name} | {label} | {' | '.join(cells)} |"
+
+
 def _effect_lines(name: str, effects: dict[str, dict[str, Any]]) -> list[str]:
     """One line per condition: the gain of "+steer" over plain, its interval and test."""
     heads = {"without": "no instr.", "with": "instr."}
@@ -290,7 +306,7 @@ def _effect_lines(name: str, effects: dict[str, dict[str, Any]]) -> list[str]:
 
 def run_evaluate(args: argparse.Namespace) -> None:
     """The four-setting table for the named (or all) bundled instructions."""
-    from workbench.evaluation.protocol import SETTINGS, ProtocolConfig
+    from workbench.evaluation.protocol import ProtocolConfig
     from workbench.vectors.pairs import base_queries, bundled_instruction, instruction_names
 
     if args.all and args.instructions:
@@ -348,14 +364,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
         if args.json:
             emit_json(result)
             continue
-        cells = []
-        for k in SETTINGS:
-            t = result["test"][k]
-            cells.append(
-                f"{_interval(t['accuracy'], t['ci95'], t['n'])} "
-                f"(clean {t['clean_accuracy']:.2f}, degen. {t['degenerate']:.2f})"
-            )
-        say(f"| {name} | {result['selected']['label']} | {' | '.join(cells)} |")
+        say(_table_row(name, result))
         effects += _effect_lines(name, result["effects"])
     if not args.json:
         say(

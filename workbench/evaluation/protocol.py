@@ -1,25 +1,25 @@
 """The train → validation → select → test protocol for one instruction.
 
 1. A vector from the instruction's train pairs (`compute_instruction_vector`).
-2. A sweep of the layer × mode × strength grid, with the unsteered baseline, on the
-   first validation queries; `select` picks a setting (or "do not steer").
+2. Per condition, a sweep of the layer × mode × strength grid, with the unsteered
+   baseline, on the first validation queries: once without the instruction in the
+   prompt, once with it; `select` picks a setting (or "do not steer") for each, as the
+   reference method searches the two conditions separately.
 3. The test queries, without and with the instruction in the prompt, each run
-   unsteered and with the selected setting: the four columns of `SETTINGS`.
+   unsteered and with its own condition's selected setting: the four columns of
+   `SETTINGS`.
 4. Statistics (`workbench.evaluation.statistics`): each column's shares carry their
    `n` and 95% Wilson intervals, and per condition the steered column is compared
    with the plain one prompt by prompt (`ProtocolResult.effects`: gain, paired
    interval, exact McNemar p-value, prompts fixed and broken).
 
-"Do not steer" (selection keeps the unsteered baseline) is decided here once: each
-test prompt set is run unsteered once (an add of weight 0, which changes no
-activation), and that one table serves both its plain and its "+steer" column, so
-the two are identical by construction. ``ProtocolConfig.unsteered="baseline"`` runs
-the baseline beside that zero add and keeps the baseline rows: the layout of the
-committed ``results/raw`` files, which the reference experiments resume.
+"Do not steer" (selection keeps the unsteered baseline) is decided here once: that
+condition's test prompts are run unsteered once (an add of weight 0, which changes
+no activation), and that one table serves both its plain and its "+steer" column, so
+the two are identical by construction.
 
-With `raw_dir` every sweep keeps its rows in ``{name}.val.jsonl``,
-``{name}.test.no_instruction.jsonl`` and ``{name}.test.instruction.jsonl``, and a
-rerun resumes from them (a file of another configuration is refused, see
+With `raw_dir` every sweep keeps its rows in ``{name}.{part}.jsonl`` for each part of
+`RAW_PARTS`, and a rerun resumes from them (a file of another configuration is refused, see
 `workbench.evaluation.sweep_files`). Used by ``workbench evaluate`` and by the
 reference experiments (``make results``).
 """
@@ -63,10 +63,7 @@ SETTINGS = ("no_instruction", "no_instruction+steer", "instruction", "instructio
 CONDITIONS = {"without": "no_instruction", "with": "instruction"}
 
 # The raw files of one instruction: ``{name}.{part}.jsonl`` (see `raw_file`).
-RAW_PARTS = ("val", "test.no_instruction", "test.instruction")
-
-VectorLayers = Literal["swept", "all"]
-Unsteered = Literal["zero_add", "baseline"]
+RAW_PARTS = ("val.no_instruction", "val.instruction", "test.no_instruction", "test.instruction")
 
 
 @dataclass(frozen=True)
@@ -78,11 +75,6 @@ class ProtocolConfig:
         train_pairs, val_queries, test_queries: how many of each split's base queries
             (the first ones) make the train pairs, the validation and the test prompts.
         metric: the accuracy column `select` compares and the summaries report.
-        vector_layers: read the vector at the ``"swept"`` layers only, or at ``"all"``.
-        unsteered: how a "do not steer" test set is run once unsteered: ``"zero_add"``
-            sweeps an add of weight 0 (the unsteered model, in one pass);
-            ``"baseline"`` sweeps the baseline plus that zero add and keeps the
-            baseline rows, as the committed ``results/raw`` files were made.
 
     Example:
         >>> ProtocolConfig(layers=[1, 2], strengths=[1]).strengths
@@ -102,8 +94,6 @@ class ProtocolConfig:
     metric: Metric = "follows_strict"
     max_new_tokens: int = 32
     batch_size: int = 48
-    vector_layers: VectorLayers = "swept"
-    unsteered: Unsteered = "zero_add"
 
     def __post_init__(self) -> None:
         layers = int_list("layers", self.layers, "layer")
@@ -127,8 +117,6 @@ class ProtocolConfig:
         for name in ("max_new_tokens", "batch_size"):
             object.__setattr__(self, name, check_int(name, getattr(self, name), low=1))
         check_choice("metric", self.metric, Metric)
-        check_choice("vector_layers", self.vector_layers, VectorLayers)
-        check_choice("unsteered", self.unsteered, Unsteered)
         object.__setattr__(self, "layers", tuple(layers))
         object.__setattr__(self, "modes", tuple(modes))
         object.__setattr__(self, "strengths", tuple(strengths))
@@ -162,8 +150,11 @@ class ProtocolResult:
 
     Attributes:
         instruction: the (rendered) instruction evaluated.
-        vector: the train vector, its selection recorded (``vector.selection``).
-        selection: the `Selection` made on the validation sweep.
+        vector: the train vector (read at the swept layers), with the "without"
+            condition's selection recorded (``vector.selection``): what steering with
+            no instruction in the prompt applies, as ``workbench steer`` does.
+        selections: per condition of `CONDITIONS`, the `Selection` made on that
+            condition's validation sweep.
         test: a `SettingSummary` per column of `SETTINGS`, in that order.
         effects: per condition of `CONDITIONS` (``"without"`` the instruction in the
             prompt, ``"with"`` it), the paired `Effect` of its "+steer" column against
@@ -173,7 +164,7 @@ class ProtocolResult:
 
     instruction: Instruction
     vector: InstructionVector
-    selection: Selection
+    selections: dict[str, Selection]
     test: dict[str, SettingSummary]
     effects: dict[str, Effect]
 
@@ -182,8 +173,8 @@ def raw_file(name: str, part: str) -> str:
     """The file name of raw part `part` (one of `RAW_PARTS`) for instruction `name`.
 
     Example:
-        >>> [raw_file("title", part) for part in RAW_PARTS]
-        ['title.val.jsonl', 'title.test.no_instruction.jsonl', 'title.test.instruction.jsonl']
+        >>> raw_file("title", "val.instruction")
+        'title.val.instruction.jsonl'
     """
     check_choice("part", part, Literal[RAW_PARTS])
     return f"{name}.{part}.jsonl"
@@ -299,42 +290,44 @@ def evaluate_instruction(
         "progress": progress,
     }
     pairs = make_pairs(instr, split="train", n=config.train_pairs)
-    read_at = layers if config.vector_layers == "swept" else None
-    vec = compute_instruction_vector(model, pairs, layers=read_at, progress=progress)
-    val_queries = [q.text for q in base_queries("validation")[: config.val_queries]]
+    vec = compute_instruction_vector(model, pairs, layers=layers, progress=progress)
     grid = {"layers": layers, "modes": list(config.modes), "strengths": list(config.strengths)}
-    val = sweep(model, vec, val_queries, **grid, **common, out=raw("val"))
-    # Looked up at call time, so that a test can substitute the rule.
-    chosen = selection.select(val, vec, metric=config.metric)
-    vec = vec.with_selection(chosen.record())
-    s = chosen.setting
-    prompt_sets = {
-        "no_instruction": [q.text for q in base_queries("test")[: config.test_queries]],
-        "instruction": [
-            SweepPrompt(p.with_instruction, p.instruction_id, p.kwargs)
-            for p in make_pairs(instr, split="test", n=config.test_queries)
-        ],
-    }
+    selections: dict[str, Selection] = {}
     test: dict[str, SettingSummary] = {}
     effects: dict[str, Effect] = {}
-    for label, prompts in prompt_sets.items():
+    for condition, label in CONDITIONS.items():
+        val = _prompts(
+            instr, "validation", config.val_queries, with_instruction=condition == "with"
+        )
+        table = sweep(model, vec, val, **grid, **common, out=raw(f"val.{label}"))
+        # Looked up at call time, so that a test can substitute the rule.
+        chosen = selections[condition] = selection.select(table, vec, metric=config.metric)
+        s = chosen.setting
+        prompts = _prompts(instr, "test", config.test_queries, with_instruction=condition == "with")
         out = raw(f"test.{label}")
         if s.layer is None:
             # A sweep always steers something: an add of weight 0 changes no activation.
             zero = {"layers": layers[:1], "modes": ["add"], "strengths": [0.0]}
-            keep_baseline = config.unsteered == "baseline"
-            table = sweep(model, vec, prompts, **zero, baseline=keep_baseline, **common, out=out)
-            base = steered = table[table.layer.isna()] if keep_baseline else table
+            base = steered = sweep(model, vec, prompts, **zero, baseline=False, **common, out=out)
         else:
-            one = {
-                "layers": [s.layer],
-                "modes": [s.mode],
-                "strengths": [1.0 if s.strength is None else s.strength],
-            }
+            strength = 1.0 if s.strength is None else s.strength  # ablate takes none
+            one = {"layers": [s.layer], "modes": [s.mode], "strengths": [strength]}
             table = sweep(model, vec, prompts, **one, **common, out=out)
             base, steered = table[table.layer.isna()], table[table.layer.notna()]
         test[label] = summarize_column(base, config.metric)
         test[label + "+steer"] = summarize_column(steered, config.metric)
-        effects[label] = paired_columns(base, steered, config.metric)
-    by_condition = {c: effects[label] for c, label in CONDITIONS.items()}
-    return ProtocolResult(instr, vec, chosen, {k: test[k] for k in SETTINGS}, by_condition)
+        effects[condition] = paired_columns(base, steered, config.metric)
+    vec = vec.with_selection(selections["without"].record())
+    return ProtocolResult(instr, vec, selections, {k: test[k] for k in SETTINGS}, effects)
+
+
+def _prompts(
+    instr: Instruction, split: str, n: int, *, with_instruction: bool
+) -> list[str] | list[SweepPrompt]:
+    """The first `n` base queries of `split`, bare or carrying `instr` (checked by it)."""
+    if not with_instruction:
+        return [q.text for q in base_queries(split)[:n]]
+    return [
+        SweepPrompt(p.with_instruction, p.instruction_id, p.kwargs)
+        for p in make_pairs(instr, split=split, n=n)
+    ]
