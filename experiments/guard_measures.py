@@ -2,7 +2,7 @@
 
 ``python -m experiments.guard_measures [LABELS.jsonl] [--model]`` prints, for the
 current guard and each model-free measure, precision and recall of "degenerate"
-against the labels read by a person (`experiments.guard_labels`), with thresholds
+against labels given by reading each response (`experiments.guard_labels` says by whom), with thresholds
 fitted on one half of the set and reported on the other:
 
 - ``random``: a seeded split, stratified by label;
