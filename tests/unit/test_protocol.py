@@ -355,3 +355,81 @@ def test_pairing_refuses_columns_of_other_prompts():
         paired_columns(plain, plain.assign(prompt=["a", "c"]), "follows_strict")
     with pytest.raises(WorkbenchError, match="not True or False"):
         paired_columns(plain, plain.assign(follows_strict=[1, 0]), "follows_strict")
+
+
+BULLETS_ROWS = [
+    {
+        "key": k,
+        "prompt": f"{q} Use exactly {n} bullet points.",
+        "prompt_without_instruction": q,
+        "instruction_id_list": ["detectable_format:number_bullet_lists"],
+        "kwargs": [{"num_bullets": n}],
+    }
+    for k, (q, n) in enumerate([("Name some birds.", 7), ("List a few rivers.", 2), ("Tools?", 4)])
+]
+
+
+def _rows_file(tmp_path, rows):
+    path = tmp_path / "mine.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_own_test_rows_replace_the_test_split_each_checked_by_its_own_kwargs(
+    model, monkeypatch, tmp_path
+):
+    from workbench.evaluation.ifeval_rows import read_ifeval_rows
+
+    force(monkeypatch, Setting(1, "add", 1.0))
+    items = read_ifeval_rows(_rows_file(tmp_path, BULLETS_ROWS)).groups["bullets"]
+    result = evaluate_instruction(model, "bullets", TINY, raw_dir=tmp_path, test_items=items)
+    assert all(column.n == 3 for column in result.test.values())  # not TINY.test_queries
+    for label, field in [
+        ("instruction", "prompt"),
+        ("no_instruction", "prompt_without_instruction"),
+    ]:
+        _, rows = read_rows(tmp_path / raw_file("bullets", f"test.{label}"), None)
+        plain = sorted((r for r in rows if r["layer"] is None), key=lambda r: r["prompt_index"])
+        assert [r["prompt"] for r in plain] == [row[field] for row in BULLETS_ROWS]
+        assert [r["kwargs"] for r in plain] == [{"num_bullets": n} for n in (7, 2, 4)]
+
+
+def test_own_test_rows_need_their_prompt_without_instruction(model, tmp_path):
+    from workbench.evaluation.ifeval_rows import read_ifeval_rows
+
+    rows = [
+        BULLETS_ROWS[0],
+        {k: v for k, v in BULLETS_ROWS[1].items() if k != "prompt_without_instruction"},
+    ]
+    items = read_ifeval_rows(_rows_file(tmp_path, rows)).groups["bullets"]
+    with pytest.raises(WorkbenchError, match=r"lines \[2\] have no prompt_without_instruction"):
+        evaluate_instruction(model, "bullets", TINY, test_items=items)
+    with pytest.raises(WorkbenchError, match="test_items must be a non-empty list"):
+        evaluate_instruction(model, "bullets", TINY, test_items=[])
+
+
+def test_the_cli_runs_a_test_file_and_says_what_it_left_out(tiny_dir, tmp_path, capsys):
+    postscript = {
+        "prompt": "Write a note. End with P.S.",
+        "prompt_without_instruction": "Write a note.",
+        "instruction_id_list": ["detectable_content:postscript"],
+        "kwargs": [{"postscript_marker": "P.S."}],
+    }
+    path = _rows_file(tmp_path, [*BULLETS_ROWS, postscript])
+    argv = ["evaluate", "--test-file", str(path), "--model", str(tiny_dir), "--train-pairs", "2"]
+    argv += ["--val-queries", "2", "--layers", "1", "--modes", "add", "--strengths", "1"]
+    argv += ["--max-new-tokens", "2", "--batch-size", "8", "--json", "--quiet"]
+    assert main(argv) == 2
+    assert "detectable_content:postscript" in capsys.readouterr().err
+    assert main([*argv, "--skip-unsupported"]) == 0
+    captured = capsys.readouterr()
+    (row,) = [json.loads(line) for line in captured.out.splitlines()]
+    assert row["instruction"] == "bullets" and row["test"]["instruction"]["n"] == 3
+    assert "{'detectable_content:postscript': 1}" in captured.err
+    assert main([*argv, "--skip-unsupported", "lowercase"]) == 2
+    assert "has no rows for ['lowercase']; it holds ['bullets']" in capsys.readouterr().err
+    assert main([*argv, "--all"]) == 2
+    assert "--all runs every bundled instruction" in capsys.readouterr().err
+    plain = ["evaluate", "bullets", "--skip-unsupported", "--model", str(tiny_dir)]
+    assert main(plain) == 2
+    assert "--skip-unsupported applies to --test-file" in capsys.readouterr().err

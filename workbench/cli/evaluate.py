@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import secrets
+import sys
 from typing import Any
 
 from workbench.errors import InvalidArgumentError
@@ -28,6 +29,7 @@ from .parser import DEFAULT_MODEL, add_command, add_model_options, count_option
 from .paths import (
     add_force,
     check_outputs,
+    input_file,
     model_input,
     output_dir,
     path_arg,
@@ -91,6 +93,19 @@ def register(sub: Any) -> None:
     )
     p.add_argument("instructions", nargs="*", metavar="INSTRUCTION", help="bundled names")
     p.add_argument("--all", action="store_true", help="every bundled instruction")
+    p.add_argument(
+        "--test-file",
+        type=path_arg,
+        default=None,
+        metavar="FILE.jsonl",
+        help="IFEval-format test rows instead of the bundled test split (its instructions "
+        "run unless some are named)",
+    )
+    p.add_argument(
+        "--skip-unsupported",
+        action="store_true",
+        help="with --test-file: leave out (and list) ids no bundled vector steers",
+    )
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
     p.add_argument(
         "--train-pairs", type=positive_int, default=48, metavar="N", help="(default: %(default)s)"
@@ -223,7 +238,9 @@ def _out_files(name: str) -> dict[str, str]:
     return {**sweeps, f"{name}.safetensors": "vector"}
 
 
-def _evaluate_one(model: Any, name: str, values: dict, config: Any, args: Any) -> dict:
+def _evaluate_one(
+    model: Any, name: str, values: dict, config: Any, args: Any, test_items: Any = None
+) -> dict:
     """The protocol for one instruction, as the JSON row `evaluate` prints."""
     from workbench.evaluation.protocol import evaluate_instruction
     from workbench.vectors.pairs import instruction
@@ -234,6 +251,7 @@ def _evaluate_one(model: Any, name: str, values: dict, config: Any, args: Any) -
         config,
         raw_dir=args.out_dir,
         progress=not args.quiet,
+        test_items=test_items,
     )
     if args.out_dir is not None:
         result.vector.save(args.out_dir / f"{name}.safetensors", force=args.force)
@@ -304,6 +322,35 @@ def _effect_lines(name: str, effects: dict[str, dict[str, Any]]) -> list[str]:
     ]
 
 
+def _own_tests(args: argparse.Namespace, names: list[str]) -> tuple[list[str], Any]:
+    """With --test-file: the instructions to run and their test rows; else `names`, None."""
+    from workbench.evaluation.ifeval_rows import read_ifeval_rows
+
+    if args.test_file is None:
+        if args.skip_unsupported:
+            raise InvalidArgumentError("--skip-unsupported applies to --test-file; pass one")
+        return names, None
+    if args.all:
+        raise InvalidArgumentError(
+            "--all runs every bundled instruction on the bundled test split; with "
+            "--test-file the file's rows choose the instructions (name some for a subset)"
+        )
+    path = input_file(args.test_file, "--test-file")
+    read = read_ifeval_rows(path, skip_unsupported=args.skip_unsupported)
+    if read.skipped:
+        print(
+            f"workbench evaluate: left out ids no bundled vector steers (rows): {read.skipped}",
+            file=sys.stderr,
+            flush=True,
+        )
+    missing = [n for n in names if n not in read.groups]
+    if missing:
+        raise InvalidArgumentError(
+            f"--test-file {str(path)!r} has no rows for {missing}; it holds {list(read.groups)}"
+        )
+    return (names or list(read.groups)), read.groups
+
+
 def run_evaluate(args: argparse.Namespace) -> None:
     """The four-setting table for the named (or all) bundled instructions."""
     from workbench.evaluation.protocol import ProtocolConfig
@@ -312,6 +359,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
     if args.all and args.instructions:
         raise InvalidArgumentError("name instructions or pass --all, not both")
     names = instruction_names() if args.all else list(args.instructions)
+    names, groups = _own_tests(args, names)
     if not names:
         raise InvalidArgumentError("name an instruction (see `workbench list`) or pass --all")
     check_distinct(names, "instruction")
@@ -335,7 +383,8 @@ def run_evaluate(args: argparse.Namespace) -> None:
             for name in names
             for file, kind in _out_files(name).items()
         ]
-        replaced = check_outputs(args, model_input(args), outputs)
+        inputs = [*model_input(args), ("--test-file", args.test_file)]
+        replaced = check_outputs(args, inputs, outputs)
     layers = parse_layers(args.layers) if args.layers is not None else None
     args.mode_list = parse_list(args.modes, "--modes", choices(Mode))
     args.strength_list = parse_floats(args.strengths, "--strengths")
@@ -360,7 +409,8 @@ def run_evaluate(args: argparse.Namespace) -> None:
         say("|" + " --- |" * (2 + len(_HEADS)))
     effects = []
     for name in names:
-        result = _evaluate_one(model, name, values, config, args)
+        own = None if groups is None else groups[name]
+        result = _evaluate_one(model, name, values, config, args, own)
         if args.json:
             emit_json(result)
             continue

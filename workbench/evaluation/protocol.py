@@ -27,6 +27,7 @@ reference experiments (``make results``).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -51,6 +52,7 @@ from workbench.vectors.instruction_vector import InstructionVector
 from workbench.vectors.pairs import Instruction, base_queries, instruction, make_pairs
 
 from . import selection
+from .ifeval_rows import IFEvalItem
 from .selection import Metric, Selection
 from .statistics import Effect, paired_effect, proportion
 from .sweeps import SweepPrompt, sweep
@@ -254,8 +256,15 @@ def evaluate_instruction(
     *,
     raw_dir: str | os.PathLike | None = None,
     progress: bool = False,
+    test_items: Sequence[IFEvalItem] | None = None,
 ) -> ProtocolResult:
     """Run the module's protocol for `instr` (an `Instruction` or a bundled name).
+
+    `test_items` (a group of `workbench.evaluation.ifeval_rows.read_ifeval_rows`)
+    replaces the bundled test split: the "instruction" columns run each item's
+    ``prompt``, the "no instruction" columns its ``prompt_without_instruction``
+    (required of every item), each scored with the item's own id and kwargs; then
+    ``config.test_queries`` is not used.
 
     Example:
         >>> config = ProtocolConfig(layers=[1], modes=["add"], strengths=[1], train_pairs=2,
@@ -278,6 +287,7 @@ def evaluate_instruction(
             f"config must be a ProtocolConfig, got {type(config).__name__} {config!r:.60}"
         )
     check_bool("progress", progress)
+    own = None if test_items is None else _own_prompts(test_items)
     folder = None if raw_dir is None else user_path(raw_dir, "raw_dir")
 
     def raw(part: str) -> Path | None:
@@ -303,7 +313,12 @@ def evaluate_instruction(
         # Looked up at call time, so that a test can substitute the rule.
         chosen = selections[condition] = selection.select(table, vec, metric=config.metric)
         s = chosen.setting
-        prompts = _prompts(instr, "test", config.test_queries, with_instruction=condition == "with")
+        if test_items is None:
+            prompts = _prompts(
+                instr, "test", config.test_queries, with_instruction=condition == "with"
+            )
+        else:
+            prompts = own[condition]
         out = raw(f"test.{label}")
         if s.layer is None:
             # A sweep always steers something: an add of weight 0 changes no activation.
@@ -319,6 +334,30 @@ def evaluate_instruction(
         effects[condition] = paired_columns(base, steered, config.metric)
     vec = vec.with_selection(selections["without"].record())
     return ProtocolResult(instr, vec, selections, {k: test[k] for k in SETTINGS}, effects)
+
+
+def _own_prompts(items: Any) -> dict[str, list[SweepPrompt]]:
+    """Per condition, the sweep prompts of `test_items`, each checked by its own id."""
+    if isinstance(items, (str, bytes)) or not isinstance(items, Sequence) or not items:
+        raise ArgumentTypeError(
+            f"test_items must be a non-empty list of IFEvalItem, got {items!r:.60}"
+        )
+    for i, item in enumerate(items):
+        if not isinstance(item, IFEvalItem):
+            raise ArgumentTypeError(f"test_items[{i}] must be an IFEvalItem, got {item!r:.60}")
+    lacking = [item.line for item in items if item.prompt_without_instruction is None]
+    if lacking:
+        raise InvalidArgumentError(
+            f"test rows at lines {lacking} have no prompt_without_instruction, which the "
+            "no-instruction settings run"
+        )
+    return {
+        "without": [
+            SweepPrompt(item.prompt_without_instruction, item.instruction_id, item.kwargs)
+            for item in items
+        ],
+        "with": [SweepPrompt(item.prompt, item.instruction_id, item.kwargs) for item in items],
+    }
 
 
 def _prompts(
