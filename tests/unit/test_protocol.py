@@ -406,6 +406,8 @@ def test_own_test_rows_need_their_prompt_without_instruction(model, tmp_path):
         evaluate_instruction(model, "bullets", TINY, test_items=items)
     with pytest.raises(WorkbenchError, match="test_items must be a non-empty list"):
         evaluate_instruction(model, "bullets", TINY, test_items=[])
+    with pytest.raises(WorkbenchError, match=r"test_items\[0\] must be an IFEvalItem"):
+        evaluate_instruction(model, "bullets", TINY, test_items=[{"prompt": "Hi"}])
 
 
 def test_the_cli_runs_a_test_file_and_says_what_it_left_out(tiny_dir, tmp_path, capsys):
