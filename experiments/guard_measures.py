@@ -1,9 +1,10 @@
 """Candidate quality guards measured on the labelled set (issue 17, section 4).
 
 ``python -m experiments.guard_measures [LABELS.jsonl] [--model]`` prints, for the
-current guard and each model-free measure, precision and recall of "degenerate"
-against labels given by reading each response (`experiments.guard_labels` says by whom), with thresholds
-fitted on one half of the set and reported on the other:
+earlier guard, the workbench guard and each model-free measure, precision and recall
+of "degenerate" against labels given by reading each response
+(`experiments.guard_labels` says by whom), with thresholds fitted on one half of the
+set and reported on the other:
 
 - ``random``: a seeded split, stratified by label;
 - ``by-vector``: fitted on the lowercase and no_comma responses, reported on bullets
@@ -35,7 +36,6 @@ import math
 import random
 import re
 import sys
-import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -43,18 +43,19 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from workbench.evaluation.quality import (
+    QualityThresholds,
+    compression_ratio,
+    duplicate_line_share,
+    letter_share,
+)
+
 LABELS = Path(__file__).resolve().parents[1] / "tests" / "data" / "degenerate_labels.jsonl"
 _WORD = re.compile(r"[A-Za-z]+")
 
 
 def _words(text: str) -> list[str]:
     return text.split()
-
-
-def compression_ratio(text: str) -> float:
-    """zlib-compressed bytes over raw bytes (level 9); loops compress well. 0 when empty."""
-    raw = text.encode("utf-8")
-    return len(zlib.compress(raw, 9)) / len(raw) if raw else 0.0
 
 
 def distinct_char_ngram_share(text: str, n: int = 3) -> float:
@@ -90,24 +91,10 @@ def top_line_share(text: str) -> float:
     return Counter(lines).most_common(1)[0][1] / len(lines) if len(lines) > 1 else 0.0
 
 
-def duplicate_line_share(text: str) -> float:
-    """Share of non-empty lines (list markers stripped) that repeat an earlier line;
-    0 under three lines. Catches lists that cycle through the same items."""
-    lines = [re.sub(r"^\s*(\d+\.|[-*•])\s*", "", s).strip() for s in text.splitlines()]
-    lines = [s for s in lines if s]
-    return 1 - len(set(lines)) / len(lines) if len(lines) >= 3 else 0.0
-
-
 def short_word_share(text: str) -> float:
     """Share of letter runs of one or two letters: "A A A", "s.s.s", "HG"."""
     runs = _WORD.findall(text)
     return sum(len(r) <= 2 for r in runs) / len(runs) if runs else 1.0
-
-
-def letter_share(text: str) -> float:
-    """Share of non-space characters that are letters ("* * *", "2222" score low)."""
-    chars = [c for c in text if not c.isspace()]
-    return sum(c.isalpha() for c in chars) / len(chars) if chars else 0.0
 
 
 def n_words(text: str) -> float:
@@ -350,35 +337,46 @@ _SHORT = {
     "alone_perplexity_high": "ppl1>",
 }
 
-# Rounded from the held-out fits of "compression + dup lines + letters + words"
-# below; its numbers on the whole set are in-sample, those per half are not fits.
-PROPOSED: Rule = (
-    ("compression_ratio", 0.42),
-    ("duplicate_line_share", 0.45),
-    ("letter_share", 0.5),
-    ("n_words", 5.0),
-)
+
+def workbench_guard(response: str) -> bool:
+    """The library's guard at its default thresholds (`QualityThresholds`). Its
+    compression, duplicate-line and letter cuts were rounded from the held-out fits of
+    "compression + dup lines + letters + words"; its word cut is 1, not the fitted 5 (a
+    one-word answer can be right), and its single-letter cut (0.5) was set by reading
+    the labelled values (normal answers at most 0.27), not fitted here."""
+    return bool(QualityThresholds().flags(response)["degenerate"])
+
+
+def interval_score(flags: Sequence[bool], labels: Sequence[bool]) -> str:
+    """Precision and recall with their counts and 95% Wilson intervals."""
+    from workbench.evaluation.statistics import wilson
+
+    tp = sum(f and y for f, y in zip(flags, labels, strict=True))
+    parts = []
+    for name, n in (("precision", sum(flags)), ("recall", sum(labels))):
+        p = wilson(tp, n)
+        parts.append(f"{name} {p.value:.2f} ({tp}/{n}, 95% CI [{p.low:.2f}, {p.high:.2f}])")
+    return ", ".join(parts)
 
 
 def table(rows: list[dict[str, Any]], out: Any = sys.stdout) -> None:
-    """Print precision/recall of the current guard, of each measure alone and of the
+    """Print precision/recall of the earlier and the workbench guard, of each measure alone and of the
     combined rules, fitted on one half and reported on the other, both ways."""
     labels = [r["degenerate"] for r in rows]
-    guard = score([r["guard_degenerate"] for r in rows], labels)
     print(f"labelled rows: {len(rows)}, degenerate: {sum(labels)}", file=out)
-    print(f"current guard (degenerate column), whole set: {guard}", file=out)
     singles = {n: [n] for n in MEASURES} | {
         "guard_repeated_share": ["guard_repeated_share"],
         "guard_perplexity (low)": ["guard_perplexity"],
     }
     MEASURES.setdefault("guard_repeated_share", (lambda _t: math.nan, "high"))
     MEASURES.setdefault("guard_perplexity", (lambda _t: math.nan, "low"))
-    flags = [flag(r["m"], PROPOSED) for r in rows]
-    rule = " OR ".join(f"{_SHORT[n]}{t:g}" for n, t in PROPOSED)
-    print(f"proposed rule {rule}, whole set (in-sample): {score(flags, labels)}", file=out)
+    old = [bool(r["guard_degenerate"]) for r in rows]
+    print(f"earlier guard, whole set: {interval_score(old, labels)}", file=out)
+    flags = [workbench_guard(r["response"]) for r in rows]
+    print(f"workbench guard, whole set: {interval_score(flags, labels)}", file=out)
     for kind in ("prose", "list", "code"):
         sub = [r for r in rows if r["kind"] == kind]
-        f = [flag(r["m"], PROPOSED) for r in sub]
+        f = [workbench_guard(r["response"]) for r in sub]
         print(f"  {kind:5s}: {score(f, [r['degenerate'] for r in sub])}", file=out)
     groups = {
         "unsteered": lambda r: r["layer"] is None,
@@ -391,12 +389,12 @@ def table(rows: list[dict[str, Any]], out: Any = sys.stdout) -> None:
             for f in (
                 lambda r: r["degenerate"],
                 lambda r: r["guard_degenerate"],
-                lambda r: flag(r["m"], PROPOSED),
+                lambda r: workbench_guard(r["response"]),
             )
         ]
         print(
             f"  {name} (n={len(sub)}): flagged by labels {shares[0]:.2f}, "
-            f"current guard {shares[1]:.2f}, proposed rule {shares[2]:.2f}",
+            f"earlier guard {shares[1]:.2f}, workbench guard {shares[2]:.2f}",
             file=out,
         )
     for how in ("random", "by-vector"):

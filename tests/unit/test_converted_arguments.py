@@ -45,9 +45,9 @@ def test_lists_of_numbers_from_arrays_are_lists_of_python_numbers():
 
 
 def test_thresholds_hold_python_numbers():
-    t = QualityThresholds(ngram=np.int64(3), max_repeated_share=np.float32(0.25))
-    assert type(t.ngram) is int and type(t.max_repeated_share) is float
-    assert json.dumps([t.ngram, t.max_repeated_share, t.min_perplexity])
+    t = QualityThresholds(ngram=np.int64(3), min_compression_ratio=np.float32(0.25))
+    assert type(t.ngram) is int and type(t.min_compression_ratio) is float
+    assert json.dumps(t.record())
 
 
 def test_a_sweep_given_numpy_counts_writes_a_json_file(tiny_model, tmp_path):

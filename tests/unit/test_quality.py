@@ -1,15 +1,22 @@
-"""The quality guard: repetition, perplexity under the model, empty and cut outputs."""
+"""The quality guard: near-empty, looping, cycling and symbol answers; the recorded
+repetition, perplexity and cut outputs."""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
 from workbench.errors import InvalidArgumentError
 from workbench.evaluation.quality import (
+    QUALITY_COLUMNS,
     QualityThresholds,
+    compression_ratio,
+    duplicate_line_share,
+    letter_share,
     quality_frame,
     repeated_ngram_share,
     response_perplexity,
@@ -17,6 +24,18 @@ from workbench.evaluation.quality import (
 
 PROMPT = [1, 40, 41, 42]
 RESPONSE = [50, 51, 52, 53]
+LABELS = Path(__file__).resolve().parents[1] / "data" / "degenerate_labels.jsonl"
+LONG_PROSE = (
+    "Rivers shape the land they cross. Over thousands of years, water wears down rock, "
+    "carries sand and silt downstream, and lays it out again where the current slows. "
+    "Farmers settled on these plains because the soil was rich, and towns grew at fords "
+    "and bridges where roads met the water. Floods brought both ruin and fertile ground, "
+    "so people learned to build levees, dig canals and read the seasons. Today engineers "
+    "measure flow with sensors, ecologists track fish that migrate upstream to spawn, and "
+    "planners weigh the needs of cities against those of wetlands, which filter pollution "
+    "and shelter birds. A river is a system: rain, groundwater, sediment, plants and people "
+    "all change one another, and a dam or a drought in one place is felt far away."
+)
 
 
 def test_repeated_ngram_share_counts_repeats_of_earlier_ngrams():
@@ -49,27 +68,78 @@ def test_perplexity_does_not_depend_on_the_batch(tiny_model):
     assert math.isnan(response_perplexity(tiny_model, [PROMPT], [[]])[0])
 
 
-def test_degenerate_means_empty_looping_or_too_predictable(tiny_model):
+def test_degenerate_means_empty_looping_cycling_or_salad(tiny_model):
     eos = tiny_model.tokenizer.eos_token_id
-    responses = [RESPONSE, [7, 8] * 6, [], [50, 51, 52, eos]]
-    texts = ["fine answer", "ab" * 6, " ", "done"]
-    table = quality_frame(tiny_model, [PROMPT] * 4, responses, texts, max_new_tokens=4)
-    assert table.degenerate.tolist() == [False, True, True, False]
-    assert table["empty"].tolist() == [False, False, True, False]
+    texts = [
+        "A fine answer that says what it means and stops there.",
+        "search " * 40,
+        " ",
+        "The A A A A A A A B H L X A X X X",
+        "- bread\n- milk\n- bread\n- milk\n- bread",
+        "* 2 # 7 = ; 9 & % 4 ! 8 ) ( + 1 6 - 3 ^ 5 @ 0 | ~ > < ? / [ ] { } $ 2 9 4 7 * # & 1",
+    ]
+    responses = [RESPONSE, [7, 8] * 6, [], [50, eos], RESPONSE, RESPONSE]
+    table = quality_frame(tiny_model, [PROMPT] * 6, responses, texts, max_new_tokens=4)
+    assert list(table.columns) == list(QUALITY_COLUMNS)
+    assert table.degenerate.tolist() == [False, True, True, True, True, True]
+    # Short numeric answers and pretty-printed JSON are not symbol salad or cycling lines.
+    for right in [
+        "1990.",
+        "2 + 2 = 4",
+        '{"x": 1, "y": 2}',
+        '{\n "a": {\n  "b": 1\n },\n "c": {\n  "d": 2\n }\n}',
+    ]:
+        assert not QualityThresholds().flags(right)["degenerate"], right
+    # One word can be a right answer ("Suggest a name."); fewer than min_words is not.
+    assert not QualityThresholds().flags("Eco-Savvy")["degenerate"]
+    assert QualityThresholds(min_words=3).flags("Eco-Savvy")["degenerate"]
+    assert table["empty"].tolist() == [False, False, True, False, False, False]
     # Cut at the limit: four tokens without an end-of-sequence token.
-    assert table.truncated.tolist() == [True, True, False, False]
-    strict = QualityThresholds(min_perplexity=1e9)
-    assert quality_frame(
-        tiny_model, [PROMPT], [RESPONSE], ["x"], max_new_tokens=9, thresholds=strict
-    ).degenerate[0]
+    assert table.truncated.tolist() == [True, True, False, False, True, True]
+    # Each cut alone decides: loosened, the same texts pass.
+    loose = QualityThresholds(
+        min_words=0,
+        min_compression_ratio=0,
+        max_duplicate_line_share=1,
+        min_letter_share=0,
+        max_single_letter_share=1,
+    )
+    table = quality_frame(
+        tiny_model, [PROMPT] * 6, responses, texts, max_new_tokens=4, thresholds=loose
+    )
+    assert not table.degenerate.any()
+
+
+def test_the_compression_ratio_is_read_over_windows():
+    prose = LONG_PROSE
+    # A long normal answer is judged by its worst window, not as one long text.
+    assert compression_ratio(prose) > 0.42
+    # A loop after normal text is seen in its window, however late it starts.
+    assert compression_ratio(prose + "and again " * 60) < 0.2
+    assert compression_ratio("") == 1.0
+    assert duplicate_line_share("1. a\n2. b\n3. a") == pytest.approx(1 / 3)
+    assert letter_share("ab12") == 0.5
+
+
+def test_the_guard_meets_its_stated_precision_and_recall_on_the_labelled_set():
+    rows = [json.loads(line) for line in LABELS.read_text().splitlines() if line.strip()]
+    assert len(rows) >= 150
+    flags = [bool(QualityThresholds().flags(r["response"])["degenerate"]) for r in rows]
+    labels = [bool(r["degenerate"]) for r in rows]
+    hits = sum(f and y for f, y in zip(flags, labels, strict=True))
+    # The README's figures: precision 98/101, recall 98/108 (cuts fitted on halves of it).
+    assert hits / sum(flags) >= 0.9
+    assert hits / sum(labels) >= 0.9
 
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
         ({"ngram": 0}, "ngram 0 is out of range"),
-        ({"max_repeated_share": 1.5}, r"max_repeated_share must be in \[0, 1\]"),
-        ({"min_perplexity": 0.5}, "min_perplexity must be a number >= 1"),
+        ({"min_compression_ratio": 1.5}, r"min_compression_ratio must be in \[0, 1\]"),
+        ({"max_duplicate_line_share": -0.1}, r"max_duplicate_line_share must be in \[0, 1\]"),
+        ({"window_chars": 4}, "window_chars 4 is out of range"),
+        ({"min_words": -1}, "min_words -1 is out of range"),
     ],
 )
 def test_thresholds_are_checked(kwargs, match):

@@ -38,6 +38,8 @@ from workbench.errors import (
 from workbench.files import user_path
 from workbench.options import check_bool
 
+from .quality import QUALITY_COLUMNS
+
 SWEEP_FORMAT = "workbench.sweep"
 # 2: the configuration records `vector_id`. Format 1 files are read, never resumed.
 SWEEP_VERSION = 2
@@ -56,12 +58,7 @@ COLUMNS = (
     "response",
     "follows_strict",
     "follows_loose",
-    "degenerate",
-    "n_tokens",
-    "empty",
-    "truncated",
-    "repeated_ngram_share",
-    "perplexity",
+    *QUALITY_COLUMNS,
     "seconds",
 )
 

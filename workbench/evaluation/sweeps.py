@@ -275,7 +275,7 @@ def sweep(
             items,
             grid=[[s.layer, s.mode, s.strength] for s in grid],
             max_new_tokens=max_new_tokens,
-            thresholds=[thresholds.ngram, thresholds.max_repeated_share, thresholds.min_perplexity],
+            thresholds=thresholds.record(),
         )
         done = {r["unit"]: r for r in open_for_append(path, config, shard)} if path else {}
         units = [
