@@ -32,6 +32,10 @@ Dtype = Literal["float32", "float16", "bfloat16", "float64"]
 # "last": the last prompt token; "mean": mean over the prompt's real tokens.
 # An int k (not a Literal) reads the mean of the last k tokens.
 ReadPosition = Literal["last", "mean"]
+# What selection maximises: accuracy, or clean accuracy (follows and not degenerate).
+Objective = Literal["accuracy", "clean_accuracy"]
+# The protocol's presets (`workbench.evaluation.protocol.PRESETS` holds their values).
+Preset = Literal["paper", "quick"]
 
 # The hook instruction vectors are read at and steered through, per layer.
 RESID_HOOK = "blocks.{layer}.hook_resid_post"

@@ -99,7 +99,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Jobs:
         "evaluate",
         *("evaluate", "no_comma", "--model", tiny, "--train-pairs", "2", "--val-queries", "2"),
         *("--test-queries", "2", "--layers", "1", "--modes", "add", "--strengths", "1"),
-        *("--max-new-tokens", "2", "--out-dir", "evaluation", "--json"),
+        *("--val-tokens", "2", "--test-tokens", "2", "--out-dir", "evaluation", "--json"),
     )
     jobs.start("list", "list", "--json")
     jobs.start("help", "--help", env={"PYTHONPROFILEIMPORTTIME": "1"})

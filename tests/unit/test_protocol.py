@@ -35,8 +35,11 @@ TINY = ProtocolConfig(
     train_pairs=2,
     val_queries=2,
     test_queries=2,
-    max_new_tokens=2,
+    val_tokens=2,
+    val_tokens_long=2,
+    test_tokens=2,
     batch_size=8,
+    metric="follows_strict",
 )
 RUN = {"max_new_tokens": 2, "batch_size": 8, "progress": False}
 
@@ -50,8 +53,8 @@ def force(monkeypatch: pytest.MonkeyPatch, setting: Setting) -> None:
     """Make selection choose `setting` (a random model rarely beats its own baseline)."""
     real = selection.select
 
-    def pick(results, vector, *, metric):
-        ev = real(results, vector, metric=metric).evidence
+    def pick(results, vector, *, metric, objective="accuracy"):
+        ev = real(results, vector, metric=metric, objective=objective).evidence
         layer = ev["layer"]
         match = layer.isna() if setting.layer is None else (layer == setting.layer).fillna(False)
         evidence = ev.assign(chosen=ev.index == ev.index[match.to_numpy(dtype=bool)][0])
@@ -156,11 +159,11 @@ def test_each_condition_is_selected_on_its_own_validation_sweep(model, monkeypat
     real = selection.select
     seen = []
 
-    def pick(results, vector, *, metric):
+    def pick(results, vector, *, metric, objective="accuracy"):
         carries = not set(results["prompt"]) <= {q.text for q in base_queries("validation")}
         seen.append(carries)
         chosen = Setting(2, "add", 1.0) if carries else Setting(None)
-        ev = real(results, vector, metric=metric).evidence
+        ev = real(results, vector, metric=metric, objective=objective).evidence
         return selection.Selection(chosen, chosen.term(vector), ev, metric)
 
     monkeypatch.setattr(selection, "select", pick)
@@ -184,7 +187,8 @@ def test_the_cli_writes_the_files_the_protocol_resumes(
 ):
     argv = ["evaluate", "no_comma", "--model", str(tiny_dir), "--train-pairs", "2"]
     argv += ["--val-queries", "2", "--test-queries", "2", "--layers", "1,2", "--modes", "add"]
-    argv += ["--strengths", "1", "--max-new-tokens", "2", "--batch-size", "8"]
+    argv += ["--strengths", "1", "--val-tokens", "2", "--test-tokens", "2", "--batch-size", "8"]
+    argv += ["--metric", "follows_strict", "--select-by", "accuracy"]
     assert main([*argv, "--out-dir", str(tmp_path), "--json", "--quiet"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert (tmp_path / "no_comma.safetensors").is_file()
@@ -201,6 +205,8 @@ def test_the_cli_writes_the_files_the_protocol_resumes(
             "degenerate_ci95": list(v.degenerate_ci95),
             "clean_accuracy": v.clean_accuracy,
             "clean_ci95": list(v.clean_ci95),
+            "strict_ci95": list(v.strict_ci95),
+            "loose_ci95": list(v.loose_ci95),
         }
         for k, v in result.test.items()
     }
@@ -234,6 +240,53 @@ def test_summaries_report_the_metric_and_both_checks():
     assert (column.degenerate, column.n) == (0.25, 4)
 
 
+def test_the_defaults_are_the_reference_protocol_and_presets_are_named_changes():
+    paper = ProtocolConfig.from_preset("paper")
+    assert paper == replace(ProtocolConfig(), preset="paper")
+    # The reference code: layers range(n // 5, n, 2), project x1, loose accuracy,
+    # 768 (1024) validation and 2048 test tokens, the whole validation split.
+    assert paper.layers_for(30) == tuple(range(6, 30, 2))
+    assert (paper.modes, paper.strengths, paper.metric) == (("project",), (1.0,), "follows_loose")
+    assert (paper.val_tokens, paper.val_tokens_long, paper.test_tokens) == (768, 1024, 2048)
+    assert paper.val_queries == len(base_queries("validation"))
+    assert paper.val_tokens_for("detectable_format:json_format") == 1024
+    assert paper.val_tokens_for("punctuation:no_comma") == 768
+    quick = ProtocolConfig.from_preset("quick", val_queries=8, layers=(3,))
+    assert (quick.preset, quick.changed, quick.layers, quick.val_queries) == (
+        "quick",
+        ("layers", "val_queries"),
+        (3,),
+        8,
+    )
+    assert quick.strengths == (0.5, 1.0) and quick.select_by == "clean_accuracy"
+    assert quick.describe(30).startswith("preset quick (changed: layers, val_queries): layers 3;")
+    assert json.loads(json.dumps(quick.record()))["layers"] == [3]
+
+
+def test_a_preset_name_or_field_that_does_not_exist_is_refused():
+    with pytest.raises(WorkbenchError, match="preset 'fast' is not one of"):
+        ProtocolConfig.from_preset("fast")
+    with pytest.raises(WorkbenchError, match=r"unknown ProtocolConfig fields \['tokens'\]"):
+        ProtocolConfig.from_preset("quick", tokens=5)
+    with pytest.raises(WorkbenchError, match="'preset' is set by"):
+        ProtocolConfig.from_preset("quick", preset="paper")
+    with pytest.raises(WorkbenchError, match=r"layers \[40\] are out of range"):
+        ProtocolConfig(layers=(1, 40)).layers_for(30)
+    with pytest.raises(WorkbenchError, match="with layers given it has no meaning"):
+        ProtocolConfig.from_preset("quick", layers=(3,), layer_step=2)
+
+
+def test_a_preset_label_is_always_true():
+    # A value equal to the preset's is no change; the label names only real ones.
+    same = ProtocolConfig.from_preset("quick", batch_size=48, layers=None, strengths=[0.5, 1])
+    assert same.changed == () and same == ProtocolConfig.from_preset("quick")
+    # Made by hand, or replaced, a config cannot claim a preset it does not hold.
+    with pytest.raises(WorkbenchError, match=r"preset 'quick' does not hold layer_step=2"):
+        ProtocolConfig(preset="quick")
+    with pytest.raises(WorkbenchError, match=r"does not hold val_tokens=5"):
+        replace(ProtocolConfig.from_preset("paper"), val_tokens=5)
+
+
 def test_a_config_holds_tuples_of_checked_values():
     config = ProtocolConfig(layers=[2, 1], modes=["project"], strengths=[1, 0.5])
     assert (config.layers, config.modes, config.strengths) == ((2, 1), ("project",), (1.0, 0.5))
@@ -258,7 +311,11 @@ def test_a_config_holds_tuples_of_checked_values():
         ({"val_queries": 999}, "val_queries 999"),
         ({"test_queries": 25}, "test_queries 25"),
         ({"train_pairs": True}, "True"),
-        ({"max_new_tokens": 0}, "max_new_tokens 0"),
+        ({"val_tokens": 0}, "val_tokens 0"),
+        ({"test_tokens": 0}, "test_tokens 0"),
+        ({"layer_step": 0}, "layer_step 0"),
+        ({"select_by": "accuracy_clean"}, "'accuracy_clean'"),
+        ({"preset": "fast"}, "'fast'"),
         ({"batch_size": "8"}, "'8'"),
     ],
 )
@@ -293,10 +350,10 @@ def test_effects_pair_steered_and_plain_rows_by_prompt_per_condition(model, monk
 
     def scored(model, vec, prompts, **kwargs):
         table = real(model, vec, prompts, **kwargs).copy()
-        first = prompts[0]
-        if isinstance(first, str) and first not in test_texts:
+        first = prompts[0].text
+        if not any(first.startswith(text) for text in test_texts):
             return table  # the validation sweep
-        plain, steered = designed["no_instruction" if isinstance(first, str) else "instruction"]
+        plain, steered = designed["no_instruction" if first in test_texts else "instruction"]
         base = table.layer.isna().to_numpy()
         index = table.prompt_index.tolist()
         table["follows_strict"] = [
@@ -394,6 +451,41 @@ def test_own_test_rows_replace_the_test_split_each_checked_by_its_own_kwargs(
         assert [r["kwargs"] for r in plain] == [{"num_bullets": n} for n in (7, 2, 4)]
 
 
+def test_own_validation_rows_replace_the_validation_split(model, monkeypatch, tmp_path):
+    from workbench.evaluation.ifeval_rows import read_ifeval_rows
+
+    items = read_ifeval_rows(_rows_file(tmp_path, BULLETS_ROWS)).groups["bullets"]
+    evaluate_instruction(model, "bullets", TINY, raw_dir=tmp_path, val_items=items)
+    for label, field in [
+        ("instruction", "prompt"),
+        ("no_instruction", "prompt_without_instruction"),
+    ]:
+        _, rows = read_rows(tmp_path / raw_file("bullets", f"val.{label}"), None)
+        plain = sorted((r for r in rows if r["layer"] is None), key=lambda r: r["prompt_index"])
+        assert [r["prompt"] for r in plain] == [row[field] for row in BULLETS_ROWS]
+    with pytest.raises(WorkbenchError, match="val_items must be a non-empty list"):
+        evaluate_instruction(model, "bullets", TINY, val_items=[])
+
+
+def test_the_cli_prints_and_stores_its_preset_and_takes_validation_rows(tiny_dir, tmp_path, capsys):
+    path = _rows_file(tmp_path, BULLETS_ROWS)
+    argv = ["evaluate", "bullets", "--val-file", str(path), "--model", str(tiny_dir)]
+    argv += ["--train-pairs", "2", "--test-queries", "2", "--layers", "1", "--modes", "add"]
+    argv += ["--val-tokens", "2", "--test-tokens", "2", "--batch-size", "8", "--quiet"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    changed = "batch_size, layers, modes, test_queries, test_tokens, train_pairs, val_tokens"
+    assert out.startswith(f"preset quick (changed: {changed}): layers 1; modes add;")
+    assert "| bullets |" in out
+    assert main([*argv, "--json", "--preset", "paper"]) == 0
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert row["preset"] == "paper" and row["config"]["layers"] == [1]
+    assert row["config"]["strengths"] == [1.0] and row["config"]["val_tokens_long"] == 1024
+    assert row["validation"]["with"]["n"] == 3  # the file's 3 rows, not the split's 24
+    assert main([*argv, "--val-queries", "2"]) == 2
+    assert "with --val-file every row of the file is used" in capsys.readouterr().err
+
+
 def test_own_test_rows_need_their_prompt_without_instruction(model, tmp_path):
     from workbench.evaluation.ifeval_rows import read_ifeval_rows
 
@@ -420,7 +512,7 @@ def test_the_cli_runs_a_test_file_and_says_what_it_left_out(tiny_dir, tmp_path, 
     path = _rows_file(tmp_path, [*BULLETS_ROWS, postscript])
     argv = ["evaluate", "--test-file", str(path), "--model", str(tiny_dir), "--train-pairs", "2"]
     argv += ["--val-queries", "2", "--layers", "1", "--modes", "add", "--strengths", "1"]
-    argv += ["--max-new-tokens", "2", "--batch-size", "8", "--json", "--quiet"]
+    argv += ["--val-tokens", "2", "--test-tokens", "2", "--batch-size", "8", "--json", "--quiet"]
     assert main(argv) == 2
     assert "detectable_content:postscript" in capsys.readouterr().err
     assert main([*argv, "--skip-unsupported"]) == 0
@@ -434,4 +526,6 @@ def test_the_cli_runs_a_test_file_and_says_what_it_left_out(tiny_dir, tmp_path, 
     assert "--all runs every bundled instruction" in capsys.readouterr().err
     plain = ["evaluate", "bullets", "--skip-unsupported", "--model", str(tiny_dir)]
     assert main(plain) == 2
-    assert "--skip-unsupported applies to --test-file" in capsys.readouterr().err
+    assert "--skip-unsupported applies to --test-file and --val-file" in capsys.readouterr().err
+    assert main([*argv, "--skip-unsupported", "--test-queries", "2"]) == 2
+    assert "with --test-file every row of the file is used" in capsys.readouterr().err

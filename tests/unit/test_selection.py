@@ -95,3 +95,26 @@ def test_a_selection_not_to_steer_is_refused_when_asked_to_steer(tiny_vec):
     vec = tiny_vec.with_selection(select(_rows([BASE]), tiny_vec).record())
     with pytest.raises(InvalidArgumentError, match="selection is not to steer"):
         SteeringTerm(vec).concrete()
+
+
+def test_the_clean_objective_does_not_count_passing_answers_that_are_degenerate(tiny_vec):
+    # Baseline: 1 of 4 follows, 2 degenerate. Layer 1 passes 4 of 4, but 2 of the passes
+    # are the degenerate ones; layer 2 passes 3 of 4 with 1 degenerate.
+    rows = _rows(
+        [(None, None, None, None, 1, 2), (1, "add", 1.0, 3.0, 4, 2), (2, "add", 1.0, 5.0, 3, 1)]
+    )
+    assert select(rows, tiny_vec).setting == Setting(1, "add", 1.0)
+    chosen = select(rows, tiny_vec, objective="clean_accuracy")
+    evidence = chosen.evidence.set_index("layer")
+    # Rows i < degenerate are degenerate and rows i < follow follow: clean = follow - degenerate.
+    assert evidence["clean_accuracy"].tolist() == [0.0, 0.5, 0.5]
+    assert chosen.setting == Setting(1, "add", 1.0)  # a tie at 0.5: the lower layer
+    assert chosen.record()["objective"] == "clean_accuracy"
+    assert chosen.record()["clean_accuracy"] == 0.5
+    rows = _rows(
+        [(None, None, None, None, 1, 2), (1, "add", 1.0, 3.0, 4, 2), (2, "add", 1.0, 5.0, 4, 0)]
+    )
+    assert select(rows, tiny_vec).setting == Setting(1, "add", 1.0)  # a tie on raw accuracy
+    assert select(rows, tiny_vec, objective="clean_accuracy").setting == Setting(2, "add", 1.0)
+    with pytest.raises(InvalidArgumentError, match="objective 'clean' is not one of"):
+        select(rows, objective="clean")

@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from workbench.errors import InvalidArgumentError
-from workbench.options import Mode, Positions, choices
+from workbench.options import Mode, Objective, Positions, Preset, choices
 
 from .arguments import (
     check_count,
@@ -86,10 +86,13 @@ def register(sub: Any) -> None:
         "evaluate",
         "the four-setting table: (no) instruction x (no) steering, per bundled instruction",
         "workbench evaluate title\n"
-        "workbench evaluate --all --layers 8,14,20 --out-dir eval_raw --json",
-        description="For each instruction: a vector from train pairs, a setting selected on "
-        "validation queries, then test queries without and with the instruction, each "
-        "unsteered and steered. With --out-dir the raw rows are kept and a rerun resumes.",
+        "workbench evaluate --preset paper lowercase --json\n"
+        "workbench evaluate --test-file my_ifeval.jsonl --preset quick --out-dir eval_raw",
+        description="For each instruction: a vector from train pairs, a setting selected per "
+        "condition (without and with the instruction in the prompt) on validation queries, "
+        "then test queries without and with the instruction, each unsteered and steered, "
+        "with 95% intervals and paired effects. With --out-dir the raw rows are kept and a "
+        "rerun resumes.",
     )
     p.add_argument("instructions", nargs="*", metavar="INSTRUCTION", help="bundled names")
     p.add_argument("--all", action="store_true", help="every bundled instruction")
@@ -106,21 +109,64 @@ def register(sub: Any) -> None:
         action="store_true",
         help="with --test-file: leave out (and list) ids no bundled vector steers",
     )
+    p.add_argument(
+        "--val-file",
+        type=path_arg,
+        default=None,
+        metavar="FILE.jsonl",
+        help="IFEval-format validation rows instead of the bundled validation split",
+    )
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
     p.add_argument(
-        "--train-pairs", type=positive_int, default=48, metavar="N", help="(default: %(default)s)"
+        "--preset",
+        default="quick",
+        choices=choices(Preset),
+        help="paper: the reference code's protocol; quick: sized for a laptop CPU "
+        "(default: %(default)s); any option below changes one of its values",
+    )
+    for flag, what in [
+        ("--train-pairs", "train pairs"),
+        ("--val-queries", "validation queries"),
+        ("--test-queries", "test queries"),
+    ]:
+        p.add_argument(
+            flag,
+            type=positive_int,
+            default=None,
+            metavar="N",
+            help=f"{what} (default: the whole split)",
+        )
+    p.add_argument(
+        "--layers", default=None, help="(default: range(n_layers // 5, n_layers, layer step))"
     )
     p.add_argument(
-        "--val-queries", type=positive_int, default=8, metavar="N", help="(default: %(default)s)"
+        "--layer-step",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="(default: the preset's, paper 2, quick 4)",
     )
+    p.add_argument("--modes", default=None, help="(default: the preset's)")
+    p.add_argument("--strengths", default=None, help="(default: the preset's)")
+    p.add_argument("--metric", default=None, choices=METRICS, help="(default: follows_loose)")
     p.add_argument(
-        "--test-queries", type=positive_int, default=12, metavar="N", help="(default: %(default)s)"
+        "--select-by",
+        default=None,
+        choices=choices(Objective),
+        help="what selection maximises (default: the preset's)",
     )
-    p.add_argument("--layers", default=None, help="(default: 1/4, 1/2 and 3/4 of the depth)")
-    p.add_argument("--modes", default="add,project", help="(default: %(default)s)")
-    p.add_argument("--strengths", default="0.5,1", help="(default: %(default)s)")
-    p.add_argument("--metric", default=METRICS[0], choices=METRICS)
-    count_option(p, "--max-new-tokens", 32)
+    for flag, what in [
+        ("--val-tokens", "new tokens per validation answer"),
+        ("--val-tokens-long", "the same, for JSON and multiple sections"),
+        ("--test-tokens", "new tokens per test answer"),
+    ]:
+        p.add_argument(
+            flag,
+            type=positive_int,
+            default=None,
+            metavar="N",
+            help=f"{what} (default: the preset's)",
+        )
     count_option(p, "--batch-size", 48)
     p.add_argument("--out-dir", type=path_arg, default=None, help="keep raw rows and vectors here")
     add_model_options(p, DEFAULT_MODEL, DEFAULT_MODEL)
@@ -220,16 +266,6 @@ def run_steer(args: argparse.Namespace) -> None:
             say(f"  {text!r}")
 
 
-def _default_layers(n_layers: int) -> list[int]:
-    """A quarter, half and three quarters of the depth.
-
-    Example:
-        >>> _default_layers(30), _default_layers(3)
-        ([8, 15, 22], [1, 2])
-    """
-    return sorted({min(n_layers - 1, max(0, round(n_layers * f))) for f in (0.25, 0.5, 0.75)})
-
-
 def _out_files(name: str) -> dict[str, str]:
     """The files --out-dir holds for instruction `name`, and the kind of each."""
     from workbench.evaluation.protocol import RAW_PARTS, raw_file
@@ -239,7 +275,13 @@ def _out_files(name: str) -> dict[str, str]:
 
 
 def _evaluate_one(
-    model: Any, name: str, values: dict, config: Any, args: Any, test_items: Any = None
+    model: Any,
+    name: str,
+    values: dict,
+    config: Any,
+    args: Any,
+    test_items: Any = None,
+    val_items: Any = None,
 ) -> dict:
     """The protocol for one instruction, as the JSON row `evaluate` prints."""
     from workbench.evaluation.protocol import evaluate_instruction
@@ -252,6 +294,7 @@ def _evaluate_one(
         raw_dir=args.out_dir,
         progress=not args.quiet,
         test_items=test_items,
+        val_items=val_items,
     )
     if args.out_dir is not None:
         result.vector.save(args.out_dir / f"{name}.safetensors", force=args.force)
@@ -259,6 +302,9 @@ def _evaluate_one(
         "instruction": name,
         "instruction_id": result.instruction.instruction_id,
         "kwargs": dict(result.instruction.kwargs),
+        "preset": result.config.preset,
+        "config": result.config.record(),
+        "layers": list(result.config.layers_for(model.cfg.n_layers)),
         "selected": {c: _selected_json(sel.setting) for c, sel in result.selections.items()},
         "validation": {c: sel.record() for c, sel in result.selections.items()},
         "test": {k: _setting_json(v) for k, v in result.test.items()},
@@ -324,25 +370,24 @@ def _effect_lines(name: str, effects: dict[str, dict[str, Any]]) -> list[str]:
 
 def _own_tests(args: argparse.Namespace, names: list[str]) -> tuple[list[str], Any]:
     """With --test-file: the instructions to run and their test rows; else `names`, None."""
-    from workbench.evaluation.ifeval_rows import read_ifeval_rows
 
+    if args.skip_unsupported and args.test_file is None and args.val_file is None:
+        raise InvalidArgumentError(
+            "--skip-unsupported applies to --test-file and --val-file; pass one"
+        )
     if args.test_file is None:
-        if args.skip_unsupported:
-            raise InvalidArgumentError("--skip-unsupported applies to --test-file; pass one")
         return names, None
+    if args.test_queries is not None:
+        raise InvalidArgumentError(
+            "--test-queries counts the bundled test split; with --test-file every row of "
+            "the file is used"
+        )
     if args.all:
         raise InvalidArgumentError(
             "--all runs every bundled instruction on the bundled test split; with "
             "--test-file the file's rows choose the instructions (name some for a subset)"
         )
-    path = input_file(args.test_file, "--test-file")
-    read = read_ifeval_rows(path, skip_unsupported=args.skip_unsupported)
-    if read.skipped:
-        print(
-            f"workbench evaluate: left out ids no bundled vector steers (rows): {read.skipped}",
-            file=sys.stderr,
-            flush=True,
-        )
+    path, read = _read_rows(args, "--test-file")
     missing = [n for n in names if n not in read.groups]
     if missing:
         raise InvalidArgumentError(
@@ -351,10 +396,86 @@ def _own_tests(args: argparse.Namespace, names: list[str]) -> tuple[list[str], A
     return (names or list(read.groups)), read.groups
 
 
+# Flags that change one field of the preset's `ProtocolConfig`, and the field.
+_CONFIG_FLAGS = {
+    "train_pairs": "train_pairs",
+    "val_queries": "val_queries",
+    "test_queries": "test_queries",
+    "layer_step": "layer_step",
+    "metric": "metric",
+    "select_by": "select_by",
+    "val_tokens": "val_tokens",
+    "val_tokens_long": "val_tokens_long",
+    "test_tokens": "test_tokens",
+}
+
+
+def _config_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """The `ProtocolConfig` fields the flags given change (each checked by flag name)."""
+    from workbench.vectors.pairs import base_queries
+
+    changes = {
+        field: getattr(args, dest)
+        for dest, field in _CONFIG_FLAGS.items()
+        if getattr(args, dest) is not None
+    }
+    for flag, n, split, what in [
+        ("--train-pairs", args.train_pairs, "train", "train pairs"),
+        ("--val-queries", args.val_queries, "validation", "validation queries"),
+        ("--test-queries", args.test_queries, "test", "test queries"),
+    ]:
+        # One pair per base query of the split.
+        check_count(n, len(base_queries(split)), flag, what)
+    if args.layers is not None:
+        changes["layers"] = tuple(parse_layers(args.layers))
+    if args.modes is not None:
+        changes["modes"] = tuple(parse_list(args.modes, "--modes", choices(Mode)))
+    if args.strengths is not None:
+        changes["strengths"] = tuple(parse_floats(args.strengths, "--strengths"))
+    changes["batch_size"] = args.batch_size
+    return changes
+
+
+def _read_rows(args: argparse.Namespace, flag: str) -> tuple[Any, Any]:
+    """The path and the rows of `flag`'s file; ids no vector steers are refused, or
+    left out and listed on stderr with --skip-unsupported."""
+    from workbench.evaluation.ifeval_rows import read_ifeval_rows
+
+    path = input_file(getattr(args, flag[2:].replace("-", "_")), flag)
+    read = read_ifeval_rows(path, skip_unsupported=args.skip_unsupported)
+    if read.skipped:
+        print(
+            f"workbench evaluate: {flag}: left out ids no bundled vector steers (rows): "
+            f"{read.skipped}",
+            file=sys.stderr,
+            flush=True,
+        )
+    return path, read
+
+
+def _own_validation(args: argparse.Namespace, names: list[str]) -> Any:
+    """With --val-file: its rows per instruction (each named one must have some)."""
+
+    if args.val_file is None:
+        return None
+    if args.val_queries is not None:
+        raise InvalidArgumentError(
+            "--val-queries counts the bundled validation split; with --val-file every row "
+            "of the file is used"
+        )
+    path, read = _read_rows(args, "--val-file")
+    missing = [n for n in names if n not in read.groups]
+    if missing:
+        raise InvalidArgumentError(
+            f"--val-file {str(path)!r} has no rows for {missing}; it holds {list(read.groups)}"
+        )
+    return read.groups
+
+
 def run_evaluate(args: argparse.Namespace) -> None:
     """The four-setting table for the named (or all) bundled instructions."""
     from workbench.evaluation.protocol import ProtocolConfig
-    from workbench.vectors.pairs import base_queries, bundled_instruction, instruction_names
+    from workbench.vectors.pairs import bundled_instruction, instruction_names
 
     if args.all and args.instructions:
         raise InvalidArgumentError("name instructions or pass --all, not both")
@@ -368,13 +489,8 @@ def run_evaluate(args: argparse.Namespace) -> None:
     if args.set and len(names) != 1:
         raise InvalidArgumentError(f"--set fills one instruction's placeholders; got {names}")
     values = parse_settings(args.set, names[0]) if args.set else {}
-    for flag, n, split, what in [
-        ("--train-pairs", args.train_pairs, "train", "train pairs"),
-        ("--val-queries", args.val_queries, "validation", "validation queries"),
-        ("--test-queries", args.test_queries, "test", "test queries"),
-    ]:
-        # One pair per base query of the split.
-        check_count(n, len(base_queries(split)), flag, what)
+    changes = _config_changes(args)
+    val_groups = _own_validation(args, names)
     replaced = []
     if args.out_dir is not None:
         output_dir(args.out_dir, "--out-dir")
@@ -383,34 +499,27 @@ def run_evaluate(args: argparse.Namespace) -> None:
             for name in names
             for file, kind in _out_files(name).items()
         ]
-        inputs = [*model_input(args), ("--test-file", args.test_file)]
+        inputs = [
+            *model_input(args),
+            ("--test-file", args.test_file),
+            ("--val-file", args.val_file),
+        ]
         replaced = check_outputs(args, inputs, outputs)
-    layers = parse_layers(args.layers) if args.layers is not None else None
-    args.mode_list = parse_list(args.modes, "--modes", choices(Mode))
-    args.strength_list = parse_floats(args.strengths, "--strengths")
+    config = ProtocolConfig.from_preset(args.preset, **changes)
     model = load_model_from(args)
-    if layers is None:
-        layers = _default_layers(model.cfg.n_layers)
-    check_model_layers(layers, model.cfg.n_layers)
-    config = ProtocolConfig(
-        layers=tuple(layers),
-        modes=tuple(args.mode_list),
-        strengths=tuple(args.strength_list),
-        train_pairs=args.train_pairs,
-        val_queries=args.val_queries,
-        test_queries=args.test_queries,
-        metric=args.metric,
-        max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size,
-    )
+    if config.layers is not None:
+        check_model_layers(list(config.layers), model.cfg.n_layers)
     start_afresh(replaced)
     if not args.json:
+        own = {"own_val": args.val_file is not None, "own_test": args.test_file is not None}
+        say(config.describe(model.cfg.n_layers, **own) + "\n")
         say(f"| instruction | selected | {' | '.join(_HEADS)} |")
         say("|" + " --- |" * (2 + len(_HEADS)))
     effects = []
     for name in names:
         own = None if groups is None else groups[name]
-        result = _evaluate_one(model, name, values, config, args, own)
+        val = None if val_groups is None else val_groups[name]
+        result = _evaluate_one(model, name, values, config, args, own, val)
         if args.json:
             emit_json(result)
             continue
@@ -418,7 +527,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
         effects += _effect_lines(name, result["effects"])
     if not args.json:
         say(
-            f"\n{args.metric} accuracy on test queries [95% Wilson interval] n=prompts; "
+            f"\n{config.metric} accuracy on test queries [95% Wilson interval] n=prompts; "
             "clean = follows and not degenerate; degen. = degenerate share"
         )
         say("\nsteered minus unsteered on the same prompts [95% paired interval, Newcombe]:")

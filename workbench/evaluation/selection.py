@@ -1,9 +1,17 @@
 """Choosing a steering setting from a sweep's validation rows.
 
-Rule: among the settings whose degenerate share is not above the unsteered
-baseline's, take the highest accuracy. Ties go to the unsteered baseline, then the
-lower layer, then the smaller strength. So steering is chosen only when it helps
-without breaking more answers than the model breaks on its own.
+Rule: among the settings whose degenerate share (by the quality guard,
+`workbench.evaluation.quality`) is not above the unsteered baseline's, take the
+highest score, where the score is the accuracy by `metric` (``objective="accuracy"``)
+or the clean accuracy, the share of answers that follow and are not degenerate
+(``objective="clean_accuracy"``). Ties go to the unsteered baseline, then the lower
+layer, then the smaller strength. So steering is chosen only when it helps without
+breaking more answers than the model breaks on its own, and with the clean
+objective a gain made of passing loops counts for nothing.
+
+The reference method disqualifies a layer on one degenerate answer; on its 2B-9B
+models the unsteered baseline has none, where this rule is the same. A small model
+breaks some answers unsteered, so the baseline's share is the bar here.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.errors import ArgumentTypeError, InvalidArgumentError
-from workbench.options import check_choice
+from workbench.options import Objective, check_choice
 from workbench.steering.settings import Setting
 from workbench.steering.terms import SteeringTerm
 from workbench.vectors.instruction_vector import InstructionVector
@@ -28,7 +36,7 @@ _KEYS = ["layer", "mode", "strength"]
 
 def summarize(results: pd.DataFrame, metric: str = "follows_strict") -> pd.DataFrame:
     """One row per setting: ``layer, mode, strength, coefficient, n, accuracy,
-    degenerate_share``, the baseline (``layer`` missing) first.
+    clean_accuracy, degenerate_share``, the baseline (``layer`` missing) first.
 
     Example:
         >>> rows = pd.DataFrame({"layer": [None, 1], "mode": [None, "add"], "strength": [None, 1.0],
@@ -55,15 +63,21 @@ def summarize(results: pd.DataFrame, metric: str = "follows_strict") -> pd.DataF
             f"results' layer column must hold layer indices or missing (the baseline), got "
             f"{results['layer'].head(3).tolist()}"
         ) from None
-    table = results.assign(layer=layer)
+    # Follows and is not degenerate; a row with no score counts as not following.
+    clean = results[metric].fillna(False).astype(bool) & ~results["degenerate"].fillna(
+        False
+    ).astype(bool)
+    table = results.assign(layer=layer, _clean=clean)
     grouped = table.groupby(_KEYS, dropna=False, sort=False)
     out = grouped.agg(
         coefficient=("coefficient", "first"),
         n=(metric, "size"),
         accuracy=(metric, "mean"),
+        clean_accuracy=("_clean", "mean"),
         degenerate_share=("degenerate", "mean"),
     ).reset_index()
     out["accuracy"] = out["accuracy"].astype(float)
+    out["clean_accuracy"] = out["clean_accuracy"].astype(float)
     out["degenerate_share"] = out["degenerate_share"].astype(float)
     order = out.assign(_base=out["layer"].notna(), _s=out["strength"].abs())
     order = order.sort_values(["_base", "layer", "mode", "_s"], na_position="first", kind="stable")
@@ -88,12 +102,14 @@ class Selection:
         term: its `SteeringTerm` (None for "do not steer" or without a vector).
         evidence: `summarize`'s table with ``eligible`` and ``chosen`` columns.
         metric: the accuracy column compared.
+        objective: what was maximised (``"accuracy"`` or ``"clean_accuracy"``).
     """
 
     setting: Setting
     term: SteeringTerm | None
     evidence: pd.DataFrame
     metric: str
+    objective: str = "accuracy"
 
     def record(self) -> dict[str, Any]:
         """What `InstructionVector.with_selection` stores (JSON-friendly)."""
@@ -105,7 +121,9 @@ class Selection:
             "strength": self.setting.strength,
             "coefficient": None if pd.isna(coefficient) else float(coefficient),
             "metric": self.metric,
+            "objective": self.objective,
             "accuracy": float(row["accuracy"]),
+            "clean_accuracy": float(row["clean_accuracy"]),
             "degenerate_share": float(row["degenerate_share"]),
             "n": int(row["n"]),
         }
@@ -116,8 +134,10 @@ def select(
     vector: InstructionVector | None = None,
     *,
     metric: str = "follows_strict",
+    objective: str = "accuracy",
 ) -> Selection:
-    """Choose a setting from validation `results` (a `sweep` table) by the module's rule.
+    """Choose a setting from validation `results` (a `sweep` table) by the module's rule,
+    maximising `objective` (``"accuracy"`` by `metric`, or ``"clean_accuracy"``).
 
     Example:
         >>> rows = pd.DataFrame({"layer": [None, 1, 2], "mode": [None, "add", "add"],
@@ -132,6 +152,7 @@ def select(
             raise ArgumentTypeError(
                 f"vector must be an InstructionVector or None, got {type(vector).__name__}"
             )
+    check_choice("objective", objective, Objective)
     evidence = summarize(results, metric)
     if vector is not None:
         check_table_vector(results, vector)
@@ -152,9 +173,9 @@ def select(
     evidence["eligible"] = (evidence["degenerate_share"] <= limit + 1e-12) & evidence[
         "accuracy"
     ].notna()
-    best = evidence.loc[evidence["eligible"], "accuracy"].max()
+    best = evidence.loc[evidence["eligible"], objective].max()
     # Summaries are ordered baseline, then layer, then |strength|: the first is the tie-break.
-    chosen_at = evidence.index[evidence["eligible"] & (evidence["accuracy"] >= best - 1e-12)][0]
+    chosen_at = evidence.index[evidence["eligible"] & (evidence[objective] >= best - 1e-12)][0]
     evidence["chosen"] = evidence.index == chosen_at
     row = evidence.loc[chosen_at]
     if pd.isna(row["layer"]):
@@ -166,4 +187,4 @@ def select(
     if vector is not None and setting.layer is not None:
         coefficient = None if pd.isna(row["coefficient"]) else float(row["coefficient"])
         term = setting.term(vector, coefficient)
-    return Selection(setting, term, evidence, metric)
+    return Selection(setting, term, evidence, metric, objective)
