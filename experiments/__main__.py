@@ -1,4 +1,5 @@
-"""``python -m experiments [--quick] [--out results]``: the reference experiments."""
+"""``python -m experiments [--smoke] [--preset quick] [--instructions a,b] [--out results]``:
+the reference experiments (`experiments.reference`)."""
 
 from __future__ import annotations
 
@@ -6,33 +7,24 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from .reference import Config, run
-
-QUICK = Config(
-    instructions=("lowercase", "one_sentence"),
-    n_train=8,
-    n_val=4,
-    n_test=4,
-    max_new_tokens=8,
-    layers=(12,),
-    strengths=(1.0,),
-    length_strengths=(0.0, 1.0),
-    length_tokens=8,
-    keywords=("ocean",),
-)
+from .reference import SMOKE, Config, run
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m experiments", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("results"))
-    parser.add_argument("--quick", action="store_true", help="a minute-long smoke run")
+    parser.add_argument("--preset", default="quick", choices=["paper", "quick"])
+    parser.add_argument("--smoke", action="store_true", help="a minute-long smoke run")
     parser.add_argument(
-        "--instructions", default=None, help="comma-separated subset (default: all bundled)"
+        "--instructions", default=None, help="comma-separated subset (default: all but keywords)"
     )
+    parser.add_argument("--keywords", default=None, help="comma-separated words (default: ocean)")
     args = parser.parse_args()
-    cfg = QUICK if args.quick else Config()
+    cfg = dataclasses.replace(SMOKE if args.smoke else Config(), preset=args.preset)
     if args.instructions:
         cfg = dataclasses.replace(cfg, instructions=tuple(args.instructions.split(",")))
+    if args.keywords:
+        cfg = dataclasses.replace(cfg, keywords=tuple(args.keywords.split(",")))
     run(cfg, args.out)
     print(f"wrote {args.out / 'README.md'}")
 

@@ -342,8 +342,8 @@ def workbench_guard(response: str) -> bool:
     """The library's guard at its default thresholds (`QualityThresholds`). Its
     compression, duplicate-line and letter cuts were rounded from the held-out fits of
     "compression + dup lines + letters + words"; its word cut is 1, not the fitted 5 (a
-    one-word answer can be right), and its single-letter cut (0.5) was set by reading
-    the labelled values (normal answers at most 0.27), not fitted here."""
+    one-word answer can be right), and its single-character cut (0.5) was set by reading
+    the labelled values (normal answers at most 0.21), not fitted here."""
     return bool(QualityThresholds().flags(response)["degenerate"])
 
 

@@ -1,8 +1,22 @@
 """The reference experiments on the embedded model (``make results``).
 
-Select on the validation split, report on the test split. Every sweep writes its raw
-rows to ``results/raw/*.jsonl`` as it goes, so an interrupted run resumes where it
-stopped; the tables go to ``results/README.md`` and ``results/summary.json``.
+Every number comes from the one protocol (`workbench.evaluation.protocol`), run at a
+named preset:
+
+- each bundled instruction but the keyword ones: `evaluate_instruction`, a selection
+  per condition on the validation split, four test columns with 95% intervals and
+  the paired effects; length instructions are steered with ``add`` (as the reference
+  does), the others with the preset's modes;
+- keywords, as the reference method does them: inclusion steers with ``add`` of the
+  inclusion vector at late layers; exclusion ("do not use the word") subtracts that
+  same inclusion vector (negative ``add`` strengths), both through the protocol;
+- composition: each format vector at its own selected "without" setting (skipped when
+  that is "do not steer") with the length vector at its own, on the test queries
+  without any instruction: each checker alone and both, with intervals.
+
+Every sweep writes its raw rows to ``results/raw/*.jsonl`` as it goes, so an
+interrupted run resumes where it stopped; the tables go to ``results/README.md`` and
+``results/summary.json``.
 """
 
 from __future__ import annotations
@@ -14,149 +28,176 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbench import (
-    base_queries,
-    compute_instruction_vector,
-    instruction,
-    instruction_names,
-    load_model,
-    make_pairs,
-    sweep,
-)
-from workbench.evaluation.protocol import ProtocolConfig, evaluate_instruction
-from workbench.evaluation.sweeps import SweepPrompt
-from workbench.vectors.ifeval import count_sentences, count_words
+from workbench import compute_instruction_vector, instruction, instruction_names, load_model
+from workbench.evaluation.protocol import ProtocolConfig, ProtocolResult, evaluate_instruction
+from workbench.evaluation.statistics import proportion
+from workbench.vectors.pairs import base_queries, make_pairs
+
+KEYWORD_INSTRUCTIONS = ("include_keyword", "exclude_keyword")
+# Instruction-id families steered with `add` (every other one with the preset's modes).
+LENGTH_FAMILIES = ("length", "length_constraints")
 
 
 @dataclass(frozen=True)
 class Config:
-    """What `run` does; the defaults are what the README's table was made with."""
+    """What `run` does: the preset, the fields changed beside it, and the parts.
 
-    instructions: tuple[str, ...] = tuple(instruction_names())
-    n_train: int = 48
-    n_val: int = 8
-    n_test: int = 12
-    max_new_tokens: int = 32
-    layers: tuple[int, ...] = (8, 14, 20)
-    modes: tuple[str, ...] = ("add", "project")
-    strengths: tuple[float, ...] = (0.5, 1.0)
-    length_strengths: tuple[float, ...] = (-1.0, 0.0, 1.0, 2.0)
-    length_layer: int = 14
-    length_tokens: int = 64
-    keywords: tuple[str, ...] = ("ocean", "music", "garden")
-    keyword_layer: int = 14
-    batch_size: int = 48
-    seed: int = 0  # greedy decoding: nothing is sampled, recorded for completeness
-    extra: dict[str, Any] = field(default_factory=dict)
+    ``keyword_layers`` None means the last third of the depth, every other layer.
+    """
 
-
-def _queries(split: str, n: int) -> list[str]:
-    return [q.text for q in base_queries(split)[:n]]
-
-
-def protocol_config(cfg: Config) -> ProtocolConfig:
-    """The protocol's configuration for `cfg`."""
-    return ProtocolConfig(
-        layers=cfg.layers,
-        modes=cfg.modes,
-        strengths=cfg.strengths,
-        train_pairs=cfg.n_train,
-        val_queries=cfg.n_val,
-        test_queries=cfg.n_test,
-        max_new_tokens=cfg.max_new_tokens,
-        batch_size=cfg.batch_size,
+    preset: str = "quick"
+    changes: dict[str, Any] = field(default_factory=dict)
+    instructions: tuple[str, ...] = tuple(
+        n for n in instruction_names() if n not in KEYWORD_INSTRUCTIONS
     )
+    keywords: tuple[str, ...] = ("ocean",)
+    keyword_layers: tuple[int, ...] | None = None
+    keyword_strengths: tuple[float, ...] = (0.5, 1.0)
+    length: str = "one_sentence"
+    seed: int = 0  # greedy decoding: nothing is sampled, recorded for completeness
+
+    def protocol(self, **more: Any) -> ProtocolConfig:
+        """The protocol's configuration: the preset, `changes`, then `more`."""
+        return ProtocolConfig.from_preset(self.preset, **{**self.changes, **more})
 
 
-def run_instruction(model: Any, name: str, cfg: Config, raw: Path) -> dict[str, Any]:
-    """Vector from train pairs, a selection per condition on validation, four settings
-    on test."""
-    result = evaluate_instruction(model, name, protocol_config(cfg), raw_dir=raw)
+# A minute-long run of every part on tiny budgets: that the code runs, not a result.
+SMOKE = Config(
+    changes={
+        "train_pairs": 8,
+        "val_queries": 4,
+        "test_queries": 4,
+        "layers": (12,),
+        "strengths": (1.0,),
+        "val_tokens": 8,
+        "val_tokens_long": 8,
+        "test_tokens": 8,
+    },
+    instructions=("lowercase", "one_sentence"),
+    keyword_layers=(24,),
+    keyword_strengths=(1.0,),
+)
+
+
+def result_row(name: str, result: ProtocolResult) -> dict[str, Any]:
+    """One instruction's summary: selections, the four columns and the effects."""
     return {
         "instruction": name,
-        "instruction_id": result.vector.instruction_id,
+        "instruction_id": result.instruction.instruction_id,
+        "kwargs": dict(result.instruction.kwargs),
         "selected": {
-            c: {
-                "layer": sel.setting.layer,
-                "mode": sel.setting.mode,
-                "strength": sel.setting.strength,
-            }
-            for c, sel in result.selections.items()
+            c: {"layer": s.setting.layer, "mode": s.setting.mode, "strength": s.setting.strength}
+            for c, s in result.selections.items()
         },
-        "validation": {c: sel.record() for c, sel in result.selections.items()},
+        "validation": {c: s.record() for c, s in result.selections.items()},
         "test": {
-            label: {"accuracy": t.strict, "loose": t.loose, "degenerate": t.degenerate}
-            for label, t in result.test.items()
+            k: {f: list(v) if isinstance(v, tuple) else v for f, v in asdict(t).items()}
+            for k, t in result.test.items()
         },
+        "effects": {c: {**asdict(e), "ci95": list(e.ci95)} for c, e in result.effects.items()},
     }
 
 
-def run_length(model: Any, cfg: Config, raw: Path) -> list[dict[str, Any]]:
-    """Mean words and sentences against add strength, for the length vectors."""
-    out = []
-    for name in ("concise", "verbose", "one_sentence"):
-        vec = compute_instruction_vector(model, make_pairs(name, split="train", n=cfg.n_train))
-        table = sweep(
-            model,
-            vec,
-            _queries("test", cfg.n_test),
-            layers=[cfg.length_layer],
-            modes=["add"],
-            strengths=list(cfg.length_strengths),
-            baseline=False,
-            max_new_tokens=cfg.length_tokens,
-            batch_size=cfg.batch_size,
-            progress=False,
-            out=raw / f"length.{name}.jsonl",
-        )
-        for strength, group in table.groupby("strength"):
-            out.append(
-                {
-                    "vector": name,
-                    "strength": float(strength),
-                    "words": float(group.response.map(count_words).mean()),
-                    "sentences": float(group.response.map(count_sentences).mean()),
-                    "follows": float(group.follows_strict.mean()),
-                    "degenerate": float(group.degenerate.mean()),
-                }
-            )
-    return out
+def keyword_layers(cfg: Config, n_layers: int) -> tuple[int, ...]:
+    """The late layers keywords are swept at: the last third, every other layer."""
+    if cfg.keyword_layers is not None:
+        return cfg.keyword_layers
+    return tuple(range(2 * n_layers // 3, n_layers, 2))
 
 
 def run_keywords(model: Any, cfg: Config, raw: Path) -> list[dict[str, Any]]:
-    """Rate of the word with include / exclude steering (positive and negative add)."""
+    """Per word: inclusion with its vector added, exclusion with it subtracted."""
     out = []
+    layers = keyword_layers(cfg, model.cfg.n_layers)
     for word in cfg.keywords:
-        vec = compute_instruction_vector(
-            model,
-            make_pairs(instruction("include_keyword", keyword=word), split="train", n=cfg.n_train),
+        include = instruction("include_keyword", keyword=word)
+        config = cfg.protocol(layers=layers, modes=("add",), strengths=cfg.keyword_strengths)
+        pairs = make_pairs(include, split="train", n=config.train_pairs)
+        vec = compute_instruction_vector(model, pairs, layers=list(layers), progress=False)
+        folder = raw / f"keyword.{word}"
+        folder.mkdir(exist_ok=True)
+        result = evaluate_instruction(model, include, config, raw_dir=folder, vector=vec)
+        out.append({"word": word, "kind": "include", **result_row("include_keyword", result)})
+        exclude = instruction("exclude_keyword", keyword=word)
+        minus = tuple(-s for s in cfg.keyword_strengths)
+        config = cfg.protocol(layers=layers, modes=("add",), strengths=minus)
+        result = evaluate_instruction(model, exclude, config, raw_dir=folder, vector=vec)
+        out.append({"word": word, "kind": "exclude", **result_row("exclude_keyword", result)})
+    return out
+
+
+def run_composition(
+    model: Any, cfg: Config, summary: dict[str, Any]
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Each format vector at its selected setting with the length vector at its own;
+    the rows, and why there are none when there are none."""
+    from workbench.evaluation.quality import generate_with_quality
+    from workbench.evaluation.scoring import score
+    from workbench.model.prompts import format_prompt
+    from workbench.steering.settings import Setting
+    from workbench.steering.terms import PerRow
+
+    chosen = {r["instruction"]: r["selected"]["without"] for r in summary["instructions"]}
+    if cfg.length not in chosen:
+        return [], f"the length instruction {cfg.length} was not among those run"
+    if chosen[cfg.length].get("layer") is None:
+        return [], (
+            f"the length vector ({cfg.length}) selected no setting of its own without the "
+            "instruction, so there is nothing to compose with"
         )
-        prompts = [
-            SweepPrompt(q, "keywords:existence", {"keywords": [word]})
-            for q in _queries("test", cfg.n_test)
-        ]
-        table = sweep(
-            model,
-            vec,
-            prompts,
-            layers=[cfg.keyword_layer],
-            modes=["add"],
-            strengths=[-1.0, 1.0, 2.0],
-            max_new_tokens=cfg.max_new_tokens,
-            batch_size=cfg.batch_size,
-            progress=False,
-            out=raw / f"keyword.{word}.jsonl",
-        )
-        for strength, group in table.groupby(table.strength.fillna(0.0)):
+    config = cfg.protocol()
+    formats = [
+        n
+        for n, s in chosen.items()
+        if s.get("layer") is not None
+        and instruction(n).instruction_id.split(":")[0] not in LENGTH_FAMILIES
+    ]
+    if not formats:
+        return [], "no format vector selected a setting of its own without the instruction"
+    queries = [q.text for q in base_queries("test")[: config.test_queries]]
+    texts = [format_prompt(model, q) for q in queries]
+
+    def term(name: str) -> Any:
+        s = chosen[name]
+        pairs = make_pairs(name, split="train", n=config.train_pairs)
+        vec = compute_instruction_vector(model, pairs, layers=[s["layer"]], progress=False)
+        return Setting(s["layer"], s["mode"], s["strength"]).term(vec)
+
+    out = []
+    length_term = term(cfg.length)
+    for fmt in formats:
+        terms = {fmt: term(fmt), cfg.length: length_term}
+        ids = {n: (instruction(n).instruction_id, dict(instruction(n).kwargs)) for n in terms}
+        conditions = {
+            "none": [],
+            fmt: [terms[fmt]],
+            cfg.length: [length_term],
+            "both": [*terms.values()],
+        }
+        for label, ts in conditions.items():
+            generated, quality = generate_with_quality(
+                model,
+                texts,
+                PerRow([ts] * len(texts)),
+                max_new_tokens=config.test_tokens,
+                batch_size=config.batch_size,
+            )
+            loose = config.metric == "follows_loose"
+            follows = {n: [score(t, *ids[n], loose=loose) for t in generated.texts] for n in terms}
+            joint = [a and b for a, b in zip(*follows.values(), strict=True)]
+            cells = {n: proportion(v) for n, v in {**follows, "joint": joint}.items()}
+            degenerate = proportion(quality["degenerate"].tolist())
             out.append(
                 {
-                    "word": word,
-                    "strength": float(strength),
-                    "rate": float(group.follows_strict.mean()),
-                    "degenerate": float(group.degenerate.mean()),
+                    "format": fmt,
+                    "length": cfg.length,
+                    "steering": label,
+                    "n": len(texts),
+                    **{n: {"value": p.value, "ci95": list(p.ci95)} for n, p in cells.items()},
+                    "degenerate": {"value": degenerate.value, "ci95": list(degenerate.ci95)},
                 }
             )
-    return out
+    return out, None
 
 
 def run(cfg: Config, out_dir: Path) -> dict[str, Any]:
@@ -165,78 +206,42 @@ def run(cfg: Config, out_dir: Path) -> dict[str, Any]:
     raw.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     model = load_model()
-    summary: dict[str, Any] = {"config": asdict(cfg), "instructions": []}
+    protocol = cfg.protocol()
+    summary: dict[str, Any] = {
+        "config": asdict(cfg),
+        "protocol": protocol.record(),
+        "described": protocol.describe(model.cfg.n_layers),
+        "keyword_layers": list(keyword_layers(cfg, model.cfg.n_layers)),
+        "instructions": [],
+        "parts_s": {},
+    }
     summary["machine"] = f"{platform.machine()} {platform.processor() or ''}".strip()
 
-    def done(part: str) -> None:
+    def done(part: str, started: float) -> None:
         # The report is rewritten after every part, so a run cut short still shows
         # what it measured (and a rerun resumes from the raw files).
+        summary["parts_s"][part] = time.perf_counter() - started
         summary["wall_s"] = time.perf_counter() - t0
         summary["completed"] = part
         write(summary, out_dir)
         print(f"{part}: {summary['wall_s'] / 60:.1f} min", flush=True)
 
     for name in cfg.instructions:
-        summary["instructions"].append(run_instruction(model, name, cfg, raw))
-        done(name)
-    summary["length"] = run_length(model, cfg, raw)
-    done("length")
+        started = time.perf_counter()
+        config = protocol
+        if instruction(name).instruction_id.split(":")[0] in LENGTH_FAMILIES:
+            # The reference steers length with the vector added, not projected.
+            config = cfg.protocol(modes=("add",))
+        result = evaluate_instruction(model, name, config, raw_dir=raw)
+        summary["instructions"].append(result_row(name, result))
+        done(name, started)
+    started = time.perf_counter()
     summary["keywords"] = run_keywords(model, cfg, raw)
-    done("keywords")
-    summary["composition"] = run_composition(model, cfg, summary)
-    done("all")
+    done("keywords", started)
+    started = time.perf_counter()
+    summary["composition"], summary["composition_note"] = run_composition(model, cfg, summary)
+    done("all", started)
     return summary
-
-
-def run_composition(model: Any, cfg: Config, summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """A format vector with a length vector: each checker alone and together."""
-    from workbench import PerRow, generate, score
-    from workbench.steering.settings import Setting
-
-    # Composition steers without the instruction in the prompt: that condition's choice.
-    chosen = {r["instruction"]: r["selected"]["without"] for r in summary["instructions"]}
-    pairs = [("lowercase", "one_sentence"), ("no_comma", "one_sentence")]
-    queries = _queries("test", cfg.n_test)
-    out = []
-    for fmt, length in pairs:
-        terms = {}
-        for name in (fmt, length):
-            vec = compute_instruction_vector(model, make_pairs(name, split="train", n=cfg.n_train))
-            s = chosen.get(name) or {}
-            # The selected setting at its selected strength; a vector with no selection
-            # (the length vector, or "none") steers with add x1 at the length layer.
-            if s.get("layer") is None:
-                setting = Setting(cfg.length_layer, "add", 1.0)
-            else:
-                setting = Setting(s["layer"], s["mode"], s.get("strength"))
-            terms[name] = setting.term(vec)
-        ids = {n: (instruction(n).instruction_id, dict(instruction(n).kwargs)) for n in terms}
-        conditions = {
-            "none": [],
-            fmt: [terms[fmt]],
-            length: [terms[length]],
-            "both": list(terms.values()),
-        }
-        for label, ts in conditions.items():
-            texts = generate(
-                model,
-                queries,
-                steering=PerRow([ts] * len(queries)),
-                max_new_tokens=cfg.max_new_tokens,
-                batch_size=cfg.batch_size,
-            )
-            follows = {n: [score(t, *ids[n]) for t in texts] for n in terms}
-            joint = [a and b for a, b in zip(*follows.values(), strict=True)]
-            out.append(
-                {
-                    "format": fmt,
-                    "length": length,
-                    "steering": label,
-                    **{n: sum(v) / len(v) for n, v in follows.items()},
-                    "joint": sum(joint) / len(joint),
-                }
-            )
-    return out
 
 
 def write(summary: dict[str, Any], out_dir: Path) -> None:

@@ -4,82 +4,93 @@ from __future__ import annotations
 
 from typing import Any
 
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.0f}%"
+COLUMNS = ("no_instruction", "no_instruction+steer", "instruction", "instruction+steer")
 
 
 def _setting(s: dict[str, Any]) -> str:
     if s["layer"] is None:
-        return "none (baseline best)"
+        return "none"
     strength = "" if s["strength"] is None else f" ×{s['strength']:g}"
     return f"L{s['layer']} {s['mode']}{strength}"
+
+
+def _share(value: float, ci95: Any) -> str:
+    return f"{value:.2f} [{ci95[0]:.2f}, {ci95[1]:.2f}]"
+
+
+def _cell(t: dict[str, Any]) -> str:
+    return (
+        f"{_share(t['accuracy'], t['ci95'])}; clean {t['clean_accuracy']:.2f}; "
+        f"degen. {t['degenerate']:.2f}"
+    )
+
+
+def _effect(e: dict[str, Any]) -> str:
+    return (
+        f"{e['gain']:+.2f} [{e['ci95'][0]:+.2f}, {e['ci95'][1]:+.2f}] "
+        f"({e['fixed']}/{e['broken']}, p={e['p_value']:.2g})"
+    )
+
+
+def _protocol_table(rows: list[dict[str, Any]], first: str) -> list[str]:
+    lines = [
+        f"| {first} | selected (without / with) | no instr. | no instr. + steer | instr. | "
+        "instr. + steer | gain without | gain with |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        chosen = " / ".join(_setting(r["selected"][c]) for c in ("without", "with"))
+        cells = [_cell(r["test"][k]) for k in COLUMNS]
+        gains = [_effect(r["effects"][c]) for c in ("without", "with")]
+        label = r["instruction"] if "word" not in r else f"{r['kind']} '{r['word']}'"
+        lines.append(f"| {label} | {chosen} | " + " | ".join(cells + gains) + " |")
+    return lines
 
 
 def render(summary: dict[str, Any]) -> str:
     """Markdown tables from `reference.run`'s summary."""
     cfg = summary["config"]
+    protocol = summary["protocol"]
+    n = summary["instructions"][0]["test"]["instruction"]["n"] if summary["instructions"] else 0
     lines = [
         "# Reference experiments on the embedded model",
         "",
         f"SmolLM2-135M-Instruct, bridge backend, greedy decoding (seed {cfg['seed']} recorded, "
-        f"nothing sampled). Vectors from {cfg['n_train']} train pairs; a selection per "
-        f"condition on {cfg['n_val']} validation queries, without and with the instruction "
-        f"(layers {cfg['layers']}, "
-        f"modes {cfg['modes']}, strengths {cfg['strengths']} × each mode's default); report on "
-        f"{cfg['n_test']} test queries, {cfg['max_new_tokens']} new tokens. Wall time "
-        f"{summary['wall_s'] / 60:.1f} min on {summary['machine']} (completed through: "
-        f"{summary.get('completed')}). Regenerate with `make results`.",
+        f"nothing sampled). {summary['described']}.",
         "",
-        "Accuracy is IFEval strict (degenerate share in brackets). Each condition's "
-        "steered column applies that condition's selection (without / with).",
+        f"Wall time {summary['wall_s'] / 60:.1f} min on {summary['machine']} (completed "
+        f"through: {summary.get('completed')}); per part in `summary.json`. Regenerate with "
+        "`make results`; a rerun resumes from `raw/`.",
         "",
-        "| instruction | selected | no instr. | no instr. + steer | instr. | instr. + steer |",
-        "| --- | --- | --- | --- | --- | --- |",
+        f"Each cell: {protocol['metric']} accuracy on the {n} test queries [95% Wilson "
+        "interval]; clean = follows and not degenerate; degen. = the quality guard's share. "
+        "Each condition's steered column applies that condition's own selection. A gain is "
+        "steered minus unsteered on the same prompts [95% paired interval, Newcombe] "
+        "(prompts fixed/broken, exact McNemar p). Length instructions are swept with `add` "
+        "instead of the preset's modes.",
+        "",
+        *_protocol_table(summary["instructions"], "instruction"),
     ]
-    for r in summary["instructions"]:
-        t = r["test"]
-        cells = [
-            f"{_pct(t[k]['accuracy'])} ({_pct(t[k]['degenerate'])})"
-            for k in ("no_instruction", "no_instruction+steer", "instruction", "instruction+steer")
+    if summary.get("keywords"):
+        lines += [
+            "",
+            f"## Keywords (layers {summary['keyword_layers']}, `add`; exclusion subtracts "
+            "the inclusion vector)",
+            "",
+            *_protocol_table(summary["keywords"], "keyword"),
         ]
-        chosen = " / ".join(_setting(r["selected"][c]) for c in ("without", "with"))
-        lines.append(f"| {r['instruction']} | {chosen} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        f"## Length against `add` strength (layer {cfg['length_layer']}, "
-        f"{cfg['length_tokens']} new tokens, test queries without instruction)",
-        "",
-        "| vector | strength | mean words | mean sentences | follows | degenerate |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for r in summary.get("length", []):
-        lines.append(
-            f"| {r['vector']} | {r['strength']:g} | {r['words']:.1f} | {r['sentences']:.2f} | "
-            f"{_pct(r['follows'])} | {_pct(r['degenerate'])} |"
-        )
-    lines += [
-        "",
-        f"## Keywords: rate of the word against `add` strength (layer {cfg['keyword_layer']}; "
-        "negative strength subtracts the include vector)",
-        "",
-        "| word | strength | rate | degenerate |",
-        "| --- | --- | --- | --- |",
-    ]
-    for r in summary.get("keywords", []):
-        lines.append(
-            f"| {r['word']} | {r['strength']:g} | {_pct(r['rate'])} | {_pct(r['degenerate'])} |"
-        )
-    lines += [
-        "",
-        "## Composition: a format vector with a length vector (test queries, no instruction)",
-        "",
-        "| format | length | steering | format follows | length follows | both |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for r in summary.get("composition", []):
-        lines.append(
-            f"| {r['format']} | {r['length']} | {r['steering']} | {_pct(r[r['format']])} | "
-            f"{_pct(r[r['length']])} | {_pct(r['joint'])} |"
-        )
+    if "composition" in summary:
+        lines += ["", "## Composition (test queries, no instruction in the prompt)", ""]
+        if not summary["composition"]:
+            lines.append(f"Not run: {summary.get('composition_note')}.")
+        else:
+            lines += [
+                "| format | length | steering | format follows | length follows | both | "
+                "degenerate |",
+                "| --- | --- | --- | --- | --- | --- | --- |",
+            ]
+        for r in summary["composition"]:
+            cells = [r[r["format"]], r[r["length"]], r["joint"], r["degenerate"]]
+            text = " | ".join(_share(c["value"], c["ci95"]) for c in cells)
+            lines.append(f"| {r['format']} | {r['length']} | {r['steering']} | {text} |")
     return "\n".join(lines) + "\n"

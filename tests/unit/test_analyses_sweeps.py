@@ -119,11 +119,12 @@ def test_planted_accuracies_come_out_per_layer_and_strength():
 
 
 def test_the_selected_setting_is_selects_choice_on_a_real_sweep_file():
-    table = merge_sweeps([RAW / "lowercase.val.jsonl"])
+    # Made by `make results` at the quick preset: layers 6, 10, ..., 26.
+    table = merge_sweeps([RAW / "no_comma.val.no_instruction.jsonl"])
     data = layer_sweep(table)
     chosen = data.selected.iloc[0]
     assert Setting(int(chosen.layer), chosen["mode"], chosen.strength) == select(table).setting
-    assert set(data.curves.layer) == {8, 14, 20}
+    assert set(data.curves.layer) == set(range(6, 30, 4))
 
 
 def test_layer_sweep_figure_draws_the_lines_baseline_and_selection(tmp_path):

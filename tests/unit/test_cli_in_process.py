@@ -248,10 +248,10 @@ def test_evaluate_text_with_a_steered_selection(in_files, tiny_dir, capsys, monk
 
     real = selection.select
 
-    def pick(results, vector, *, metric):
+    def pick(results, vector, *, metric, objective="accuracy"):
         # A random model rarely beats its own baseline: choose layer 1 to take the
         # steered branch.
-        chosen = real(results, vector, metric=metric)
+        chosen = real(results, vector, metric=metric, objective=objective)
         evidence = chosen.evidence.assign(chosen=chosen.evidence["layer"].notna())
         term = selection.SteeringTerm(vector, layer=1, mode="add", weight=1.0)
         return selection.Selection(selection.Setting(1, "add", 1.0), term, evidence, metric)
@@ -259,9 +259,14 @@ def test_evaluate_text_with_a_steered_selection(in_files, tiny_dir, capsys, monk
     monkeypatch.setattr(selection, "select", pick)
     argv = ["evaluate", "concise", "--model", str(tiny_dir), "--train-pairs", "2"]
     argv += ["--val-queries", "2", "--test-queries", "2", "--layers", "1", "--modes", "add"]
-    assert main([*argv, "--strengths", "1", "--max-new-tokens", "2", "--quiet"]) == 0
+    assert (
+        main([*argv, "--strengths", "1", "--val-tokens", "2", "--test-tokens", "2", "--quiet"]) == 0
+    )
     out = capsys.readouterr().out
-    assert out.splitlines()[0].startswith("| instruction | selected | no instr. |")
+    lines = out.splitlines()
+    # The preset and its changes first, then the table.
+    assert lines[0].startswith("preset quick (changed: layers, modes, strengths,")
+    assert lines[2].startswith("| instruction | selected | no instr. |")
     assert "| concise | without: L1 add x1; with: L1 add x1 | " in out
     (row,) = [line for line in out.splitlines() if line.startswith("| concise |")]
     # Each of the four cells: accuracy [95% interval] n=prompts.

@@ -102,7 +102,7 @@ def test_degenerate_means_empty_looping_cycling_or_salad(tiny_model):
         min_compression_ratio=0,
         max_duplicate_line_share=1,
         min_letter_share=0,
-        max_single_letter_share=1,
+        max_single_character_share=1,
     )
     table = quality_frame(
         tiny_model, [PROMPT] * 6, responses, texts, max_new_tokens=4, thresholds=loose

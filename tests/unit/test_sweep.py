@@ -80,6 +80,11 @@ COLUMN_TYPES = {
     "truncated": (bool,),
     "repeated_ngram_share": (float,),
     "perplexity": (float, type(None)),  # null where there is no token to score
+    "n_words": (int,),
+    "compression_ratio": (float,),
+    "duplicate_line_share": (float,),
+    "letter_share": (float,),
+    "single_character_share": (float,),
     "seconds": (float,),
 }
 

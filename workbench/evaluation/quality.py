@@ -16,8 +16,9 @@ A response is *degenerate* (`QualityThresholds`, each cut a reader's "broken"):
 - symbol salad: fewer than ``min_letter_share`` of its non-space characters are
   letters (`letter_share`), in an answer of 40 or more of them (a short numeric
   answer, "1990." or ``{"x": 1}``, can be right);
-- letter salad: more than ``max_single_letter_share`` of its letter runs (eight or
-  more) are single letters ("The A A B H L X A X", `single_letter_share`).
+- letter salad: more than ``max_single_character_share`` of its words (eight or
+  more) are a lone letter or digit ("The A A B H L X A X", "1 1 1",
+  `single_character_share`).
 
 Why these: on a labelled set of 196 responses of the embedded model, each labelled
 by reading it (``tests/data/degenerate_labels.jsonl``, measured by
@@ -66,7 +67,7 @@ class QualityThresholds:
         window_chars: the window, in characters, of the compression ratio.
         max_duplicate_line_share: degenerate above this share of repeated lines.
         min_letter_share: degenerate below this share of letters.
-        max_single_letter_share: degenerate above this share of one-letter runs.
+        max_single_character_share: degenerate above this share of one-character words.
         ngram: the n of the recorded repeated token n-gram share.
 
     Example:
@@ -79,7 +80,7 @@ class QualityThresholds:
     window_chars: int = 512
     max_duplicate_line_share: float = 0.45
     min_letter_share: float = 0.5
-    max_single_letter_share: float = 0.5
+    max_single_character_share: float = 0.5
     ngram: int = 4
 
     def __post_init__(self) -> None:
@@ -92,7 +93,7 @@ class QualityThresholds:
             "min_compression_ratio",
             "max_duplicate_line_share",
             "min_letter_share",
-            "max_single_letter_share",
+            "max_single_character_share",
         ):
             value = as_float(name, getattr(self, name))
             if not 0 <= value <= 1:
@@ -116,22 +117,21 @@ class QualityThresholds:
         ratio = compression_ratio(text, self.window_chars)
         lines = duplicate_line_share(text)
         letters = letter_share(text)
-        single = single_letter_share(text)
+        single = single_character_share(text)
         return {
             "n_words": words,
             "compression_ratio": ratio,
             "duplicate_line_share": lines,
             "letter_share": letters,
-            "single_letter_share": single,
+            "single_character_share": single,
             "degenerate": words < self.min_words
             or ratio < self.min_compression_ratio
             or lines > self.max_duplicate_line_share
             or (letters < self.min_letter_share and len("".join(text.split())) >= 40)
-            or single > self.max_single_letter_share,
+            or single > self.max_single_character_share,
         }
 
 
-_LETTER_RUN = re.compile(r"[^\W\d_]+")
 _LIST_MARK = re.compile(r"^\s*(\d+[.)]|[-*•])\s*")
 
 
@@ -180,17 +180,21 @@ def letter_share(text: str) -> float:
     return sum(c.isalpha() for c in chars) / len(chars) if chars else 0.0
 
 
-def single_letter_share(text: str) -> float:
-    """Share of the letter runs that are one letter long; 0 under eight runs.
+def single_character_share(text: str) -> float:
+    """Share of the whitespace-separated words that are one letter or digit; 0 under
+    eight words. Letter or digit salad ("The A A B H L X", "1 1 1 1") is mostly such
+    words; measured normal answers (prose, lists, code) have at most 0.21, and lone
+    punctuation (the braces of pretty-printed JSON, ``=`` in code) does not count.
 
     Example:
-        >>> single_letter_share("The A A A A A A A B H L X A X X X")
+        >>> single_character_share("The A A A A A A A B H L X A X X X")
         0.9375
-        >>> single_letter_share("I saw a cat and a dog in the park.")
+        >>> single_character_share("I saw a cat and a dog in the park.")
         0.3
     """
-    runs = _LETTER_RUN.findall(text)
-    return sum(len(run) == 1 for run in runs) / len(runs) if len(runs) >= 8 else 0.0
+    words = text.split()
+    singles = sum(len(word) == 1 and word.isalnum() for word in words)
+    return singles / len(words) if len(words) >= 8 else 0.0
 
 
 # What `quality_frame` records per response, in order.
@@ -204,7 +208,7 @@ QUALITY_COLUMNS = (
     "compression_ratio",
     "duplicate_line_share",
     "letter_share",
-    "single_letter_share",
+    "single_character_share",
     "degenerate",
 )
 

@@ -1,0 +1,30 @@
+"""The reference experiments (`make results`) run end to end on the embedded model at
+tiny budgets, and their report carries the preset, the intervals and the effects."""
+
+from __future__ import annotations
+
+import json
+
+from experiments.reference import SMOKE, run
+
+
+def test_the_smoke_run_reports_every_part_with_its_preset_and_intervals(tmp_path):
+    summary = run(SMOKE, tmp_path)
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["completed"] == "all" and saved["protocol"]["preset"] == "quick"
+    assert [r["instruction"] for r in saved["instructions"]] == ["lowercase", "one_sentence"]
+    assert [(r["kind"], r["word"]) for r in saved["keywords"]] == [
+        ("include", "ocean"),
+        ("exclude", "ocean"),
+    ]
+    # Exclusion steers with the inclusion vector subtracted: negative strengths only.
+    exclude = saved["keywords"][1]["validation"]["without"]
+    assert exclude["strength"] is None or exclude["strength"] < 0
+    for row in saved["instructions"] + saved["keywords"]:
+        for column in row["test"].values():
+            assert column["n"] == 4 and column["ci95"][0] <= column["accuracy"] <= column["ci95"][1]
+        assert set(row["effects"]) == {"without", "with"}
+    report = (tmp_path / "README.md").read_text()
+    assert "preset quick (changed:" in report and "[95% Wilson interval]" in report
+    assert "| lowercase |" in report and "| exclude 'ocean' |" in report
+    assert summary["wall_s"] > 0
