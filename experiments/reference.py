@@ -14,9 +14,11 @@ named preset:
   that is "do not steer") with the length vector at its own, on the test queries
   without any instruction: each checker alone and both, with intervals.
 
-Every sweep writes its raw rows to ``results/raw/*.jsonl`` as it goes, so an
-interrupted run resumes where it stopped; the tables go to ``results/README.md`` and
-``results/summary.json``.
+Every sweep writes its raw rows to ``results/raw/*.jsonl`` as it goes, and each
+composition its rows to ``results/raw/composition.*.json``, so an interrupted run
+resumes where it stopped; ``raw/timings.json`` adds up the seconds each part took over
+the runs that produced ``raw/``, so a report made by resuming still states what the
+numbers cost. The tables go to ``results/README.md`` and ``results/summary.json``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any
 from workbench import compute_instruction_vector, instruction, instruction_names, load_model
 from workbench.evaluation.protocol import ProtocolConfig, ProtocolResult, evaluate_instruction
 from workbench.evaluation.statistics import proportion
+from workbench.files import write_atomic
 from workbench.vectors.pairs import base_queries, make_pairs
 
 KEYWORD_INSTRUCTIONS = ("include_keyword", "exclude_keyword")
@@ -127,11 +130,15 @@ def run_keywords(model: Any, cfg: Config, raw: Path) -> list[dict[str, Any]]:
 
 
 def run_composition(
-    model: Any, cfg: Config, summary: dict[str, Any]
+    model: Any, cfg: Config, summary: dict[str, Any], raw: Path, timings: dict[str, float]
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Each format vector at its selected setting with the length vector at its own;
-    the rows, and why there are none when there are none."""
-    from workbench.evaluation.quality import generate_with_quality
+    the rows, and why there are none when there are none.
+
+    Each format's rows are kept in `raw` with the settings they were made at, and
+    reused while those settings hold; `timings` gets the seconds of those computed.
+    """
+    from workbench.evaluation.quality import QualityThresholds, generate_with_quality
     from workbench.evaluation.scoring import score
     from workbench.model.prompts import format_prompt
     from workbench.steering.settings import Setting
@@ -166,6 +173,21 @@ def run_composition(
     out = []
     length_term = term(cfg.length)
     for fmt in formats:
+        key = {
+            "format": [fmt, chosen[fmt]],
+            "length": [cfg.length, chosen[cfg.length]],
+            "test_queries": config.test_queries,
+            "test_tokens": config.test_tokens,
+            "metric": config.metric,
+            "thresholds": QualityThresholds().record(),
+        }
+        cache = raw / f"composition.{fmt}.{cfg.length}.json"
+        saved = json.loads(cache.read_text()) if cache.exists() else None
+        if saved is not None and saved["key"] == json.loads(json.dumps(key)):
+            out += saved["rows"]
+            continue
+        started = time.perf_counter()
+        rows = []
         terms = {fmt: term(fmt), cfg.length: length_term}
         ids = {n: (instruction(n).instruction_id, dict(instruction(n).kwargs)) for n in terms}
         conditions = {
@@ -187,7 +209,7 @@ def run_composition(
             joint = [a and b for a, b in zip(*follows.values(), strict=True)]
             cells = {n: proportion(v) for n, v in {**follows, "joint": joint}.items()}
             degenerate = proportion(quality["degenerate"].tolist())
-            out.append(
+            rows.append(
                 {
                     "format": fmt,
                     "length": cfg.length,
@@ -197,6 +219,11 @@ def run_composition(
                     "degenerate": {"value": degenerate.value, "ci95": list(degenerate.ci95)},
                 }
             )
+        spent = time.perf_counter() - started
+        record = {"key": key, "rows": rows, "seconds": spent}
+        write_atomic(cache, json.dumps(record, indent=1).encode())
+        timings[f"composition.{fmt}"] = spent
+        out += rows
     return out, None
 
 
@@ -205,6 +232,10 @@ def run(cfg: Config, out_dir: Path) -> dict[str, Any]:
     raw = out_dir / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    timings_file = raw / "timings.json"
+    timings: dict[str, float] = (
+        json.loads(timings_file.read_text()) if timings_file.exists() else {}
+    )
     model = load_model()
     protocol = cfg.protocol()
     summary: dict[str, Any] = {
@@ -217,15 +248,22 @@ def run(cfg: Config, out_dir: Path) -> dict[str, Any]:
     }
     summary["machine"] = f"{platform.machine()} {platform.processor() or ''}".strip()
 
-    def done(part: str, started: float) -> None:
+    def done(part: str, started: float | None) -> None:
         # The report is rewritten after every part, so a run cut short still shows
-        # what it measured (and a rerun resumes from the raw files).
-        summary["parts_s"][part] = time.perf_counter() - started
+        # what it measured (and a rerun resumes from the raw files). A resumed part
+        # adds only the seconds it took to read its rows back.
+        if started is not None:
+            timings[part] = timings.get(part, 0.0) + time.perf_counter() - started
+        write_atomic(timings_file, json.dumps(timings, indent=1, sort_keys=True).encode())
+        composed = {f"composition.{r['format']}" for r in summary.get("composition", [])}
+        summary["parts_s"] = {k: v for k, v in timings.items() if k in parts | composed}
+        summary["compute_s"] = sum(summary["parts_s"].values())
         summary["wall_s"] = time.perf_counter() - t0
         summary["completed"] = part
         write(summary, out_dir)
         print(f"{part}: {summary['wall_s'] / 60:.1f} min", flush=True)
 
+    parts = {*cfg.instructions, "keywords"}
     for name in cfg.instructions:
         started = time.perf_counter()
         config = protocol
@@ -238,16 +276,15 @@ def run(cfg: Config, out_dir: Path) -> dict[str, Any]:
     started = time.perf_counter()
     summary["keywords"] = run_keywords(model, cfg, raw)
     done("keywords", started)
-    started = time.perf_counter()
-    summary["composition"], summary["composition_note"] = run_composition(model, cfg, summary)
-    done("all", started)
+    summary["composition"], summary["composition_note"] = run_composition(
+        model, cfg, summary, raw, timings
+    )
+    done("all", None)
     return summary
 
 
 def write(summary: dict[str, Any], out_dir: Path) -> None:
     """``summary.json`` and the markdown report, atomically."""
-    from workbench.files import write_atomic
-
     from .report import render
 
     write_atomic(out_dir / "summary.json", json.dumps(summary, indent=2).encode())

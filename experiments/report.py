@@ -58,9 +58,10 @@ def render(summary: dict[str, Any]) -> str:
         f"SmolLM2-135M-Instruct, bridge backend, greedy decoding (seed {cfg['seed']} recorded, "
         f"nothing sampled). {summary['described']}.",
         "",
-        f"Wall time {summary['wall_s'] / 60:.1f} min on {summary['machine']} (completed "
-        f"through: {summary.get('completed')}); per part in `summary.json`. Regenerate with "
-        "`make results`; a rerun resumes from `raw/`.",
+        f"Compute time {summary['compute_s'] / 60:.1f} min on {summary['machine']}, summed "
+        "over the runs that produced `raw/` (completed through: "
+        f"{summary.get('completed')}; this run {summary['wall_s'] / 60:.1f} min); per part "
+        "in `summary.json`. Regenerate with `make results`; a rerun resumes from `raw/`.",
         "",
         f"Each cell: {protocol['metric']} accuracy on the {n} test queries [95% Wilson "
         "interval]; clean = follows and not degenerate; degen. = the quality guard's share. "

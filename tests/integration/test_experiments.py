@@ -28,3 +28,20 @@ def test_the_smoke_run_reports_every_part_with_its_preset_and_intervals(tmp_path
     assert "preset quick (changed:" in report and "[95% Wilson interval]" in report
     assert "| lowercase |" in report and "| exclude 'ocean' |" in report
     assert summary["wall_s"] > 0
+
+
+def test_a_rerun_resumes_every_part_and_keeps_the_compute_time_it_reports(tmp_path):
+    first = run(SMOKE, tmp_path)
+    timings = json.loads((tmp_path / "raw" / "timings.json").read_text())
+    composed = sorted((tmp_path / "raw").glob("composition.*.json"))
+    assert {"lowercase", "one_sentence", "keywords"} <= set(timings)
+    second = run(SMOKE, tmp_path)
+    # Nothing is computed again: the same rows come back, and the compute time
+    # reported is the first run's plus only the seconds spent reading back.
+    assert second["instructions"] == first["instructions"]
+    assert second["keywords"] == first["keywords"]
+    assert second["composition"] == first["composition"]
+    assert sorted((tmp_path / "raw").glob("composition.*.json")) == composed
+    assert second["compute_s"] >= first["compute_s"]
+    assert second["compute_s"] - first["compute_s"] <= second["wall_s"]
+    assert "summed over the runs that produced `raw/`" in (tmp_path / "README.md").read_text()

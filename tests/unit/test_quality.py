@@ -103,11 +103,35 @@ def test_degenerate_means_empty_looping_cycling_or_salad(tiny_model):
         max_duplicate_line_share=1,
         min_letter_share=0,
         max_single_character_share=1,
+        max_unknown_word_share=1,
     )
     table = quality_frame(
         tiny_model, [PROMPT] * 6, responses, texts, max_new_tokens=4, thresholds=loose
     )
     assert not table.degenerate.any()
+
+
+def test_word_salad_is_degenerate_and_foreign_languages_names_and_code_are_not():
+    guard = QualityThresholds()
+    # Invented words, no loop and ordinary letters: the example, once missed.
+    salad = "Hindi A Adindi, FULL INLINING A LINULLING A FORTULLING"
+    assert guard.flags(salad)["unknown_word_share"] > 0.5
+    assert guard.flags(salad)["degenerate"]
+    for right in [
+        "Le chat dort sur le canapé pendant que la pluie tombe dehors.",
+        "El perro corre por el parque todas las mañanas con su dueño.",
+        "Der Hund läuft jeden Morgen mit seinem Besitzer durch den Park.",
+        # Identifiers are not words: code is not read.
+        "```python\ndef fibsq(nmax):\n    return [k * k for k in range(nmax)]\n```\n"
+        "This returns the squares.",
+        "Use `np.zeros_like` and `torch.einsum` here.",
+        # A suggested name or two is under the five words the cut needs.
+        "Zentrix Lumora",
+    ]:
+        assert not guard.flags(right)["degenerate"], right
+    # The cut alone decides: without it the salad passes.
+    assert not QualityThresholds(max_unknown_word_share=1).flags(salad)["degenerate"]
+    assert not QualityThresholds(unknown_word_min_words=7).flags(salad)["degenerate"]
 
 
 def test_the_compression_ratio_is_read_over_windows():
@@ -136,6 +160,8 @@ def test_the_guard_meets_its_stated_precision_and_recall_on_the_labelled_set():
     ("kwargs", "match"),
     [
         ({"ngram": 0}, "ngram 0 is out of range"),
+        ({"unknown_word_min_words": 0}, "unknown_word_min_words 0 is out of range"),
+        ({"max_unknown_word_share": 2}, r"max_unknown_word_share must be in \[0, 1\]"),
         ({"min_compression_ratio": 1.5}, r"min_compression_ratio must be in \[0, 1\]"),
         ({"max_duplicate_line_share": -0.1}, r"max_duplicate_line_share must be in \[0, 1\]"),
         ({"window_chars": 4}, "window_chars 4 is out of range"),

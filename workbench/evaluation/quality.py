@@ -18,7 +18,11 @@ A response is *degenerate* (`QualityThresholds`, each cut a reader's "broken"):
   answer, "1990." or ``{"x": 1}``, can be right);
 - letter salad: more than ``max_single_character_share`` of its words (eight or
   more) are a lone letter or digit ("The A A B H L X A X", "1 1 1",
-  `single_character_share`).
+  `single_character_share`);
+- word salad: more than ``max_unknown_word_share`` of its words of three or more
+  letters outside code (``unknown_word_min_words`` or more) are in no English,
+  French, Spanish or German dictionary ("Hindi A Adindi, FULL INLINING A
+  LINULLING", `workbench.evaluation.vocabulary.unknown_word_share`).
 
 Why these: on a labelled set of 196 responses of the embedded model, each labelled
 by reading it (``tests/data/degenerate_labels.jsonl``, measured by
@@ -32,6 +36,11 @@ for the reader, not used. The compression ratio is read over windows so that a
 long normal answer (whose ratio falls as vocabulary repeats) is judged like a short
 one, and a loop that starts late is still seen. Being cut at the token limit is
 recorded but is not degenerate by itself (a long answer with a short budget is cut).
+The word-salad cut changes no verdict on the labelled set (its word salads loop too,
+and are caught already) nor on the 6,144 responses of ``results/raw`` (measured);
+it is there for short invented-word answers that nothing else sees, and at more
+than half the words unknown it stays clear of normal answers (at most 0.09 in the
+labelled set: names, rare terms; at most 0.38 in the French answers of the results).
 """
 
 from __future__ import annotations
@@ -56,6 +65,8 @@ from workbench.options import as_float, check_int
 from workbench.steering.generation import Generation, eos_ids, generate
 from workbench.steering.terms import PerRow
 
+from .vocabulary import unknown_word_share
+
 
 @dataclass(frozen=True)
 class QualityThresholds:
@@ -68,6 +79,8 @@ class QualityThresholds:
         max_duplicate_line_share: degenerate above this share of repeated lines.
         min_letter_share: degenerate below this share of letters.
         max_single_character_share: degenerate above this share of one-character words.
+        max_unknown_word_share: degenerate above this share of words in no dictionary.
+        unknown_word_min_words: the fewest dictionary words that cut is applied to.
         ngram: the n of the recorded repeated token n-gram share.
 
     Example:
@@ -81,6 +94,8 @@ class QualityThresholds:
     max_duplicate_line_share: float = 0.45
     min_letter_share: float = 0.5
     max_single_character_share: float = 0.5
+    max_unknown_word_share: float = 0.5
+    unknown_word_min_words: int = 5
     ngram: int = 4
 
     def __post_init__(self) -> None:
@@ -89,11 +104,17 @@ class QualityThresholds:
             self, "window_chars", check_int("window_chars", self.window_chars, low=16)
         )
         object.__setattr__(self, "ngram", check_int("ngram", self.ngram, low=1))
+        object.__setattr__(
+            self,
+            "unknown_word_min_words",
+            check_int("unknown_word_min_words", self.unknown_word_min_words, low=1),
+        )
         for name in (
             "min_compression_ratio",
             "max_duplicate_line_share",
             "min_letter_share",
             "max_single_character_share",
+            "max_unknown_word_share",
         ):
             value = as_float(name, getattr(self, name))
             if not 0 <= value <= 1:
@@ -118,17 +139,20 @@ class QualityThresholds:
         lines = duplicate_line_share(text)
         letters = letter_share(text)
         single = single_character_share(text)
+        unknown, looked_up = unknown_word_share(text)
         return {
             "n_words": words,
             "compression_ratio": ratio,
             "duplicate_line_share": lines,
             "letter_share": letters,
             "single_character_share": single,
+            "unknown_word_share": unknown,
             "degenerate": words < self.min_words
             or ratio < self.min_compression_ratio
             or lines > self.max_duplicate_line_share
             or (letters < self.min_letter_share and len("".join(text.split())) >= 40)
-            or single > self.max_single_character_share,
+            or single > self.max_single_character_share
+            or (unknown > self.max_unknown_word_share and looked_up >= self.unknown_word_min_words),
         }
 
 
@@ -209,6 +233,7 @@ QUALITY_COLUMNS = (
     "duplicate_line_share",
     "letter_share",
     "single_character_share",
+    "unknown_word_share",
     "degenerate",
 )
 
