@@ -33,6 +33,7 @@ from typing import Any
 from workbench import compute_instruction_vector, instruction, instruction_names, load_model
 from workbench.evaluation.protocol import ProtocolConfig, ProtocolResult, evaluate_instruction
 from workbench.evaluation.statistics import proportion
+from workbench.evaluation.train_vectors import train_vector
 from workbench.files import write_atomic
 from workbench.vectors.pairs import base_queries, make_pairs
 
@@ -115,10 +116,9 @@ def run_keywords(model: Any, cfg: Config, raw: Path) -> list[dict[str, Any]]:
     for word in cfg.keywords:
         include = instruction("include_keyword", keyword=word)
         config = cfg.protocol(layers=layers, modes=("add",), strengths=cfg.keyword_strengths)
-        pairs = make_pairs(include, split="train", n=config.train_pairs)
-        vec = compute_instruction_vector(model, pairs, layers=list(layers), progress=False)
         folder = raw / f"keyword.{word}"
         folder.mkdir(exist_ok=True)
+        vec = train_vector(model, include, config.train_pairs, layers, folder=folder)
         result = evaluate_instruction(model, include, config, raw_dir=folder, vector=vec)
         out.append({"word": word, "kind": "include", **result_row("include_keyword", result)})
         exclude = instruction("exclude_keyword", keyword=word)

@@ -94,12 +94,11 @@ def runs(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Jobs:
         "--json",
         chain=True,
     )
-    (d / "evaluation").mkdir()
     jobs.start(
         "evaluate",
         *("evaluate", "no_comma", "--model", tiny, "--train-pairs", "2", "--val-queries", "2"),
         *("--test-queries", "2", "--layers", "1", "--modes", "add", "--strengths", "1"),
-        *("--val-tokens", "2", "--test-tokens", "2", "--out-dir", "evaluation", "--json"),
+        *("--val-tokens", "2", "--test-tokens", "2", "--out-dir", "evaluation/raw", "--json"),
     )
     jobs.start("list", "list", "--json")
     jobs.start("help", "--help", env={"PYTHONPROFILEIMPORTTIME": "1"})
@@ -251,8 +250,10 @@ def test_evaluate_prints_the_four_setting_table_as_json(runs):
         assert effect["gain"] == pytest.approx((effect["fixed"] - effect["broken"]) / 2)
         assert effect["ci95"][0] <= effect["gain"] <= effect["ci95"][1]
         assert 0 <= effect["p_value"] <= 1
-    kept = sorted(p.name for p in (runs.cwd / "evaluation").iterdir())
+    # --out-dir is made when missing, with its parents.
+    kept = sorted(p.name for p in (runs.cwd / "evaluation" / "raw").iterdir())
     assert "no_comma.safetensors" in kept
+    assert {"no_comma.vector.safetensors", "no_comma.vector.json"} <= set(kept)
     assert {"no_comma.val.no_instruction.jsonl", "no_comma.val.instruction.jsonl"} <= set(kept)
     # A selection per condition, each with its validation evidence.
     assert list(result["selected"]) == list(result["validation"]) == ["without", "with"]

@@ -412,9 +412,15 @@ def test_evaluate_refuses_a_fifo_and_repeated_names(work, capsys):
     )
 
 
-def test_evaluate_expands_home_in_its_out_dir(work, capsys):
-    line = refused(capsys, ["evaluate", "title", "--out-dir", "~/missing", *NO_MODEL])
-    assert f"'{work / 'home' / 'missing'}' is not an existing directory" in line
+def test_evaluate_expands_home_in_its_out_dir_and_makes_it_only_once_the_model_loads(work, capsys):
+    (work / "home" / "notes").write_text("keep me")
+    line = refused(capsys, ["evaluate", "title", "--out-dir", "~/notes/raw", *NO_MODEL])
+    assert f"'{work / 'home' / 'notes' / 'raw'}' cannot be made: " in line, line
+    # A missing folder passes the checks; the run then fails on its model, before
+    # anything is made.
+    line = refused(capsys, ["evaluate", "title", "--out-dir", "~/missing/raw", *NO_MODEL])
+    assert "unknown model 'no_such_model_dir'" in line, line
+    assert not (work / "home" / "missing").exists()
 
 
 def test_evaluate_names_the_models_layers(work, capsys, tiny_dir):

@@ -11,6 +11,7 @@ import pytest
 import workbench.evaluation.protocol as protocol
 import workbench.evaluation.selection as selection
 import workbench.evaluation.sweeps as sweeps
+import workbench.evaluation.train_vectors as train_vectors
 from workbench import compute_instruction_vector, make_pairs, sweep
 from workbench.cli.console import main
 from workbench.errors import WorkbenchError
@@ -143,14 +144,37 @@ def test_a_rerun_resumes_from_the_raw_files_without_generating(model, monkeypatc
     force(monkeypatch, Setting(1, "add", 1.0))
     first = evaluate_instruction(model, "lowercase", TINY, raw_dir=tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        raw_file("lowercase", part) for part in RAW_PARTS
+        [raw_file("lowercase", part) for part in RAW_PARTS]
+        + ["lowercase.vector.json", "lowercase.vector.safetensors"]
     )
     no_generation(monkeypatch)
+    # Another build of the same libraries moves a recomputed vector's last bits, which
+    # changes its digest; the rows are resumed with the vector they were made with.
+    real = train_vectors.compute_instruction_vector
+
+    def drifted(*args, **kwargs):
+        vec = real(*args, **kwargs)
+        return replace(vec, diffs=vec.diffs * (1 + 1e-6))
+
+    monkeypatch.setattr(train_vectors, "compute_instruction_vector", drifted)
     again = evaluate_instruction(model, "lowercase", TINY, raw_dir=tmp_path)
     assert again.test == first.test
     assert {c: s.record() for c, s in again.selections.items()} == {
         c: s.record() for c, s in first.selections.items()
     }
+
+
+def test_the_kept_train_vector_is_recomputed_when_its_inputs_change(model, tmp_path):
+    instr = protocol.instruction("no_comma")
+    first = train_vectors.train_vector(model, instr, 2, [1], folder=tmp_path)
+    record = json.loads((tmp_path / "no_comma.vector.json").read_text())
+    assert record["inputs"]["layers"] == [1] and record["inputs"]["n_pairs"] == 2
+    more = train_vectors.train_vector(model, instr, 3, [1], folder=tmp_path)
+    assert more.n_pairs == 3 and first.n_pairs == 2
+    other = train_vectors.train_vector(model, instr, 3, [1, 2], folder=tmp_path)
+    assert other.layers == (1, 2)
+    record = json.loads((tmp_path / "no_comma.vector.json").read_text())
+    assert record["inputs"]["layers"] == [1, 2] and record["inputs"]["n_pairs"] == 3
 
 
 def test_each_condition_is_selected_on_its_own_validation_sweep(model, monkeypatch):

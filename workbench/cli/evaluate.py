@@ -30,6 +30,7 @@ from .paths import (
     add_force,
     check_outputs,
     input_file,
+    make_output_dir,
     model_input,
     output_dir,
     path_arg,
@@ -157,7 +158,7 @@ def register(sub: Any) -> None:
     )
     for flag, what in [
         ("--val-tokens", "new tokens per validation answer"),
-        ("--val-tokens-long", "the same, for JSON and multiple sections"),
+        ("--val-tokens-long", "the same, for JSON, multiple sections and verbose"),
         ("--test-tokens", "new tokens per test answer"),
     ]:
         p.add_argument(
@@ -168,7 +169,12 @@ def register(sub: Any) -> None:
             help=f"{what} (default: the preset's)",
         )
     count_option(p, "--batch-size", 48)
-    p.add_argument("--out-dir", type=path_arg, default=None, help="keep raw rows and vectors here")
+    p.add_argument(
+        "--out-dir",
+        type=path_arg,
+        default=None,
+        help="keep raw rows and vectors here (made if missing)",
+    )
     add_model_options(p, DEFAULT_MODEL, DEFAULT_MODEL)
     add_force(p)
     p.set_defaults(func=run_evaluate)
@@ -271,7 +277,25 @@ def _out_files(name: str) -> dict[str, str]:
     from workbench.evaluation.protocol import RAW_PARTS, raw_file
 
     sweeps = {raw_file(name, part): "sweep" for part in RAW_PARTS}
-    return {**sweeps, f"{name}.safetensors": "vector"}
+    # The train vector the rows were made with, and its record (JSON, no kind of its own).
+    kept = {f"{name}.vector.safetensors": "vector", f"{name}.vector.json": "other"}
+    return {**sweeps, **kept, f"{name}.safetensors": "vector"}
+
+
+def _check_out_dir(args: argparse.Namespace, names: list[str]) -> tuple[bool, list]:
+    """Whether --out-dir exists (or is not given), and the files in it that --force
+    lets the run replace; a missing --out-dir is made once the model has loaded."""
+    if args.out_dir is None:
+        return True, []
+    if not output_dir(args.out_dir, "--out-dir", missing_ok=True):
+        return False, []  # nothing in it to check
+    outputs = [
+        ("--out-dir", args.out_dir / file, kind)
+        for name in names
+        for file, kind in _out_files(name).items()
+    ]
+    inputs = [*model_input(args), ("--test-file", args.test_file), ("--val-file", args.val_file)]
+    return True, check_outputs(args, inputs, outputs)
 
 
 def _evaluate_one(
@@ -491,24 +515,13 @@ def run_evaluate(args: argparse.Namespace) -> None:
     values = parse_settings(args.set, names[0]) if args.set else {}
     changes = _config_changes(args)
     val_groups = _own_validation(args, names)
-    replaced = []
-    if args.out_dir is not None:
-        output_dir(args.out_dir, "--out-dir")
-        outputs = [
-            ("--out-dir", args.out_dir / file, kind)
-            for name in names
-            for file, kind in _out_files(name).items()
-        ]
-        inputs = [
-            *model_input(args),
-            ("--test-file", args.test_file),
-            ("--val-file", args.val_file),
-        ]
-        replaced = check_outputs(args, inputs, outputs)
     config = ProtocolConfig.from_preset(args.preset, **changes)
+    made, replaced = _check_out_dir(args, names)
     model = load_model_from(args)
     if config.layers is not None:
         check_model_layers(list(config.layers), model.cfg.n_layers)
+    if not made:
+        make_output_dir(args.out_dir, "--out-dir")
     start_afresh(replaced)
     if not args.json:
         own = {"own_val": args.val_file is not None, "own_test": args.test_file is not None}

@@ -107,11 +107,47 @@ def output_path(path: Path, flag: str = "--out") -> Path:
     return path
 
 
-def output_dir(path: Path, flag: str) -> Path:
-    """`path` if it is an existing directory."""
-    if not path.is_dir():
+def output_dir(path: Path, flag: str, *, missing_ok: bool = False) -> bool:
+    """Whether `path` is an existing directory (True) or, with `missing_ok`, one that
+    does not exist yet and can be made with its parents (False); anything else (a
+    file, or a file or dangling link in its way) is refused. Nothing is made here: the
+    command makes it once its checks have passed and its model has loaded.
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> output_dir(d, "--out-dir"), output_dir(d / "new" / "raw", "--out-dir", missing_ok=True)
+        (True, False)
+        >>> _ = (d / "notes").write_text("keep me")
+        >>> output_dir(d / "notes" / "raw", "--out-dir", missing_ok=True)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        workbench.errors.InvalidArgumentError: --out-dir '.../notes/raw' cannot be made: '.../notes' is not a directory
+    """
+    if path.is_dir():
+        return True
+    if not missing_ok or path.exists() or path.is_symlink():
         raise InvalidArgumentError(f"{flag} {str(path)!r} is not an existing directory")
-    return path
+    parent = path.parent
+    while not parent.exists() and not parent.is_symlink() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InvalidArgumentError(
+            f"{flag} {str(path)!r} cannot be made: {str(parent)!r} is not a directory"
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InvalidArgumentError(
+            f"{flag} {str(path)!r} cannot be made: {str(parent)!r} is not writable"
+        )
+    return False
+
+
+def make_output_dir(path: Path, flag: str) -> None:
+    """Make the directory `output_dir` found missing (and its parents)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InvalidArgumentError(f"{flag} {str(path)!r} cannot be made: {e.strerror or e}") from e
 
 
 # The format names in the headers of vector and sweep files

@@ -20,7 +20,8 @@ no activation), and that one table serves both its plain and its "+steer" column
 the two are identical by construction.
 
 With `raw_dir` every sweep keeps its rows in ``{name}.{part}.jsonl`` for each part of
-`RAW_PARTS`, and a rerun resumes from them (a file of another configuration is refused, see
+`RAW_PARTS`, the train vector is kept as ``{name}.vector.safetensors``, and a rerun
+resumes from them (a file of another configuration is refused, see
 `workbench.evaluation.sweep_files`). Used by ``workbench evaluate`` and by the
 reference experiments (``make results``).
 """
@@ -52,7 +53,6 @@ from workbench.options import (
     float_list,
     int_list,
 )
-from workbench.vectors.extraction import compute_instruction_vector
 from workbench.vectors.instruction_vector import InstructionVector
 from workbench.vectors.pairs import Instruction, base_queries, instruction, make_pairs
 
@@ -61,6 +61,7 @@ from .ifeval_rows import IFEvalItem
 from .selection import Metric, Selection
 from .statistics import Effect, paired_effect, proportion
 from .sweeps import SweepPrompt, sweep
+from .train_vectors import train_vector
 
 # The four test columns, in table order.
 SETTINGS = ("no_instruction", "no_instruction+steer", "instruction", "instruction+steer")
@@ -74,9 +75,12 @@ RAW_PARTS = ("val.no_instruction", "val.instruction", "test.no_instruction", "te
 
 
 # Instruction ids whose validation answers get `ProtocolConfig.val_tokens_long`, as
-# the reference code gives JSON and multiple sections 1024 tokens instead of 768.
+# the reference code gives JSON and multiple sections 1024 tokens instead of 768. The
+# workbench's own `length:verbose` (120 words or more, about 160 tokens) is added: at
+# the quick preset's 128 tokens no answer could pass it, so validation could only
+# ever choose "do not steer".
 LONG_ANSWER_IDS = frozenset(
-    {"detectable_format:json_format", "detectable_format:multiple_sections"}
+    {"detectable_format:json_format", "detectable_format:multiple_sections", "length:verbose"}
 )
 
 
@@ -265,8 +269,8 @@ class ProtocolConfig:
             >>> print(ProtocolConfig.from_preset("quick", val_queries=8).describe(30))  # doctest: +NORMALIZE_WHITESPACE
             preset quick (changed: val_queries): layers 6,10,14,18,22,26; modes project;
             strengths 0.5,1; metric follows_loose (strict beside); select by clean_accuracy;
-            train 108 pairs; validation 8 queries, 128 new tokens (192 for JSON and multiple
-            sections); test 24 queries, 256 new tokens
+            train 108 pairs; validation 8 queries, 128 new tokens (192 for JSON, multiple
+            sections and verbose); test 24 queries, 256 new tokens
         """
         head = "no preset" if self.preset is None else f"preset {self.preset}"
         other = "strict" if self.metric == "follows_loose" else "loose"
@@ -285,7 +289,7 @@ class ProtocolConfig:
             f"{','.join(f'{s:g}' for s in self.strengths)}; metric {self.metric} "
             f"({other} beside); select by {self.select_by}; train {self.train_pairs} pairs; "
             f"validation {val}, {self.val_tokens} new tokens "
-            f"({self.val_tokens_long} for JSON and multiple sections); test "
+            f"({self.val_tokens_long} for JSON, multiple sections and verbose); test "
             f"{test}, {self.test_tokens} new tokens"
         )
 
@@ -493,7 +497,7 @@ def evaluate_instruction(
     common = {"batch_size": config.batch_size, "progress": progress}
     val_common = {**common, "max_new_tokens": config.val_tokens_for(instr.instruction_id)}
     test_common = {**common, "max_new_tokens": config.test_tokens}
-    vec = _vector(model, instr, config, layers, vector, progress)
+    vec = _vector(model, instr, config, layers, vector, progress, folder)
     grid = {"layers": layers, "modes": list(config.modes), "strengths": list(config.strengths)}
     selections: dict[str, Selection] = {}
     test: dict[str, SettingSummary] = {}
@@ -543,11 +547,14 @@ def _vector(
     layers: list[int],
     vector: Any,
     progress: bool,
+    folder: Path | None,
 ) -> InstructionVector:
-    """`vector`, checked to hold the swept layers, or one from `instr`'s train pairs."""
+    """`vector`, checked to hold the swept layers, or one from `instr`'s train pairs
+    (kept in `folder` when given, see `workbench.evaluation.train_vectors`)."""
     if vector is None:
-        pairs = make_pairs(instr, split="train", n=config.train_pairs)
-        return compute_instruction_vector(model, pairs, layers=layers, progress=progress)
+        return train_vector(
+            model, instr, config.train_pairs, layers, folder=folder, progress=progress
+        )
     if not isinstance(vector, InstructionVector):
         raise ArgumentTypeError(
             f"vector must be an InstructionVector or None, got {type(vector).__name__}"
