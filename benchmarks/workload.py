@@ -56,7 +56,7 @@ class Setup:
 
 
 def steered_layer(setup: Setup, n_layers: int) -> int:
-    # Layer 14 of 30 on the embedded model (the README's figures), the middle elsewhere.
+    # Layer 14 of 30 on the embedded model (the figures in docs/benchmarks.md), the middle elsewhere.
     return 14 if setup.config is None else n_layers // 2
 
 

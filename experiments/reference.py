@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from workbench import compute_instruction_vector, instruction, instruction_names, load_model
 from workbench.evaluation.protocol import ProtocolConfig, ProtocolResult, evaluate_instruction
 from workbench.evaluation.statistics import proportion
@@ -247,6 +249,7 @@ def run(cfg: Config, out_dir: Path) -> dict[str, Any]:
         "parts_s": {},
     }
     summary["machine"] = f"{platform.machine()} {platform.processor() or ''}".strip()
+    summary["threads"] = torch.get_num_threads()
 
     def done(part: str, started: float | None) -> None:
         # The report is rewritten after every part, so a run cut short still shows

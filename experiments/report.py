@@ -95,3 +95,52 @@ def render(summary: dict[str, Any]) -> str:
             text = " | ".join(_share(c["value"], c["ci95"]) for c in cells)
             lines.append(f"| {r['format']} | {r['length']} | {r['steering']} | {text} |")
     return "\n".join(lines) + "\n"
+
+
+# The README's copy of the results lies between these lines, rewritten by
+# ``python -m experiments --readme README.md`` (``make results``).
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def _move(plain: dict[str, Any], steered: dict[str, Any]) -> str:
+    return (
+        f"{plain['accuracy']:.2f} → {steered['accuracy']:.2f} "
+        f"(clean {plain['clean_accuracy']:.2f} → {steered['clean_accuracy']:.2f})"
+    )
+
+
+def render_short(summary: dict[str, Any]) -> str:
+    """The README's table: per instruction the selections, the accuracy unsteered →
+    steered in each condition, and the paired gains with their intervals."""
+    n = summary["instructions"][0]["test"]["instruction"]["n"] if summary["instructions"] else 0
+    lines = [
+        f"{summary['described']}. {n} test queries a column; compute "
+        f"{summary['compute_s'] / 60:.0f} min on {summary['machine']} "
+        f"({summary.get('threads', '?')} threads).",
+        "",
+        "| instruction | selected (without / with) | no instr.: plain → steered | "
+        "instr.: plain → steered | gain without | gain with |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in [*summary["instructions"], *summary.get("keywords", [])]:
+        chosen = " / ".join(_setting(r["selected"][c]) for c in ("without", "with"))
+        label = r["instruction"] if "word" not in r else f"{r['kind']} '{r['word']}'"
+        t = r["test"]
+        moves = [_move(t[a], t[a + "+steer"]) for a in COLUMNS[::2]]
+        gains = [_effect(r["effects"][c]) for c in ("without", "with")]
+        lines.append(f"| {label} | {chosen} | " + " | ".join(moves + gains) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def splice(text: str, block: str) -> str:
+    """`text` with what lies between `BEGIN` and `END` replaced by `block`.
+
+    Example:
+        >>> splice(f"a\\n{BEGIN}\\nold\\n{END}\\nb\\n", "new\\n")
+        'a\\n<!-- results:begin -->\\nnew\\n<!-- results:end -->\\nb\\n'
+    """
+    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
+        raise ValueError(f"the file must hold {BEGIN!r} once, then {END!r} once")
+    head, rest = text.split(BEGIN)
+    _, tail = rest.split(END)
+    return f"{head}{BEGIN}\n{block}{END}{tail}"

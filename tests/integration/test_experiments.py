@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from experiments.reference import SMOKE, run
+from experiments.report import BEGIN, END, render_short, splice
 
 
 def test_the_smoke_run_reports_every_part_with_its_preset_and_intervals(tmp_path):
@@ -28,6 +31,15 @@ def test_the_smoke_run_reports_every_part_with_its_preset_and_intervals(tmp_path
     assert "preset quick (changed:" in report and "[95% Wilson interval]" in report
     assert "| lowercase |" in report and "| exclude 'ocean' |" in report
     assert summary["wall_s"] > 0
+    # The README's short table: one row per instruction and keyword, gains with intervals.
+    short = render_short(summary)
+    assert short.count("\n| ") == 2 + 2 + 2  # head and rule, 2 instructions, 2 keywords
+    assert "| lowercase |" in short and "| include 'ocean' |" in short and " → " in short
+    page = splice(f"intro\n{BEGIN}\nold\n{END}\nafter\n", short)
+    assert page.startswith(f"intro\n{BEGIN}\n") and page.endswith(f"{END}\nafter\n")
+    assert "old" not in page and short in page
+    with pytest.raises(ValueError, match="must hold"):
+        splice("no markers", short)
 
 
 def test_a_rerun_resumes_every_part_and_keeps_the_compute_time_it_reports(tmp_path):

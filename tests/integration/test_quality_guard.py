@@ -29,7 +29,7 @@ def _flagged(smol, formatted, term):
 def test_unsteered_answers_are_rarely_flagged(smol, formatted):
     """Measured (bridge, greedy, CPU, 2026-12), on the 24 test queries at 64 new tokens:
     1 flagged, an answer that repeats its first sentence twice over; at 96 tokens 2 of
-    24, both real loops (the README has the long-budget figures)."""
+    24, both real loops (docs/evaluation.md has the long-budget figures)."""
     flagged, texts = _flagged(smol, formatted, None)
     assert flagged <= 0.10 * len(formatted), [t for t in texts]
 

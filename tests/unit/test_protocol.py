@@ -25,7 +25,7 @@ from workbench.evaluation.protocol import (
     summarize_column,
 )
 from workbench.evaluation.statistics import paired_effect, wilson
-from workbench.evaluation.sweep_files import read_rows
+from workbench.evaluation.sweep_files import read_rows, vector_id
 from workbench.evaluation.sweeps import Setting, SweepPrompt
 from workbench.vectors.pairs import base_queries
 
@@ -164,17 +164,29 @@ def test_a_rerun_resumes_from_the_raw_files_without_generating(model, monkeypatc
     }
 
 
-def test_the_kept_train_vector_is_recomputed_when_its_inputs_change(model, tmp_path):
+def test_a_kept_train_vector_of_other_inputs_is_refused_and_never_replaced(model, tmp_path):
     instr = protocol.instruction("no_comma")
     first = train_vectors.train_vector(model, instr, 2, [1], folder=tmp_path)
-    record = json.loads((tmp_path / "no_comma.vector.json").read_text())
+    vector_file, record_file = train_vectors.vector_files(tmp_path, "no_comma")
+    record = json.loads(record_file.read_text())
     assert record["inputs"]["layers"] == [1] and record["inputs"]["n_pairs"] == 2
-    more = train_vectors.train_vector(model, instr, 3, [1], folder=tmp_path)
-    assert more.n_pairs == 3 and first.n_pairs == 2
-    other = train_vectors.train_vector(model, instr, 3, [1, 2], folder=tmp_path)
-    assert other.layers == (1, 2)
-    record = json.loads((tmp_path / "no_comma.vector.json").read_text())
-    assert record["inputs"]["layers"] == [1, 2] and record["inputs"]["n_pairs"] == 3
+    assert record["vector_id"] == vector_id(first)
+    kept = vector_file.read_bytes(), record_file.read_bytes()
+    with pytest.raises(WorkbenchError, match="n_pairs 2 kept, 3 now"):
+        train_vectors.train_vector(model, instr, 3, [1], folder=tmp_path)
+    with pytest.raises(WorkbenchError, match=r"layers \[1\] kept, \[1, 2\] now"):
+        train_vectors.train_vector(model, instr, 2, [1, 2], folder=tmp_path)
+    assert (vector_file.read_bytes(), record_file.read_bytes()) == kept
+    record_file.write_text("{torn")
+    with pytest.raises(WorkbenchError, match="is not a train-vector record"):
+        train_vectors.train_vector(model, instr, 2, [1], folder=tmp_path)
+    record_file.unlink()
+    with pytest.raises(WorkbenchError, match="has no record of what it was computed from"):
+        train_vectors.train_vector(model, instr, 2, [1], folder=tmp_path)
+    assert vector_file.read_bytes() == kept[0]
+    # Another instruction's name in the same folder is its own pair of files.
+    other = train_vectors.train_vector(model, instr, 3, [1], folder=tmp_path, name="other")
+    assert other.n_pairs == 3
 
 
 def test_each_condition_is_selected_on_its_own_validation_sweep(model, monkeypatch):

@@ -151,7 +151,7 @@ def test_the_guard_meets_its_stated_precision_and_recall_on_the_labelled_set():
     flags = [bool(QualityThresholds().flags(r["response"])["degenerate"]) for r in rows]
     labels = [bool(r["degenerate"]) for r in rows]
     hits = sum(f and y for f, y in zip(flags, labels, strict=True))
-    # The README's figures: precision 98/101, recall 98/108 (cuts fitted on halves of it).
+    # The figures in docs/evaluation.md: precision 98/101, recall 98/108 (cuts fitted on halves of it).
     assert hits / sum(flags) >= 0.9
     assert hits / sum(labels) >= 0.9
 

@@ -176,6 +176,16 @@ def test_a_killed_sweep_resumes_to_the_same_table(full, model, lower, tmp_path, 
     assert len(rows) == len(full)
 
 
+def test_the_progress_bar_carries_its_label_and_draws_its_last_line_once(
+    full, model, lower, capsys
+):
+    table = sweep(model, lower, PROMPTS, **{**KW, "progress": True, "batch_size": 5}, label="owls")
+    _same(table, full)
+    drawn = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    finished = [line for line in drawn if f"{len(full)}/{len(full)}" in line]
+    assert len(finished) == 1 and finished[0].startswith("owls: 100%"), drawn
+
+
 def test_a_torn_last_line_is_redone(full, model, lower, tmp_path):
     out = tmp_path / "s.jsonl"
     sweep(model, lower, PROMPTS, out=out, **KW)

@@ -76,7 +76,7 @@ RAW_PARTS = ("val.no_instruction", "val.instruction", "test.no_instruction", "te
 
 # Instruction ids whose validation answers get `ProtocolConfig.val_tokens_long`, as
 # the reference code gives JSON and multiple sections 1024 tokens instead of 768. The
-# workbench's own `length:verbose` (120 words or more, about 160 tokens) is added: at
+# workbench's own `length:verbose` (120 words or more, about 150 tokens) is added: at
 # the quick preset's 128 tokens no answer could pass it, so validation could only
 # ever choose "do not steer".
 LONG_ANSWER_IDS = frozenset(
@@ -87,7 +87,7 @@ LONG_ANSWER_IDS = frozenset(
 # What each preset sets; every other field keeps `ProtocolConfig`'s default, which is
 # the reference protocol ("paper"). "quick" is sized for a laptop CPU and a small
 # model: shorter budgets, every other swept layer, and a strength axis (a 135M model
-# is broken by x1 at most layers, README "Presets").
+# is broken by x1 at most layers, docs/evaluation.md "Presets").
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "quick": {
@@ -509,7 +509,15 @@ def evaluate_instruction(
             )
         else:
             val = own_val[condition]
-        table = sweep(model, vec, val, **grid, **val_common, out=raw(f"val.{label}"))
+        table = sweep(
+            model,
+            vec,
+            val,
+            **grid,
+            **val_common,
+            label=_bar(instr, "validation", condition),
+            out=raw(f"val.{label}"),
+        )
         # Looked up at call time, so that a test can substitute the rule.
         chosen = selections[condition] = selection.select(
             table, vec, metric=config.metric, objective=config.select_by
@@ -521,23 +529,28 @@ def evaluate_instruction(
             )
         else:
             prompts = own[condition]
-        out = raw(f"test.{label}")
+        out, bar = raw(f"test.{label}"), _bar(instr, "test", condition)
         if s.layer is None:
             # A sweep always steers something: an add of weight 0 changes no activation.
             zero = {"layers": layers[:1], "modes": ["add"], "strengths": [0.0]}
             base = steered = sweep(
-                model, vec, prompts, **zero, baseline=False, **test_common, out=out
+                model, vec, prompts, **zero, baseline=False, **test_common, label=bar, out=out
             )
         else:
             strength = 1.0 if s.strength is None else s.strength  # ablate takes none
             one = {"layers": [s.layer], "modes": [s.mode], "strengths": [strength]}
-            table = sweep(model, vec, prompts, **one, **test_common, out=out)
+            table = sweep(model, vec, prompts, **one, **test_common, label=bar, out=out)
             base, steered = table[table.layer.isna()], table[table.layer.notna()]
         test[label] = summarize_column(base, config.metric)
         test[label + "+steer"] = summarize_column(steered, config.metric)
         effects[condition] = paired_columns(base, steered, config.metric)
     vec = vec.with_selection(selections["without"].record())
     return ProtocolResult(instr, config, vec, selections, {k: test[k] for k in SETTINGS}, effects)
+
+
+def _bar(instr: Instruction, stage: str, condition: str) -> str:
+    """A progress bar's label: ``"lowercase: test, with instruction"``."""
+    return f"{instr.name}: {stage}, {condition} instruction"
 
 
 def _vector(

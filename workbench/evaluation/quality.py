@@ -26,7 +26,7 @@ A response is *degenerate* (`QualityThresholds`, each cut a reader's "broken"):
 
 Why these: on a labelled set of 196 responses of the embedded model, each labelled
 by reading it (``tests/data/degenerate_labels.jsonl``, measured by
-``python -m experiments.guard_measures``; the README has the figures), this rule
+``python -m experiments.guard_measures``; docs/evaluation.md has the figures), this rule
 beat the earlier guard (repeated token 4-grams above 0.5, or perplexity under the
 model being steered, run unsteered, below 1.2), whose recall was 0.77: greedy text is always
 likely under its own model, so perplexity under it cannot see gibberish. Perplexity

@@ -222,6 +222,7 @@ def sweep(
     batch_size: int = 32,
     thresholds: QualityThresholds | None = None,
     progress: bool = True,
+    label: str = "sweep",
 ) -> pd.DataFrame:
     """Generate, score and guard every (setting, prompt); one tidy row each.
 
@@ -235,6 +236,7 @@ def sweep(
             is refused); rows are appended as they are scored, and a restarted
             sweep with the same arguments skips the rows it holds.
         shard: ``(i, n)`` runs the i-th of n disjoint parts (see `merge_sweeps`).
+        progress, label: whether to show a progress bar, and its label.
 
     Returns:
         A DataFrame with the columns `sweep_files.COLUMNS`, ordered by work unit, holding this
@@ -258,6 +260,10 @@ def sweep(
         batch_size = check_int("batch_size", batch_size, low=1)
         check_bool("baseline", baseline)
         check_bool("progress", progress)
+        if not isinstance(label, str):
+            raise ArgumentTypeError(
+                f"label must be a str, got {type(label).__name__} {label!r:.60}"
+            )
         shard = _check_shard(shard)
         if thresholds is None:
             thresholds = QualityThresholds()
@@ -287,7 +293,7 @@ def sweep(
         # Similar lengths batch together, so little compute goes to padding.
         todo.sort(key=lambda unit: (len(unit[3].text), unit[0]))
         rows = list(done.values())
-        bar = tqdm(total=len(units), initial=len(done), desc="sweep", disable=not progress)
+        bar = tqdm(total=len(units), initial=len(done), desc=label, disable=not progress)
         for start in range(0, len(todo), batch_size):
             batch = _score_batch(
                 model, vector, todo[start : start + batch_size], max_new_tokens, thresholds
@@ -295,7 +301,12 @@ def sweep(
             if path is not None:
                 append_rows(path, batch)
             rows += batch
-            bar.update(len(batch))
+            if bar.n + len(batch) < len(units):
+                bar.update(len(batch))
+            else:
+                # Counted without drawing: close() draws the finished bar, and a bar
+                # drawn here too would print its last line twice in a log.
+                bar.n = len(units)
         bar.close()
         table = as_frame(rows)
         table.attrs["sweep"] = table_identity(config, [str(path)] if path else None, len(table))
