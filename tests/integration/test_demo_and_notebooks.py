@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
+from jupyter_client.kernelspec import KernelSpecManager
+
 from workbench import InstructionVector
+from workbench.cli.console import main
 from workbench.cli.demo import run_demo
 
 NOTEBOOKS = sorted((Path(__file__).parents[2] / "notebooks").glob("*.ipynb"))
@@ -35,11 +39,36 @@ def test_notebooks_are_stored_without_outputs_and_switch_size_in_one_place():
         ), path.name
 
 
-def test_demo_writes_a_loadable_vector_and_its_report(tmp_path, smol, capsys):
-    outputs = run_demo(tmp_path, n_pairs=16, n_prompts=2, max_new_tokens=12)
+def test_notebooks_run_through_the_registered_workbench_kernel():
+    """nbmake starts each notebook's own kernel: a missing or broken `workbench` kernel
+    (registered by `make install`) fails the notebook runs, and this says why."""
+    for path in NOTEBOOKS:
+        spec = json.loads(path.read_text())["metadata"]["kernelspec"]
+        assert spec["name"] == "workbench", path.name
+    kernel = KernelSpecManager().get_kernel_spec("workbench")
+    assert Path(kernel.argv[0]).absolute() == Path(sys.executable).absolute()
+
+
+def test_demo_chooses_on_validation_scores_its_answers_and_saves_what_it_steered(
+    tmp_path, smol, capsys
+):
+    demo = run_demo(tmp_path, n_pairs=16, n_val=3, n_prompts=2, max_new_tokens=64)
     printed = capsys.readouterr().out
-    assert "UNSTEERED" in printed and "STEERED" in printed
-    vec = InstructionVector.load(outputs["vector"], model=smol)
-    assert vec.n_pairs == 16 and vec.selected_layer == 14
-    html = outputs["report"].read_text()
-    assert "one_sentence" in html and html.count('class="plotly-graph-div"') >= 5
+    assert "<- chosen" in printed and "UNSTEERED" in printed
+    assert "one sentence and not degenerate: unsteered" in printed
+    vec = InstructionVector.load(demo.vector, model=smol)
+    assert vec.n_pairs == 16
+    # The file holds the whole selection, chosen among the demo's grid.
+    chosen = vec.selection
+    assert chosen["n"] == 3 and chosen["objective"] == "clean_accuracy"
+    assert (chosen["layer"], chosen["mode"]) in {(layer, "add") for layer in (10, 14, 18)}
+    html = demo.report.read_text()
+    assert "Answers, unsteered and steered" in html and "validation queries" in html
+    assert html.count('class="plotly-graph-div"') >= 5
+
+    # `workbench steer FILE PROMPT` reproduces the demo's steered answer.
+    first = demo.answers.iloc[0]
+    assert f'workbench steer {demo.vector} "{first.prompt}"' in printed
+    assert main(["steer", str(demo.vector), first.prompt, "--json"]) == 0
+    row = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert row["response"] == first.steered

@@ -283,7 +283,10 @@ def test_export_gguf_writes_the_chosen_layers(runs):
 def _one_error_line(done: subprocess.CompletedProcess, command: str) -> str:
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
-    lines = done.stderr.splitlines()
+    # the model's "loading …" / "loaded … in Xs" progress lines come first
+    lines = [
+        line for line in done.stderr.splitlines() if not line.startswith(("loading ", "loaded "))
+    ]
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith(f"workbench {command}: error: ")
     return lines[0]

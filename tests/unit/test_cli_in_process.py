@@ -197,7 +197,8 @@ def test_choices_mirror_the_library():
     from workbench.evaluation.selection import Metric
     from workbench.options import Dtype
 
-    assert DTYPES == choices(Dtype) and METRICS == choices(Metric)
+    assert DTYPES == choices(Dtype) and set(METRICS) == set(choices(Metric))
+    assert METRICS[0] == "follows_loose"  # the protocol's metric is the CLI's default
 
 
 def test_list_text_shows_placeholders_and_models(capsys):
@@ -240,7 +241,8 @@ def test_a_transfer_warns_in_one_line(in_files, capsys):
     assert main([*argv, "--max-new-tokens", "1", "--json"]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out)["prompt"] == "Hi"
-    (line,) = captured.err.splitlines()
+    loading, loaded, line = captured.err.splitlines()
+    assert loading == "loading seed1…" and loaded.startswith("loaded seed1 in ")
     assert line.startswith("workbench steer: warning: vector was computed on")
 
 

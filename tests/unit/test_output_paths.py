@@ -78,8 +78,10 @@ def refused(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
         code = e.code
     err = capsys.readouterr().err
     assert code == 2, err
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    return err.strip()
+    # the model's "loading …" / "loaded … in Xs" progress lines come first
+    lines = [line for line in err.splitlines() if not line.startswith(("loading ", "loaded "))]
+    assert "Traceback" not in err and len(lines) == 1, err
+    return lines[0].strip()
 
 
 def refused_untouched(capsys, work: Path, argv: list[str], shown: str) -> None:

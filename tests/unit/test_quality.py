@@ -103,12 +103,37 @@ def test_degenerate_means_empty_looping_cycling_or_salad(tiny_model):
         max_duplicate_line_share=1,
         min_letter_share=0,
         max_single_character_share=1,
+        max_unit_copies=10**6,
         max_unknown_word_share=1,
     )
     table = quality_frame(
         tiny_model, [PROMPT] * 6, responses, texts, max_new_tokens=4, thresholds=loose
     )
     assert not table.degenerate.any()
+
+
+def test_a_short_loop_after_a_normal_start_is_degenerate_and_a_repeated_phrase_is_not():
+    guard = QualityThresholds()
+    # The demo's steered answer once: one sentence, then a URL that loops. Its 512-
+    # character windows still compress like prose, so only the copies count sees it.
+    url = (
+        "Forests are full of tall trees, soft moss and the calls of birds, and you can "
+        "read more at https://www.example.com/search/" + "search/" * 7
+    )
+    assert guard.flags(url)["compression_ratio"] > guard.min_compression_ratio
+    assert guard.flags(url)["unit_copies"] == 8
+    assert guard.flags(url)["degenerate"]
+    assert QualityThresholds(max_unit_copies=8).flags(url)["degenerate"] is False
+    for right in [
+        # A refrain said twice, a stutter, a list of numbers: under six copies.
+        "Row, row, row your boat, gently down the stream.",
+        "It is very, very, very good, and I mean it.",
+        "Counting: 1, 2, 3, 4, 5, 6, 7, 8, 9, 10.",
+        # Repeated punctuation or digits have under two letters per unit.
+        "Wait for it............ and then the answer comes, at last, to all of us.",
+    ]:
+        assert guard.flags(right)["unit_copies"] <= 5, right
+        assert not guard.flags(right)["degenerate"], right
 
 
 def test_word_salad_is_degenerate_and_foreign_languages_names_and_code_are_not():

@@ -74,7 +74,7 @@ def test_missing_inputs_are_listed_with_their_reason(page_inputs, tmp_path):
     vec = page_inputs[1]
     plain = compute_instruction_vector(page_inputs[0], make_pairs("lowercase", n=3))
     text = report(plain, out=tmp_path / "bare.html").read_text()
-    for reason in ["keep_pair_diffs=True", "no sweep table", "no model"]:
+    for reason in ["--keep-pair-diffs", "keep_pair_diffs=True", "--sweep FILE", "--model NAME"]:
         assert reason in text
     # A saved vector reports the same as the object it was saved from.
     saved = vec.save(tmp_path / "v.safetensors")

@@ -85,6 +85,7 @@ COLUMN_TYPES = {
     "duplicate_line_share": (float,),
     "letter_share": (float,),
     "single_character_share": (float,),
+    "unit_copies": (int,),
     "unknown_word_share": (float,),
     "seconds": (float,),
 }

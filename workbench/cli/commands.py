@@ -39,7 +39,7 @@ def register_first(sub: Any) -> None:
         sub,
         "extract",
         "compute an instruction vector from bundled pairs and save it",
-        "workbench extract title --out title.safetensors\n"
+        "workbench extract one_sentence --out one_sentence.safetensors\n"
         "workbench extract bullets --set num_bullets=4 --layers 8-20 --out bullets.safetensors",
     )
     p.add_argument("instruction", help="a bundled instruction (see `workbench list`)")
@@ -74,7 +74,7 @@ def register_last(sub: Any) -> None:
         sub,
         "export-gguf",
         "write a vector file as a llama.cpp control vector (add mode, every layer but 0)",
-        "workbench export-gguf title.safetensors --out title.gguf --scale 2",
+        "workbench export-gguf one_sentence.safetensors --out one_sentence.gguf --scale 2",
     )
     p.add_argument("vector", type=path_arg, help="a vector file from `workbench extract`")
     p.add_argument("--out", type=path_arg, required=True, metavar="FILE", help="output .gguf file")
@@ -88,15 +88,15 @@ def register_last(sub: Any) -> None:
         "demo",
         "compute the one-sentence vector on the embedded model, steer, write a report",
         "workbench demo --out demo_output\n"
-        "workbench demo --model /path/to/checkpoint --device cuda --dtype bfloat16 --layer 12",
+        "workbench demo --model /path/to/checkpoint --device cuda --dtype bfloat16 --layers 8,12,16",
     )
     p.add_argument("--out", type=path_arg, default=Path("demo_output"), help="output directory")
     add_model_options(p, DEFAULT_MODEL, DEFAULT_MODEL)
     p.add_argument(
-        "--layer",
-        type=int,
+        "--layers",
         default=None,
-        help="layer to steer at (default: workbench.cli.demo.DEMO_LAYER, chosen on the embedded model)",
+        help="layers the validation sweep tries, e.g. 10,14,18 (default: those, measured on "
+        "the embedded 30-layer model, at the same relative depths)",
     )
     p.add_argument(
         "--pairs", type=positive_int, default=64, metavar="N", help="(default: %(default)s)"
@@ -254,7 +254,7 @@ def run_export(args: argparse.Namespace) -> None:
 
 def run_demo(args: argparse.Namespace) -> None:
     """The demo: vector, side-by-side steering, vector file and report page."""
-    from .demo import DEMO_FILES, DEMO_LAYER
+    from .demo import DEMO_FILES
     from .demo import run_demo as demo
 
     if not args.out.parent.is_dir():
@@ -270,15 +270,17 @@ def run_demo(args: argparse.Namespace) -> None:
     if args.out.is_dir():
         outputs = [("--out", args.out / name, kind) for name, kind in DEMO_FILES.items()]
         check_outputs(args, model_input(args), outputs)
+    layers = None if args.layers is None else parse_layers(args.layers)
     model = load_model_from(args)
-    layer = DEMO_LAYER if args.layer is None else args.layer
-    paths = demo(
+    if layers is not None:
+        check_model_layers(layers, model.cfg.n_layers)
+    result = demo(
         args.out,
         model_name=args.model,
         model=model,
-        layer=layer,
+        layers=layers,
         n_pairs=args.pairs,
         force=args.force,
     )
     if args.json:
-        emit_json(paths)
+        emit_json({"vector": result.vector, "report": result.report})

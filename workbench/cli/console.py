@@ -3,12 +3,12 @@
 Typical run (each step's ``--help`` shows its options and an example):
 
   workbench list                                                # instructions, models
-  workbench extract title --out title.safetensors               # pairs -> vector
-  workbench sweep title.safetensors --layers 8-20 --out title.jsonl
-  workbench select title.jsonl --vector title.safetensors --write
-  workbench steer title.safetensors "Describe a forest."        # selected setting
-  workbench evaluate title                                      # the four-setting table
-  workbench report title.safetensors --sweep title.jsonl --out title.html
+  workbench extract one_sentence --out one_sentence.safetensors # pairs -> vector
+  workbench sweep one_sentence.safetensors --layers 10,14,18 --queries 8 --out one_sentence.jsonl
+  workbench select one_sentence.jsonl --vector one_sentence.safetensors --write
+  workbench steer one_sentence.safetensors "Describe a forest."  # selected setting
+  workbench report one_sentence.safetensors --sweep one_sentence.jsonl --out one_sentence.html
+  workbench evaluate one_sentence                               # the whole protocol
 
 Bad input ends in one line on stderr and exit status 2, never a traceback. Every
 check runs before any model loads and before any file is written.

@@ -49,8 +49,8 @@ def register(sub: Any) -> None:
         sub,
         "steer",
         "generate with a saved vector (its selected setting, or the one given)",
-        'workbench steer title.safetensors "Describe a forest." --compare\n'
-        "workbench steer title.safetensors --prompts-file prompts.txt --layer 14 --mode add "
+        'workbench steer one_sentence.safetensors "Describe a forest." --compare\n'
+        "workbench steer one_sentence.safetensors --prompts-file prompts.txt --layer 14 --mode add "
         "--strength 2 --json",
     )
     p.add_argument("vector", type=path_arg, help="a vector file from `workbench extract`")
@@ -86,7 +86,7 @@ def register(sub: Any) -> None:
         sub,
         "evaluate",
         "the four-setting table: (no) instruction x (no) steering, per bundled instruction",
-        "workbench evaluate title\n"
+        "workbench evaluate one_sentence\n"
         "workbench evaluate --preset paper lowercase --json\n"
         "workbench evaluate --test-file my_ifeval.jsonl --preset quick --out-dir eval_raw",
         description="For each instruction: a vector from train pairs, a setting selected per "

@@ -5,26 +5,39 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 from workbench.errors import InvalidArgumentError, WorkbenchError
 
+from .parser import DEFAULT_MODEL
 from .paths import input_file
 
 
 def load_model_from(args: argparse.Namespace, name: str | None = None) -> Any:
-    """The model named by --model (or `name`), loaded without progress bars or log lines.
+    """The model named by --model (or `name`), loaded without progress bars or log lines
+    of the loaders; a line on stderr says what loads before the (seconds of) imports, and
+    another how long it took.
 
     Errors a user can cause (a missing checkpoint, no network for a hub id, an
     unavailable device) end as one `WorkbenchError` line.
     """
+    name = args.model if args.model is not None else name
+    shown = name if name is not None else DEFAULT_MODEL
+    print(f"loading {shown}…", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    model = _load(args, name)
+    print(f"loaded {shown} in {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
+    return model
+
+
+def _load(args: argparse.Namespace, name: str | None) -> Any:
     import transformers
 
     from workbench.model.loading import load_model
 
-    name = args.model if args.model is not None else name
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     try:

@@ -26,9 +26,9 @@ def register(sub: Any) -> None:
         sub,
         "report",
         "write an HTML page with a vector's figures (and its sweep's, with --sweep)",
-        "workbench report title.safetensors --sweep title.jsonl --out title.html\n"
+        "workbench report one_sentence.safetensors --sweep one_sentence.jsonl --out one_sentence.html\n"
         "# with a model the page adds residual-norm and held-out projection figures\n"
-        "workbench report title.safetensors --out title.html --model smollm2-135m-instruct",
+        "workbench report one_sentence.safetensors --out one_sentence.html --model smollm2-135m-instruct",
     )
     p.add_argument("vector", type=path_arg, help="a vector file from `workbench extract`")
     p.add_argument("--sweep", type=path_arg, nargs="+", default=None, help="sweep file(s) / shards")

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import InvalidArgumentError
-from workbench.options import Mode, Split, choices
+from workbench.options import Mode, Objective, Split, choices
 
 from .arguments import (
     check_count,
@@ -34,7 +34,8 @@ from .paths import (
 )
 
 # workbench.evaluation.selection.Metric's values; a test keeps the two in step.
-METRICS = ("follows_strict", "follows_loose")
+# Loose first: the protocol's metric (IFEval's loose mode, as the reference method).
+METRICS = ("follows_loose", "follows_strict")
 VECTOR_MODEL = "the model the vector was computed on"
 
 
@@ -44,9 +45,11 @@ def register(sub: Any) -> None:
         sub,
         "sweep",
         "generate, score and guard every layer x mode x strength setting (resumable)",
-        "workbench sweep title.safetensors --layers 8-20 --out title.jsonl\n"
+        "workbench sweep one_sentence.safetensors --layers 10,14,18 --queries 8 "
+        "--out one_sentence.jsonl\n"
         "# a job array: shard i of 4 writes its own file; `select` merges them\n"
-        "workbench sweep title.safetensors --layers 8-20 --shard 0/4 --out title.0.jsonl",
+        "workbench sweep one_sentence.safetensors --layers 8-20 --shard 0/4 "
+        "--out one_sentence.0.jsonl",
         description="Run the sweep; rows are appended to --out as they are scored, so the "
         "same command rerun after an interruption resumes where it stopped.",
     )
@@ -55,7 +58,9 @@ def register(sub: Any) -> None:
         "--out", type=path_arg, required=True, metavar="FILE", help="results file (JSONL; resumed)"
     )
     p.add_argument("--layers", default=None, help="e.g. 8-20 or 10,14 (default: the vector's)")
-    p.add_argument("--modes", default="project", help="add, project, ablate (default: %(default)s)")
+    p.add_argument(
+        "--modes", default="add,project", help="add, project, ablate (default: %(default)s)"
+    )
     p.add_argument(
         "--strengths", default="0.25,0.5,1", help="x each mode's default (default: %(default)s)"
     )
@@ -82,15 +87,22 @@ def register(sub: Any) -> None:
         sub,
         "select",
         "choose the best setting from sweep results (optionally store it in the vector)",
-        "workbench select title.jsonl\n"
-        "workbench select title.0.jsonl title.1.jsonl --vector title.safetensors --write",
-        description="Highest accuracy among settings whose degenerate share is not above the "
-        "unsteered baseline's; ties go to the baseline, then the lower layer and strength.",
+        "workbench select one_sentence.jsonl\n"
+        "workbench select one_sentence.jsonl --vector one_sentence.safetensors --write",
+        description="Highest clean accuracy (or accuracy, with --select-by accuracy) among "
+        "settings whose degenerate share is not above the unsteered baseline's; ties go to "
+        "the baseline, then the lower layer and strength.",
     )
     p.add_argument("sweeps", type=path_arg, nargs="+", help="results file(s) of one sweep")
     p.add_argument("--vector", type=path_arg, default=None, help="the vector the sweep used")
     p.add_argument("--write", action="store_true", help="store the selection in --vector")
-    p.add_argument("--metric", default=METRICS[0], choices=METRICS)
+    p.add_argument("--metric", default=METRICS[0], choices=METRICS, help="(default: %(default)s)")
+    p.add_argument(
+        "--select-by",
+        default="clean_accuracy",
+        choices=choices(Objective),
+        help="what is maximised; clean = follows and not degenerate (default: %(default)s)",
+    )
     p.set_defaults(func=run_select)
 
 
@@ -108,15 +120,16 @@ def setting_label(layer: Any, mode: Any, strength: Any) -> str:
     return f"L{int(layer)} {mode} x{float(strength):g}"
 
 
-def _evidence_lines(evidence: Any) -> list[str]:
-    lines = [f"  {'setting':<22} {'n':>4} {'accuracy':>9} {'degenerate':>11}"]
+def evidence_lines(evidence: Any) -> list[str]:
+    """`summarize`'s (or a selection's) table as aligned text lines, the chosen row marked."""
+    lines = [f"  {'setting':<22} {'n':>4} {'accuracy':>9} {'clean':>6} {'degenerate':>11}"]
     for row in evidence.to_dict("records"):
         label = setting_label(row["layer"], row["mode"], row["strength"])
         mark = "  <- chosen" if row.get("chosen") else ""
         mark += "" if row.get("eligible", True) else "  (too degenerate)"
         lines.append(
             f"  {label:<22} {row['n']:>4} {percent(row['accuracy']):>9} "
-            f"{percent(row['degenerate_share']):>11}{mark}"
+            f"{percent(row['clean_accuracy']):>6} {percent(row['degenerate_share']):>11}{mark}"
         )
     return lines
 
@@ -179,7 +192,8 @@ def run_sweep(args: argparse.Namespace) -> None:
         return
     part = f" (shard {shard[0]}/{shard[1]})" if shard else ""
     say(f"wrote {args.out}: {len(table)} rows{part}, {len(prompts)} prompts")
-    for line in _evidence_lines(summarize(table)):
+    say(f"  accuracy: {METRICS[0]}; clean: follows and not degenerate")
+    for line in evidence_lines(summarize(table, METRICS[0])):
         say(line)
 
 
@@ -205,7 +219,7 @@ def run_select(args: argparse.Namespace) -> None:
     table = merge_sweeps(args.sweeps)
     if vec is not None:
         check_swept(vec, args.vector, table)
-    chosen = select(table, vec, metric=args.metric)
+    chosen = select(table, vec, metric=args.metric, objective=args.select_by)
     written = None
     if args.write:
         written = vec.with_selection(chosen.record()).save(args.vector)
@@ -225,10 +239,11 @@ def run_select(args: argparse.Namespace) -> None:
     )
     say(
         f"selected: {setting_label(*_setting(chosen))}{coefficient} "
-        f"({args.metric} {percent(record['accuracy'])}, degenerate "
+        f"({args.metric} {percent(record['accuracy'])}, clean "
+        f"{percent(record['clean_accuracy'])}, degenerate "
         f"{percent(record['degenerate_share'])}, n={record['n']})"
     )
-    for line in _evidence_lines(chosen.evidence):
+    for line in evidence_lines(chosen.evidence):
         say(line)
     if written is not None:
         say(f"wrote the selection into {written}")

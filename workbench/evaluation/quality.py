@@ -19,6 +19,10 @@ A response is *degenerate* (`QualityThresholds`, each cut a reader's "broken"):
 - letter salad: more than ``max_single_character_share`` of its words (eight or
   more) are a lone letter or digit ("The A A B H L X A X", "1 1 1",
   `single_character_share`);
+- a tail loop: one stretch of 3 to 40 characters, two or more of them letters,
+  repeated back to back more than ``max_unit_copies`` times
+  (``search/search/search/…``, ``la la la…``, `unit_copies`), which the windowed
+  compression ratio misses when the loop is short or comes after a long normal start;
 - word salad: more than ``max_unknown_word_share`` of its words of three or more
   letters outside code (``unknown_word_min_words`` or more) are in no English,
   French, Spanish or German dictionary ("Hindi A Adindi, FULL INLINING A
@@ -37,10 +41,15 @@ long normal answer (whose ratio falls as vocabulary repeats) is judged like a sh
 one, and a loop that starts late is still seen. Being cut at the token limit is
 recorded but is not degenerate by itself (a long answer with a short budget is cut).
 The word-salad cut changes no verdict on the labelled set (its word salads loop too,
-and are caught already) nor on the 6,144 responses of ``results/raw`` (measured);
+and are caught already) nor on the 6,144 responses of ``results/raw`` then (measured);
 it is there for short invented-word answers that nothing else sees, and at more
 than half the words unknown it stays clear of normal answers (at most 0.09 in the
 labelled set: names, rare terms; at most 0.38 in the French answers of the results).
+The tail-loop cut changes no verdict on the labelled set either (no normal answer
+there repeats a stretch more than twice; the degenerate ones it sees are caught
+already); on the 13,824 responses of ``results/raw`` it flags 24 more, every one a
+loop when read (the demo's ``https://www.example.com/search/search/…`` among its
+kind), and changes no selection of the results table.
 """
 
 from __future__ import annotations
@@ -52,6 +61,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Float, Int
@@ -79,6 +89,7 @@ class QualityThresholds:
         max_duplicate_line_share: degenerate above this share of repeated lines.
         min_letter_share: degenerate below this share of letters.
         max_single_character_share: degenerate above this share of one-character words.
+        max_unit_copies: degenerate when a short stretch repeats back to back more often.
         max_unknown_word_share: degenerate above this share of words in no dictionary.
         unknown_word_min_words: the fewest dictionary words that cut is applied to.
         ngram: the n of the recorded repeated token n-gram share.
@@ -94,6 +105,7 @@ class QualityThresholds:
     max_duplicate_line_share: float = 0.45
     min_letter_share: float = 0.5
     max_single_character_share: float = 0.5
+    max_unit_copies: int = 5
     max_unknown_word_share: float = 0.5
     unknown_word_min_words: int = 5
     ngram: int = 4
@@ -104,6 +116,9 @@ class QualityThresholds:
             self, "window_chars", check_int("window_chars", self.window_chars, low=16)
         )
         object.__setattr__(self, "ngram", check_int("ngram", self.ngram, low=1))
+        object.__setattr__(
+            self, "max_unit_copies", check_int("max_unit_copies", self.max_unit_copies, low=1)
+        )
         object.__setattr__(
             self,
             "unknown_word_min_words",
@@ -139,6 +154,7 @@ class QualityThresholds:
         lines = duplicate_line_share(text)
         letters = letter_share(text)
         single = single_character_share(text)
+        copies = unit_copies(text)
         unknown, looked_up = unknown_word_share(text)
         return {
             "n_words": words,
@@ -146,12 +162,14 @@ class QualityThresholds:
             "duplicate_line_share": lines,
             "letter_share": letters,
             "single_character_share": single,
+            "unit_copies": copies,
             "unknown_word_share": unknown,
             "degenerate": words < self.min_words
             or ratio < self.min_compression_ratio
             or lines > self.max_duplicate_line_share
             or (letters < self.min_letter_share and len("".join(text.split())) >= 40)
             or single > self.max_single_character_share
+            or copies > self.max_unit_copies
             or (unknown > self.max_unknown_word_share and looked_up >= self.unknown_word_min_words),
         }
 
@@ -221,6 +239,34 @@ def single_character_share(text: str) -> float:
     return singles / len(words) if len(words) >= 8 else 0.0
 
 
+def unit_copies(text: str, shortest: int = 3, longest: int = 40) -> int:
+    """The most times one stretch of `shortest` to `longest` characters, two or more of
+    them letters, occurs back to back in `text` (1 when nothing repeats). A stretch of
+    period ``L`` is found where ``text[i] == text[i + L]`` holds over a run; the run
+    plus one period holds ``(run + L) // L`` whole copies.
+
+    Example:
+        >>> unit_copies("see https://www.example.com/search/search/search/search/search/")
+        5
+        >>> unit_copies("A plain answer, with nothing said twice.")
+        1
+    """
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    letters = np.concatenate([[0], np.cumsum([c.isalpha() for c in text], dtype=np.int64)])
+    best = 1
+    for period in range(shortest, min(longest, len(codes) // 2) + 1):
+        same = np.concatenate([[False], codes[:-period] == codes[period:], [False]])
+        edges = np.diff(same.astype(np.int8))
+        starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+        # every window of a periodic stretch is a rotation of one unit, so its letter
+        # count is the unit's
+        worded = letters[starts + period] - letters[starts] >= 2
+        copies = (ends - starts + period) // period
+        if worded.any():
+            best = max(best, int(copies[worded].max()))
+    return best
+
+
 # What `quality_frame` records per response, in order.
 QUALITY_COLUMNS = (
     "n_tokens",
@@ -233,6 +279,7 @@ QUALITY_COLUMNS = (
     "duplicate_line_share",
     "letter_share",
     "single_character_share",
+    "unit_copies",
     "unknown_word_share",
     "degenerate",
 )
