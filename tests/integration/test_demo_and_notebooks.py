@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from jupyter_client.kernelspec import KernelSpecManager
 from workbench import InstructionVector
 from workbench.cli.console import main
 from workbench.cli.demo import run_demo
+from workbench.evaluation.scoring import score
 
 NOTEBOOKS = sorted((Path(__file__).parents[2] / "notebooks").glob("*.ipynb"))
 
@@ -72,3 +75,27 @@ def test_demo_chooses_on_validation_scores_its_answers_and_saves_what_it_steered
     assert main(["steer", str(demo.vector), first.prompt, "--json"]) == 0
     row = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert row["response"] == first.steered
+
+
+def test_the_readme_cli_tour_runs_as_written_and_ends_in_an_answer_that_follows(
+    tmp_path, monkeypatch, capsys
+):
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## On the command line", 1)[1].split("\n## ", 1)[0]
+    tour = section.split("```bash\n", 1)[1].split("```", 1)[0].replace("\\\n", " ")
+    lines = [line.split(" #")[0].strip() for line in tour.splitlines() if line.strip()]
+    assert [shlex.split(line)[1] for line in lines] == [
+        "list", "extract", "sweep", "select", "steer", "report",
+    ]  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    printed = {}
+    for line in lines:
+        argv = shlex.split(line)[1:]
+        assert main([*argv, "--quiet"]) == 0, line
+        printed[argv[0]] = capsys.readouterr().out
+    assert "selected: L" in printed["select"]  # a steered setting, not the baseline
+    steered = next(s for s in printed["steer"].splitlines() if s.startswith("  steered:"))
+    answer = ast.literal_eval(steered.split(":", 1)[1].strip())
+    one_sentence = {"relation": "less than", "num_sentences": 2}
+    assert score(answer, "length_constraints:number_sentences", one_sentence, loose=True), answer
+    assert (tmp_path / "one_sentence.html").stat().st_size > 0

@@ -6,6 +6,7 @@ directly, which is cheap enough to try every bad argument.
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import warnings
@@ -16,6 +17,7 @@ import pytest
 from tests.tiny import make_tiny_checkpoint
 from workbench import InstructionVector, compute_instruction_vector, load_model, make_pairs, sweep
 from workbench.cli.console import build_parser, main
+from workbench.cli.output import progress
 from workbench.cli.parser import DTYPES
 from workbench.cli.sweep import METRICS
 from workbench.errors import InvalidArgumentError
@@ -234,6 +236,15 @@ def test_steer_uses_the_stored_selection(in_files, capsys):
     vec = InstructionVector.load("sel.safetensors")
     assert (steering["layer"], steering["mode"]) == (1, "add")
     assert steering["weight"] == pytest.approx(2 * float(vec.diff(1).norm()))
+
+
+def test_a_command_bar_draws_its_finished_line_once(capsys):
+    # mininterval=0 draws every step, as a slow batch does on a real model.
+    args = argparse.Namespace(quiet=False)
+    assert list(progress(range(3), args, desc="steer", mininterval=0)) == [0, 1, 2]
+    drawn = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    finished = [line for line in drawn if "3/3" in line]
+    assert len(finished) == 1 and finished[0].startswith("steer: 100%"), drawn
 
 
 def test_a_transfer_warns_in_one_line(in_files, capsys):

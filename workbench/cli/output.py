@@ -6,7 +6,7 @@ import argparse
 import contextlib
 import json
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -52,11 +52,22 @@ def frame_records(frame: Any) -> list[dict[str, Any]]:
     return json.loads(frame.to_json(orient="records", double_precision=15))
 
 
-def progress(iterable: Iterable[Any], args: argparse.Namespace, **kw: Any) -> Any:
-    """A tqdm bar on stderr unless --quiet."""
+def progress(items: Sequence[Any], args: argparse.Namespace, **kw: Any) -> Iterator[Any]:
+    """Yield ``items`` under a tqdm bar on stderr unless --quiet; its last line is drawn once."""
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, disable=args.quiet, file=sys.stderr, **kw)
+    bar = tqdm(total=len(items), disable=args.quiet, file=sys.stderr, **kw)
+    try:
+        for item in items:
+            yield item
+            if bar.n + 1 < len(items):
+                bar.update(1)
+            else:
+                # Counted without drawing: close() draws the finished bar, and a bar
+                # drawn here too would print its last line twice in a log.
+                bar.n = len(items)
+    finally:
+        bar.close()
 
 
 def percent(value: float) -> str:
