@@ -10,7 +10,14 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-from .style import BASELINE_COLOUR, drawable, finish, instruction_colour
+from .style import (
+    BASELINE_COLOUR,
+    cell_sizes,
+    drawable,
+    finish,
+    instruction_colour,
+    outline_cells,
+)
 
 __all__ = ["plot_composition", "plot_interference"]
 
@@ -19,6 +26,20 @@ PAIR_COSINE_AXIS = "cosine of the two mean differences at the steering layer (un
 DELTA_UNITS = "Δ accuracy vs unsteered (share of prompts, −1–1)"
 # Red for a checker helped, blue for one hurt, white for no change (as geometry's cosines).
 DIVERGING = "RdBu_r"
+
+
+def _label_positions(x: pd.Series, y: pd.Series) -> list[str]:
+    """Above each point, or below it when the point to its left at about the same height
+    is close enough for the two labels to collide (alternating along such a run)."""
+    span = max(float(x.max() - x.min()), 1e-9)
+    positions = ["top center"] * len(x)
+    order = sorted(range(len(x)), key=lambda i: (round(float(y.iloc[i]), 1), float(x.iloc[i])))
+    for before, i in zip(order, order[1:], strict=False):
+        near = abs(float(y.iloc[i] - y.iloc[before])) < 0.08
+        if near and float(x.iloc[i] - x.iloc[before]) < 0.3 * span:
+            above = positions[before] == "top center"
+            positions[i] = "bottom center" if above else "top center"
+    return positions
 
 
 def plot_composition(table: pd.DataFrame, *, title: str | None = None) -> go.Figure:
@@ -56,7 +77,7 @@ def plot_composition(table: pd.DataFrame, *, title: str | None = None) -> go.Fig
             text=pairs,
             customdata=data,
             mode="markers+text",
-            textposition="top center",
+            textposition=_label_positions(table["cosine"], table["joint_accuracy"]),
             name="steered with both",
             marker={
                 "size": 14,
@@ -103,21 +124,27 @@ def plot_composition(table: pd.DataFrame, *, title: str | None = None) -> go.Fig
         y=JOINT_AXIS,
         legend_title="pair (fill: first, outline: second)",
     )
-    fig.update_yaxes(range=[-0.05, 1.1])
+    # Room below 0 and above 1 for a label under or over a point there.
+    fig.update_yaxes(range=[-0.12, 1.12])
+    # Room either side for the labels centred on the outermost points (about a fifth
+    # of the plot's width each), which the axis would otherwise cut.
+    low, high = float(table["cosine"].min()), float(table["cosine"].max())
+    pad = 0.2 * (high - low) + 0.03
+    fig.update_xaxes(range=[low - pad, high + pad])
     return fig
 
 
 def plot_interference(table: pd.DataFrame, *, title: str | None = None) -> go.Figure:
     """Heatmap of the change in each checker's accuracy (rows: the vector steered with,
     columns: the instruction checked) from `interference_table`; the diagonal, each
-    vector's own instruction, is outlined.
+    vector's own instruction, is outlined around the cell, its value left readable.
 
     Example:
         >>> table = pd.DataFrame({"steered_with": ["x", "x"], "checked": ["x", "y"],
         ...     "own": [True, False], "n": [2, 2], "accuracy": [1.0, 0.0],
         ...     "baseline_accuracy": [0.0, 1.0], "delta": [1.0, -1.0], "degenerate_share": [0.0, 0.0]})
         >>> fig = plot_interference(table)
-        >>> [list(r) for r in fig.data[0].z], fig.data[1].name
+        >>> [list(r) for r in fig.data[0].z], fig.layout.shapes[0].name
         ([[1.0, -1.0]], 'own instruction (steered = checked)')
     """
     needed = {"steered_with", "checked", "own", "n", "accuracy", "baseline_accuracy", "delta"}
@@ -149,32 +176,36 @@ def plot_interference(table: pd.DataFrame, *, title: str | None = None) -> go.Fi
             zmid=0,
             colorscale=DIVERGING,
             texttemplate="%{z:+.2f}",
-            colorbar={"title": {"text": "Δ accuracy (−1–1)"}},
+            textfont={"size": 13},
+            colorbar={"title": {"text": "Δ accuracy (share, −1–1)", "side": "right"}},
             name="Δ accuracy",
-            showlegend=True,
             hovertemplate="steered with <b>%{y}</b>, checked <b>%{x}</b><br>accuracy "
             "%{customdata[0]:.3f} (unsteered %{customdata[1]:.3f}, Δ %{z:+.3f})"
             "<br>degenerate share %{customdata[3]:.3f}, n=%{customdata[2]}<extra></extra>",
         )
     )
     own = table[table["own"].astype(bool)]
-    fig.add_trace(
-        go.Scatter(
-            x=own["checked"].tolist(),
-            y=own["steered_with"].tolist(),
-            mode="markers",
-            name="own instruction (steered = checked)",
-            marker={"symbol": "square-open", "size": 30, "color": "black", "line": {"width": 2}},
-            hovertemplate="%{y}: its own instruction<extra></extra>",
-        )
+    outline_cells(
+        fig,
+        zip(own["checked"], own["steered_with"], strict=True),
+        columns=cols,
+        rows=rows,
+        name="own instruction (steered = checked)",
     )
     finish(
         fig,
-        title=title or "Interference: steering with one vector, checking each instruction",
+        title={
+            "text": title or "Interference: steering with one vector, checking each instruction",
+            "subtitle": {"text": f"{DELTA_UNITS}; {cell_sizes(table['n'])}"},
+        },
         x="checked instruction (IFEval checker)",
         y="steered with (instruction vector)",
-        legend_title=DELTA_UNITS,
+        height=max(380, 200 + 70 * len(rows)),
+        margin={"t": 90},
+        showlegend=True,
     )
-    fig.update_xaxes(type="category", categoryarray=cols)
-    fig.update_yaxes(type="category", categoryarray=rows, autorange="reversed")
+    fig.update_xaxes(type="category", categoryarray=cols, showgrid=False)
+    # Row 0 at the top, as a table reads; shapes use the same category positions.
+    fig.update_yaxes(type="category", categoryarray=rows, autorange="reversed", showgrid=False)
+    fig.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.2})
     return fig

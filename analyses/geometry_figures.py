@@ -53,12 +53,23 @@ def _cosine_heatmap(table: pd.DataFrame, hover: str) -> go.Heatmap:
         zmid=0.0,
         zmax=1.0,
         colorscale=DIVERGING,
-        colorbar={"title": {"text": "cosine<br>(unitless)"}},
+        colorbar={"title": {"text": "cosine (unitless)", "side": "right"}},
         text=text,
         texttemplate="%{text}" if len(table) <= MAX_CELL_TEXT else None,
         hovertemplate=hover,
         name="cosine similarity",
     )
+
+
+# Square cells: the axes shrink to the heatmap ("domain") instead of leaving empty,
+# gridded space beside it; a heatmap needs no gridlines.
+_SQUARE_AXIS = {"constrain": "domain", "showgrid": False}
+
+
+def _square_height(n: int) -> int:
+    """A figure height in px for an n × n heatmap: rows of 70 px (room for a label and
+    its value) down to 22 px as n grows, 900 px at most."""
+    return int(min(900, 200 + max(22 * n, min(560, 70 * n))))
 
 
 def _coloured(label: Any) -> str:
@@ -87,6 +98,7 @@ def plot_cosine_heatmap(table: pd.DataFrame, *, title: str | None = None) -> go.
         _cosine_heatmap(table, f"%{{y}} · %{{x}}<br>{kind} %{{text}}<extra></extra>"),
     )
     ticks = {"tickvals": labels, "ticktext": [_coloured(x) for x in labels], "type": "category"}
+    ticks |= _SQUARE_AXIS
     return finish(
         fig,
         title=title
@@ -96,6 +108,7 @@ def plot_cosine_heatmap(table: pd.DataFrame, *, title: str | None = None) -> go.
         y="instruction (clustered order)",
         xaxis=ticks,
         yaxis={**ticks, "autorange": "reversed", "scaleanchor": "x"},
+        height=_square_height(len(labels)),
     )
 
 
@@ -120,7 +133,7 @@ def plot_layer_cosines(
             "layer %{y} · layer %{x}<br>cosine %{text}<extra>" + escape(name) + "</extra>",
         )
     )
-    axis = {"type": "category"}
+    axis = {"type": "category", **_SQUARE_AXIS}
     return finish(
         fig,
         title=title or f"Cosine between the layers' directions of {_coloured(name)}",
@@ -128,6 +141,7 @@ def plot_layer_cosines(
         y=LAYER_AXIS,
         xaxis=axis,
         yaxis={**axis, "autorange": "reversed", "scaleanchor": "x"},
+        height=_square_height(len(table)),
     )
 
 

@@ -8,6 +8,7 @@ numbers in the table.
 from __future__ import annotations
 
 import html
+from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -139,9 +140,12 @@ def plot_difference_pca(table: pd.DataFrame, *, title: str | None = None) -> go.
     )
 
 
-def _shown(token: str) -> str:
-    """A token as cell text: whitespace made visible, markup escaped."""
+def _shown(token: str, limit: int | None = None) -> str:
+    """A token as cell text: whitespace made visible, cut to `limit` characters with
+    "…" (the hover shows it whole), markup escaped."""
     text = repr(token)[1:-1].replace(" ", "␣")
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 1] + "…"
     return html.escape(text)
 
 
@@ -184,15 +188,17 @@ def plot_token_projections(
         for k in range(-(-length // columns)):
             last = min(length, (k + 1) * columns) - 1
             rows.append(setting if n_lines == 1 else f"{setting} · {k * columns}–{last}")
+    # A cell of a 16-wide row in a 900 px plot is about 52 px: 6 characters at 11 px.
+    limit = max(3, 96 // columns)
     z: list[list[float | None]] = [[None] * columns for _ in rows]
     text: list[list[str]] = [[""] * columns for _ in rows]
-    where: list[list[int | None]] = [[None] * columns for _ in rows]
+    where: list[list[list[Any] | None]] = [[None] * columns for _ in rows]
     for r in table.itertuples(index=False):
         position = int(r.position)
         i = first_row[r.setting] + position // columns
         z[i][position % columns] = float(r.projection)
-        text[i][position % columns] = _shown(str(r.token))
-        where[i][position % columns] = position
+        text[i][position % columns] = _shown(str(r.token), limit)
+        where[i][position % columns] = [position, _shown(str(r.token))]
     without = table.attrs.get("mean_proj_without")
     with_level = table.attrs.get("mean_proj_with")
     centre = float(without) if without is not None else 0.0
@@ -216,7 +222,8 @@ def plot_token_projections(
             zmax=centre + span,
             colorbar={"title": {"text": PROJECTION_UNITS, "side": "right"}},
             hovertemplate=(
-                "%{y}<br>position %{customdata}<br>token %{text}<br>projection %{z:.3f}"
+                "%{y}<br>position %{customdata[0]}<br>token %{customdata[1]}<br>projection "
+                "%{z:.3f}"
                 "<extra></extra>"
             ),
             xgap=1,
@@ -239,7 +246,8 @@ def plot_token_projections(
                 x=[None],
                 y=[None],
                 mode="markers",
-                marker={"symbol": "square", "size": 12, "color": colour},
+                # Outlined: the centre's colour is white, like the page.
+                marker={"symbol": "square", "size": 12, "color": colour, "line": {"width": 1}},
                 name=f"{name} = {value:.2f}",
                 showlegend=True,
                 hovertemplate="%{fullData.name}<extra></extra>",
@@ -258,5 +266,6 @@ def plot_token_projections(
         height=220 + (60 if n_lines == 1 else 34) * len(rows),
     )
     fig.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.35})
-    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(showgrid=False)
+    fig.update_yaxes(autorange="reversed", showgrid=False)
     return fig

@@ -23,7 +23,7 @@ from workbench import InstructionVector, make_pairs, stability_curve
 from workbench.errors import ArgumentTypeError, InvalidArgumentError
 from workbench.evaluation.sweep_files import check_table_vector, merge_sweeps
 from workbench.files import check_kind, user_path, write_atomic, write_target
-from workbench.options import RESID_HOOK, check_bool
+from workbench.options import CHOOSE_BY, RESID_HOOK, check_bool
 
 from .figures import plot_layer_profile
 from .style import vector_label
@@ -166,13 +166,20 @@ def _sweep_sections(table: pd.DataFrame | None, vec: InstructionVector, label: s
                 "no sweep was given (`workbench report --sweep FILE`, or sweep= in Python)",
             )
         ]
-    sections = [Section("Layer sweep", guide, plot_layer_sweep(layer_sweep({label: table})))]
+    # The figures choose as the stored selection did, so their star is its setting.
+    stored = vec.selection or {}
+    metric = stored.get("metric", CHOOSE_BY[0])
+    objective = stored.get("objective", CHOOSE_BY[1])
+    by = {"metric": metric, "objective": objective}
+    sections = [Section("Layer sweep", guide, plot_layer_sweep(layer_sweep({label: table}, **by)))]
     for mode in [m for m in table["mode"].dropna().unique() if m != "ablate"]:
         sections.append(
             Section(
                 f"Accuracy by layer and strength ({mode})",
-                "Each cell is one setting's share of prompts that follow the instruction.",
-                plot_accuracy_heatmap(accuracy_grid(table, mode=mode)),
+                f"Each cell is one setting's share of prompts that follow the instruction "
+                f"({metric}); the outlined cells are the setting chosen by {objective} and "
+                "those refused as more degenerate than unsteered.",
+                plot_accuracy_heatmap(accuracy_grid(table, mode=mode, **by)),
             )
         )
     return sections

@@ -13,24 +13,37 @@ from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.colors import qualitative
+from colorcet import b_glasbey_bw_minc_20_maxl_70
 
 from workbench import InstructionVector, instruction, instruction_names
 from workbench.errors import ArgumentTypeError, InvalidArgumentError
 from workbench.files import write_atomic
 from workbench.options import check_bool
 
-# 24 distinguishable colours: enough for the 20 bundled instructions, each its own.
-PALETTE: tuple[str, ...] = tuple(qualitative.Dark24)
+# Glasbey colours (each the farthest in CIELAB from those before it), with chroma at
+# least 20 and lightness at most 70 so that none reads as grey or fades on white. The
+# first 20, one per bundled instruction, measured with CIEDE2000: at least 14.0 apart
+# (the first 8: 29.0), 16.7 from the baseline grey and 26.1 from white (plotly's Dark24:
+# 8.7, spanish and title alike, and 14.9). Other labels take slots beyond those.
+PALETTE: tuple[str, ...] = tuple(b_glasbey_bw_minc_20_maxl_70)
 # Unsteered runs are grey everywhere; steered runs of a single vector use its colour.
 BASELINE_COLOUR = "#7f7f7f"
+# The order instructions take palette slots: those the notebooks and the README draw
+# together come first, so they get the colours farthest apart.
+COLOUR_ORDER: tuple[str, ...] = (
+    "one_sentence", "lowercase", "no_comma", "capitals", "french", "spanish", "concise",
+    "title", "bullets", "json", "highlights", "quotation", "end_phrase", "start_word",
+    "german", "max_sentences", "exact_sentences", "verbose", "include_keyword",
+    "exclude_keyword",
+)  # fmt: skip
 TEMPLATE = "plotly_white"
 LAYER_AXIS = "layer (blocks.{l}.hook_resid_post)"
 
 
 def instruction_colour(label: str) -> str:
-    """The colour of an instruction in every figure: its bundled name's own slot, else a
-    stable hash of the label (the same across sessions and machines).
+    """The colour of an instruction in every figure: its bundled name's own slot (in
+    `COLOUR_ORDER`), else a stable hash of the label onto the slots after those (the
+    same across sessions and machines).
 
     Example:
         >>> instruction_colour("lowercase") == instruction_colour("lowercase")
@@ -38,10 +51,10 @@ def instruction_colour(label: str) -> str:
         >>> instruction_colour("lowercase") != instruction_colour("capitals")
         True
     """
-    names = instruction_names()
-    if label in names:
-        return PALETTE[names.index(label) % len(PALETTE)]
-    return PALETTE[zlib.crc32(str(label).encode("utf-8")) % len(PALETTE)]
+    if label in COLOUR_ORDER:
+        return PALETTE[COLOUR_ORDER.index(label)]
+    spare = len(PALETTE) - len(COLOUR_ORDER)
+    return PALETTE[len(COLOUR_ORDER) + zlib.crc32(str(label).encode("utf-8")) % spare]
 
 
 def vector_label(vec: InstructionVector) -> str:
@@ -102,6 +115,53 @@ def finish(fig: go.Figure, *, title: str, x: str, y: str, **layout: Any) -> go.F
         legend={"title": layout.pop("legend_title", None)},
         **layout,
     )
+    return fig
+
+
+def cell_sizes(ns: Iterable[Any]) -> str:
+    """How many prompts each heatmap cell counts, for a subtitle: ``'n=8 a cell'``.
+
+    Example:
+        >>> cell_sizes([8, 8]), cell_sizes([6, 8])
+        ('n=8 a cell', 'n=6–8 a cell')
+    """
+    sizes = sorted({int(n) for n in ns})
+    return f"n={sizes[0]} a cell" if len(sizes) == 1 else f"n={sizes[0]}–{sizes[-1]} a cell"
+
+
+def outline_cells(
+    fig: go.Figure,
+    cells: Iterable[tuple[str, str]],
+    *,
+    columns: list[str],
+    rows: list[str],
+    name: str,
+    dash: str = "solid",
+) -> go.Figure:
+    """Outline heatmap cells, given as (column label, row label), with rectangles on
+    the cell edges, so the value written in a cell stays readable; one legend entry
+    (`name`) explains them.
+
+    Example:
+        >>> fig = outline_cells(go.Figure(go.Heatmap(z=[[1, 2]], x=["a", "b"], y=["r"])),
+        ...     [("b", "r")], columns=["a", "b"], rows=["r"], name="chosen")
+        >>> [(s.x0, s.x1, s.name) for s in fig.layout.shapes]
+        [(0.54, 1.46, 'chosen')]
+    """
+    for k, (column, row) in enumerate(cells):
+        x, y = columns.index(column), rows.index(row)
+        # Inset a little, so two outlined neighbours keep their own edges.
+        fig.add_shape(
+            type="rect",
+            x0=x - 0.46,
+            x1=x + 0.46,
+            y0=y - 0.46,
+            y1=y + 0.46,
+            line={"color": "black", "width": 3, "dash": dash},
+            name=name,
+            legendgroup=name,
+            showlegend=k == 0,
+        )
     return fig
 
 

@@ -14,7 +14,15 @@ from plotly.subplots import make_subplots
 
 from workbench.errors import ArgumentTypeError, InvalidArgumentError
 
-from .style import BASELINE_COLOUR, LAYER_AXIS, drawable, finish, instruction_colour
+from .style import (
+    BASELINE_COLOUR,
+    LAYER_AXIS,
+    cell_sizes,
+    drawable,
+    finish,
+    instruction_colour,
+    outline_cells,
+)
 from .sweep_views import LayerSweep
 
 ACCURACY_AXIS = "accuracy (share, 0–1)"
@@ -146,8 +154,9 @@ def plot_layer_sweep(data: LayerSweep, *, title: str | None = None) -> go.Figure
 
 
 def plot_accuracy_heatmap(grid: pd.DataFrame, *, title: str | None = None) -> go.Figure:
-    """Layer × strength heatmap of accuracy from `accuracy_grid`, the selected cell
-    starred, cells more degenerate than unsteered crossed, the baseline in the title.
+    """Layer × strength heatmap of accuracy from `accuracy_grid`: the selected cell
+    outlined and starred, cells more degenerate than unsteered outlined dotted and
+    crossed (the marks beside the value, not on it), the baseline k/n in the subtitle.
 
     Example:
         >>> from analyses.sweep_views import accuracy_grid
@@ -155,11 +164,11 @@ def plot_accuracy_heatmap(grid: pd.DataFrame, *, title: str | None = None) -> go
         ...     "strength": [None, 1.0, 1.0], "coefficient": [None, 3.0, 5.0],
         ...     "follows_strict": [False, False, True], "degenerate": [False] * 3})
         >>> fig = plot_accuracy_heatmap(accuracy_grid(rows))
-        >>> [list(r) for r in fig.data[0].z], fig.data[1].y
-        ([[0.0], [1.0]], ('2',))
+        >>> [list(r) for r in fig.data[0].z], [s.name for s in fig.layout.shapes]
+        ([[0.0], [1.0]], ['★ selected setting'])
     """
     columns = {"layer", "strength", "mode", "accuracy", "degenerate_share", "n", "coefficient"}
-    columns |= {"eligible", "selected", "baseline_accuracy"}
+    columns |= {"eligible", "selected", "baseline_n", "baseline_accuracy"}
     drawable(grid, columns, "accuracy_grid", "grid")
     if grid.empty:
         raise InvalidArgumentError("grid has no rows to draw")
@@ -178,68 +187,75 @@ def plot_accuracy_heatmap(grid: pd.DataFrame, *, title: str | None = None) -> go
         for layer in layers
     ]
     base = float(grid["baseline_accuracy"].iloc[0])
-    base_text = "no unsteered baseline" if pd.isna(base) else f"unsteered accuracy {base:.3f}"
+    base_n = grid["baseline_n"].iloc[0]
+    if pd.isna(base):
+        base_text = "no unsteered baseline"
+    elif pd.isna(base_n):
+        base_text = f"unsteered {base:.2f}"
+    else:
+        base_text = f"unsteered {round(base * int(base_n))}/{int(base_n)} = {base:.2f}"
     mode = str(grid["mode"].iloc[0])
+    chosen = grid[grid["selected"].astype(bool)]
+    worse = grid[grid["eligible"].eq(False)]
+
+    def keys(rows: pd.DataFrame) -> set[tuple[str, str]]:
+        pairs = zip(rows["strength"], rows["layer"], strict=True)
+        return {(f"{s:g}", str(int(layer))) for s, layer in pairs}
+
+    picked, crossed = keys(chosen), keys(worse)
+
+    def shown(layer: int, strength: float) -> str:
+        value = cell(layer, strength, "accuracy")
+        if value is None or pd.isna(value):
+            return ""
+        key = (f"{strength:g}", str(layer))
+        # The marks sit beside the value, never on it.
+        return f"{value:.2f}" + (" ★" if key in picked else "") + (" ×" if key in crossed else "")
+
+    text = [[shown(layer, s) for s in strengths] for layer in layers]
     fig = go.Figure(
         go.Heatmap(
             x=xs,
             y=ys,
             z=z,
+            text=text,
             customdata=custom,
             zmin=0,
             zmax=1,
             colorscale="Viridis",
-            texttemplate="%{z:.2f}",
-            colorbar={"title": {"text": "accuracy (0–1)"}},
+            texttemplate="%{text}",
+            textfont={"size": 13},
+            colorbar={"title": {"text": "accuracy (share, 0–1)", "side": "right"}},
             name=f"{mode} accuracy",
-            showlegend=True,
             hovertemplate=f"layer %{{y}}, {mode} ×%{{x}}<br>accuracy %{{z:.3f}} ({base_text})"
             "<br>degenerate share %{customdata[0]:.3f}<br>n=%{customdata[1]}, "
             "coefficient %{customdata[2]:.3g}<extra></extra>",
         )
     )
-    chosen = grid[grid["selected"].astype(bool)]
-    fig.add_trace(
-        go.Scatter(
-            x=[f"{s:g}" for s in chosen["strength"]],
-            y=[str(int(layer)) for layer in chosen["layer"]],
-            mode="markers",
-            name="selected setting",
-            marker={
-                "symbol": "star",
-                "size": 18,
-                "color": "white",
-                "line": {"color": "black", "width": 1.5},
-            },
-            hovertemplate="selected: layer %{y}, " + mode + " ×%{x}<extra></extra>",
-        )
-    )
-    worse = grid[grid["eligible"].eq(False)]
-    fig.add_trace(
-        go.Scatter(
-            x=[f"{s:g}" for s in worse["strength"]],
-            y=[str(int(layer)) for layer in worse["layer"]],
-            mode="markers",
-            name="more degenerate than unsteered",
-            marker={
-                "symbol": "x-thin-open",
-                "size": 14,
-                "color": BASELINE_COLOUR,
-                "line": {"width": 2},
-            },
-            hovertemplate="layer %{y}, ×%{x}: degenerate share above unsteered<extra></extra>",
-        )
+    outline_cells(fig, sorted(picked), columns=xs, rows=ys, name="★ selected setting")
+    outline_cells(
+        fig,
+        sorted(crossed),
+        columns=xs,
+        rows=ys,
+        name="× more degenerate than unsteered",
+        dash="dot",
     )
     finish(
         fig,
-        title=title or f"Accuracy by layer and strength ({mode}); {base_text}",
+        title={
+            "text": title or f"Accuracy by layer and strength ({mode})",
+            "subtitle": {"text": f"{base_text}; {cell_sizes(grid['n'])}"},
+        },
         x=STRENGTH_AXIS,
         y=LAYER_AXIS,
         legend_title="marks",
+        height=max(420, 200 + 60 * len(layers)),
+        margin={"t": 90},
     )
-    fig.update_xaxes(type="category", categoryarray=xs)
-    fig.update_yaxes(type="category", categoryarray=ys)
-    fig.update_layout(legend={"orientation": "h", "y": -0.2})
+    fig.update_xaxes(type="category", categoryarray=xs, showgrid=False)
+    fig.update_yaxes(type="category", categoryarray=ys, showgrid=False)
+    fig.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.25})
     return fig
 
 
@@ -247,8 +263,8 @@ def plot_stability(curve: pd.DataFrame, *, label: str | None = None) -> go.Figur
     """Split-half cosine against the number of pairs, one line per layer with
     ±`cosine_std` error bars, from `workbench.stability_curve`.
 
-    Layers take colours along Viridis (early dark, late yellow); `label` names the
-    vector in the title.
+    Layers take colours along Viridis (early dark, late green-yellow); the log axis has
+    a tick at each subset size drawn; `label` names the vector in the title.
 
     Example:
         >>> fig = plot_stability(stability_curve(torch.randn(8, 3, 32), n_draws=4), label="noise")
@@ -261,8 +277,9 @@ def plot_stability(curve: pd.DataFrame, *, label: str | None = None) -> go.Figur
     if curve.empty:
         raise InvalidArgumentError("curve has no rows to draw")
     layers = sorted(curve["layer"].unique().tolist())
+    # Viridis up to 0.85: its last, pale yellow fades on white.
     colours = sample_colorscale(
-        "Viridis", [i / max(len(layers) - 1, 1) for i in range(len(layers))]
+        "Viridis", [0.85 * i / max(len(layers) - 1, 1) for i in range(len(layers))]
     )
     fig = go.Figure()
     for layer, colour in zip(layers, colours, strict=True):
@@ -282,5 +299,7 @@ def plot_stability(curve: pd.DataFrame, *, label: str | None = None) -> go.Figur
         )
     title = "Split-half stability" + (f": {label}" if label else "")
     finish(fig, title=title, x=PAIRS_AXIS, y=COSINE_AXIS, legend_title=LAYER_AXIS)
-    fig.update_xaxes(type="log")
+    # Ticks at the subset sizes drawn, so a log axis shows 1 2 4 8, not 1 1.5 2 ….
+    sizes = sorted({int(k) for k in curve["n_pairs"]})
+    fig.update_xaxes(type="log", tickvals=sizes, ticktext=[str(k) for k in sizes])
     return fig

@@ -22,7 +22,7 @@ import pandas as pd
 from workbench import instruction, instruction_names, select
 from workbench.errors import ArgumentTypeError, InvalidArgumentError
 from workbench.evaluation.selection import summarize
-from workbench.options import Mode, as_float, check_choice
+from workbench.options import Mode, Objective, as_float, check_choice
 
 # What a line of `layer_sweep` stands for: one steering strength (of one mode), or
 # one instruction at its selected (or a given) strength.
@@ -101,7 +101,7 @@ def as_tables(results: Any) -> dict[str, pd.DataFrame]:
     return dict(results)
 
 
-def _evidence(label: str, table: pd.DataFrame, metric: str) -> pd.DataFrame:
+def _evidence(label: str, table: pd.DataFrame, metric: str, objective: str) -> pd.DataFrame:
     """`summarize`'s rows with ``eligible``/``chosen`` when the table has a baseline."""
     try:
         summary = summarize(table, metric)
@@ -110,7 +110,7 @@ def _evidence(label: str, table: pd.DataFrame, metric: str) -> pd.DataFrame:
     if summary["layer"].notna().sum() == 0:
         raise InvalidArgumentError(f"results[{label!r}] hold no steered rows (every layer missing)")
     if summary["layer"].isna().any():
-        return select(table, metric=metric).evidence
+        return select(table, metric=metric, objective=objective).evidence
     # No baseline (a sweep run with baseline=False): nothing to select against.
     return summary.assign(eligible=pd.NA, chosen=False)
 
@@ -166,6 +166,7 @@ def layer_sweep(
     mode: str | None = None,
     strength: float | None = None,
     metric: str = "follows_strict",
+    objective: str = "accuracy",
 ) -> LayerSweep:
     """Accuracy and degenerate share per layer, one line per strength or per instruction.
 
@@ -178,6 +179,7 @@ def layer_sweep(
             ``by="instruction"`` the selected one).
         strength: keep only this strength.
         metric: ``"follows_strict"`` or ``"follows_loose"``.
+        objective: what the selection maximises, as in `select`.
 
     Returns:
         A `LayerSweep`; tables without a baseline have no baseline or selected row.
@@ -195,12 +197,13 @@ def layer_sweep(
         [['sweep', 2.0], ['sweep', 2.0]]
     """
     check_choice("by", by, By)
+    check_choice("objective", objective, Objective)
     if mode is not None:
         check_choice("mode", mode, Mode)
     strength = _check_strength(strength)
     curves, baselines, selected = [], [], []
     for label, table in as_tables(results).items():
-        evidence = _evidence(label, table, metric)
+        evidence = _evidence(label, table, metric, objective)
         steered = evidence[evidence["layer"].notna()]
         base = evidence[evidence["layer"].isna()]
         chosen = evidence[evidence["chosen"]]
@@ -245,19 +248,26 @@ def layer_sweep(
 
 
 def accuracy_grid(
-    results: pd.DataFrame, *, mode: str | None = None, metric: str = "follows_strict"
+    results: pd.DataFrame,
+    *,
+    mode: str | None = None,
+    metric: str = "follows_strict",
+    objective: str = "accuracy",
 ) -> pd.DataFrame:
     """One row per (layer, strength) of one steering mode, for a layer × strength heatmap.
 
     Columns: ``layer, strength, mode, coefficient, n, accuracy, degenerate_share,
     eligible`` (degenerate share not above the baseline's, as `select` requires),
     ``selected`` (the cell `select` chose; no cell when it chose another mode or
-    not to steer), ``baseline_accuracy`` and ``baseline_degenerate_share`` (the
-    unsteered run's, the same on every row; NaN without a baseline).
+    not to steer), ``baseline_n``, ``baseline_accuracy`` and
+    ``baseline_degenerate_share`` (the unsteered run's, the same on every row; missing
+    without a baseline).
 
     Args:
         results: one sweep table (call once per instruction).
         mode: ``"add"`` or ``"project"``; None when the table steers with one of them only.
+        metric, objective: the accuracy column and what the selection maximises, as in
+            `select`.
 
     Example:
         >>> rows = pd.DataFrame({"layer": [None, 1, 2], "mode": [None, "add", "add"],
@@ -271,7 +281,8 @@ def accuracy_grid(
             f"results must be one sweep table (DataFrame), got {type(results).__name__}; "
             "call accuracy_grid once per instruction"
         )
-    evidence = _evidence(table_label(results), results, metric)
+    check_choice("objective", objective, Objective)
+    evidence = _evidence(table_label(results), results, metric, objective)
     steered = evidence[evidence["layer"].notna()]
     graded = sorted(m for m in steered["mode"].unique() if m != "ablate")
     if mode is None:
@@ -289,11 +300,13 @@ def accuracy_grid(
     base = evidence[evidence["layer"].isna()]
     grid = steered[steered["mode"] == mode].rename(columns={"chosen": "selected"})
     grid = grid.assign(
+        baseline_n=int(base["n"].iloc[0]) if len(base) else pd.NA,
         baseline_accuracy=float(base["accuracy"].iloc[0]) if len(base) else math.nan,
         baseline_degenerate_share=float(base["degenerate_share"].iloc[0])
         if len(base)
         else math.nan,
     ).sort_values(["layer", "strength"], kind="stable")
     columns = ["layer", "strength", "mode", "coefficient", "n", "accuracy", "degenerate_share"]
-    columns += ["eligible", "selected", "baseline_accuracy", "baseline_degenerate_share"]
+    columns += ["eligible", "selected", "baseline_n", "baseline_accuracy"]
+    columns += ["baseline_degenerate_share"]
     return grid[columns].reset_index(drop=True)

@@ -34,6 +34,10 @@ Dtype = Literal["float32", "float16", "bfloat16", "float64"]
 ReadPosition = Literal["last", "mean"]
 # What selection maximises: accuracy, or clean accuracy (follows and not degenerate).
 Objective = Literal["accuracy", "clean_accuracy"]
+# What `workbench select`, the demo and the report choose by when not told (metric,
+# objective): IFEval's loose accuracy, as the reference method, counted only on answers
+# that are not degenerate. `select()` itself keeps the plain strict-accuracy defaults.
+CHOOSE_BY: tuple[str, str] = ("follows_loose", "clean_accuracy")
 # The protocol's presets (`workbench.evaluation.protocol.PRESETS` holds their values).
 Preset = Literal["paper", "quick"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from analyses import layer_table, plot_layer_profile, write_html
+from analyses import instruction_colour, layer_table, plot_layer_profile, write_html
 from workbench import compute_instruction_vector
 
 PAIRS = [
@@ -99,3 +99,36 @@ def test_an_instruction_has_one_colour_in_every_figure(tiny_models):
     for name, picked in lowercase_traces.items():
         assert colours(figures[name], picked) == {want}, name
     assert colours(figures["pca"], lambda n: n == "capitals") == {instruction_colour("capitals")}
+
+
+def test_instruction_colours_are_far_apart_and_far_from_grey_and_white():
+    """CIEDE2000 distances (about 2.3 is a just-noticeable difference; Dark24, the earlier
+    palette, had spanish and title 8.7 apart and one_sentence 14.9 from the grey)."""
+    from itertools import combinations
+
+    from coloraide import Color
+
+    from analyses.style import BASELINE_COLOUR, COLOUR_ORDER, PALETTE
+    from workbench import instruction_names
+
+    names = instruction_names()
+    assert sorted(COLOUR_ORDER) == sorted(names)  # every bundled instruction has a slot
+    colours = {name: instruction_colour(name) for name in names}
+    assert len(set(colours.values())) == len(names)
+
+    def distance(a: str, b: str) -> float:
+        return Color(a).delta_e(Color(b), method="2000")
+
+    def closest(group) -> tuple[float, tuple[str, str]]:
+        pairs = combinations(group, 2)
+        return min((distance(colours[a], colours[b]), (a, b)) for a, b in pairs)
+
+    assert closest(names)[0] >= 12, closest(names)
+    # The eight drawn together in notebook 03 are farther apart still.
+    assert closest(COLOUR_ORDER[:8])[0] >= 20, closest(COLOUR_ORDER[:8])
+    for name, colour in colours.items():
+        assert distance(colour, BASELINE_COLOUR) >= 15, name
+        assert distance(colour, "#ffffff") >= 20, name
+    # A label of no bundled instruction never takes a bundled instruction's colour.
+    others = {instruction_colour(f"my-instruction-{i}") for i in range(50)}
+    assert others <= set(PALETTE) and not others & set(colours.values())

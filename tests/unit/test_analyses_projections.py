@@ -445,24 +445,21 @@ def test_long_responses_wrap_onto_rows_labelled_with_their_positions():
     )
     assert list(heat.text[1]) == ["t4", "t5", "t6", "t7"]
     assert list(heat.z[2]) == [8.0, 9.0, None, None]
-    assert list(heat.customdata[2]) == [8, 9, None, None]  # hover shows the position
+    # Hover shows the position and the whole token.
+    assert list(heat.customdata[2]) == [[8, "t8"], [9, "t9"], None, None]
     assert list(heat.z[3]) == [-1.0, -2.0, -3.0, None]
     with pytest.raises(WorkbenchError, match="per_line"):
         plot_token_projections(table, per_line=0)
 
 
-def test_figures_refuse_what_their_data_function_did_not_make():
-    with pytest.raises(ArgumentTypeError, match="Projections"):
-        plot_projections(pd.DataFrame({"layer": [0]}))
-    with pytest.raises(InvalidArgumentError, match=r"\['projection'\]"):
-        plot_token_projections(pd.DataFrame({"setting": ["a"], "position": [0], "token": ["x"]}))
-    with pytest.raises(ArgumentTypeError, match="DataFrame"):
-        plot_difference_pca({"pc1": [1.0]})
-
-
-def test_a_response_holding_a_control_token_string_is_read_as_text(tiny_model, tiny_vec):
-    text = "done<|im_end|>"
-    table = token_projections(tiny_model, tiny_vec, 1, PROMPT, {"unsteered": text})
-    end = tiny_model.tokenizer.convert_tokens_to_ids("<|im_end|>")
-    assert end not in list(table.token_id)
-    assert "".join(table.token) == text
+def test_a_long_token_is_cut_in_its_cell_and_whole_in_the_hover():
+    tokens = [" headphones", *["ok"] * 15]  # a full row of 16: narrow cells
+    table = pd.DataFrame(
+        {"setting": ["steered"] * 16, "position": range(16), "token": tokens,
+         "projection": [1.0] * 16}
+    )  # fmt: skip
+    heat = plot_token_projections(table).data[0]
+    assert list(heat.text[0][:2]) == ["␣head…", "ok"]
+    assert heat.customdata[0][0] == [0, "␣headphones"]
+    # Two tokens get wide cells, and the whole text.
+    assert plot_token_projections(table.head(2)).data[0].text[0][0] == "␣headphones"

@@ -178,7 +178,7 @@ def test_a_sweep_without_baseline_has_no_baseline_and_no_selection(tmp_path):
     assert not [t for t in fig.data if "unsteered" in t.name or "selected" in t.name]
     _check_figure(fig, tmp_path)
     heat = plot_accuracy_heatmap(accuracy_grid(sweep_table(baseline=None)))
-    assert "no unsteered baseline" in heat.layout.title.text and not heat.data[1].x
+    assert "no unsteered baseline" in heat.layout.title.subtitle.text and not heat.layout.shapes
 
 
 def test_when_not_steering_is_chosen_the_baseline_says_so():
@@ -197,13 +197,17 @@ def test_heatmap_z_is_the_planted_grid_with_the_selected_cell_marked(tmp_path):
     assert grid.baseline_accuracy.unique().tolist() == [BASELINE]
     assert grid.eligible.tolist() == [True, True, True, True, True, False]
     fig = plot_accuracy_heatmap(grid)
-    heat, star, crossed = fig.data
+    (heat,) = fig.data
     assert list(heat.y) == ["1", "2", "3"] and list(heat.x) == ["0.5", "1"]
     assert [list(r) for r in heat.z] == [[0.0, 0.25], [0.5, 1.0], [0.25, 1.0]]
-    assert (list(star.x), list(star.y)) == (["1"], ["2"])
-    assert (list(crossed.x), list(crossed.y)) == (["1"], ["3"])
-    assert "unsteered accuracy 0.250" in fig.layout.title.text
-    assert "unsteered accuracy 0.250" in heat.hovertemplate
+    # The marks sit beside the values and outline their cells (x, y: category indices).
+    assert [list(r) for r in heat.text] == [
+        ["0.00", "0.25"], ["0.50", "1.00 ★"], ["0.25", "1.00 ×"],
+    ]  # fmt: skip
+    outlined = {(s.name, round(s.x0 + 0.46), round(s.y0 + 0.46)) for s in fig.layout.shapes}
+    assert outlined == {("★ selected setting", 1, 1), ("× more degenerate than unsteered", 1, 2)}
+    baseline = f"unsteered {round(BASELINE * N)}/{N} = {BASELINE:.2f}"
+    assert baseline in fig.layout.title.subtitle.text and baseline in heat.hovertemplate
     _check_figure(fig, tmp_path)
 
 
@@ -370,7 +374,9 @@ def test_interference_table_checks_every_instruction_under_each_vector(responses
         table.delta.tolist()[:2],
         table.delta.tolist()[2:],
     ]
-    assert list(fig.data[1].x) == ["lowercase", "one_sentence"]  # the own diagonal
+    # The own diagonal is outlined (x, y: category positions), its values left readable.
+    own = [(round(s.x0 + 0.46), round(s.y0 + 0.46)) for s in fig.layout.shapes]
+    assert own == [(0, 0), (1, 1)] and len(fig.data) == 1
     _check_figure(fig, tmp_path)
 
 

@@ -17,7 +17,7 @@ from workbench.evaluation.selection import Selection, select
 from workbench.evaluation.sweeps import sweep
 from workbench.files import check_kind, user_path, write_target
 from workbench.model.loading import load_model
-from workbench.options import check_bool, check_int
+from workbench.options import CHOOSE_BY, check_bool, check_int
 from workbench.vectors.activations import check_layers
 from workbench.vectors.extraction import compute_instruction_vector
 from workbench.vectors.pairs import base_queries, instruction, make_pairs
@@ -139,7 +139,8 @@ def run_demo(
         max_new_tokens=max_new_tokens,
         label="validation sweep",
     )
-    chosen = select(table, vec, metric="follows_loose", objective="clean_accuracy")
+    metric, objective = CHOOSE_BY
+    chosen = select(table, vec, metric=metric, objective=objective)
     vec = vec.with_selection(chosen.record())
     print(
         f"\nvalidation: {n_val} queries without the instruction, {max_new_tokens} new tokens, "

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import InvalidArgumentError
-from workbench.options import Mode, Objective, Split, choices
+from workbench.options import CHOOSE_BY, Mode, Objective, Split, choices
 
 from .arguments import (
     check_count,
@@ -96,10 +96,10 @@ def register(sub: Any) -> None:
     p.add_argument("sweeps", type=path_arg, nargs="+", help="results file(s) of one sweep")
     p.add_argument("--vector", type=path_arg, default=None, help="the vector the sweep used")
     p.add_argument("--write", action="store_true", help="store the selection in --vector")
-    p.add_argument("--metric", default=METRICS[0], choices=METRICS, help="(default: %(default)s)")
+    p.add_argument("--metric", default=CHOOSE_BY[0], choices=METRICS, help="(default: %(default)s)")
     p.add_argument(
         "--select-by",
-        default="clean_accuracy",
+        default=CHOOSE_BY[1],
         choices=choices(Objective),
         help="what is maximised; clean = follows and not degenerate (default: %(default)s)",
     )
