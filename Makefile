@@ -47,10 +47,13 @@ demo: $(STAMP)
 	$(PY) -m workbench demo
 
 # JupyterLab on the notebooks, with the `workbench` kernel (the jupyter extra, about
-# 80 MB more, installed on first use).
+# 80 MB more, installed on first use). As root (a container) Jupyter refuses to start
+# without --allow-root; LAB_ARGS passes more, e.g. LAB_ARGS="--no-browser --port 8899".
+LAB_ARGS ?=
+ROOT_ARG := $(if $(filter 0,$(shell id -u)),--allow-root)
 lab: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[dev,jupyter]"
-	$(VENV)/bin/jupyter lab notebooks
+	$(VENV)/bin/jupyter lab notebooks $(ROOT_ARG) $(LAB_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
