@@ -219,6 +219,8 @@ def test_heatmap_of_one_mode_when_the_sweep_has_two():
     assert set(grid["mode"]) == {"project"} and len(grid) == len(PLANTED)
     with pytest.raises(InvalidArgumentError, match="ablate"):
         accuracy_grid(both, mode="ablate")
+    with pytest.raises(InvalidArgumentError, match="objective 'best' is not one of"):
+        accuracy_grid(both, mode="add", objective="best")
 
 
 @pytest.mark.parametrize(
@@ -234,6 +236,7 @@ def test_heatmap_of_one_mode_when_the_sweep_has_two():
         ({"strength": 3.0}, InvalidArgumentError, r"strengths \[0.5, 1.0\]"),
         ({"strength": float("nan")}, InvalidArgumentError, "strength nan"),
         ({"metric": "accuracy"}, InvalidArgumentError, "metric 'accuracy'"),
+        ({"objective": "best"}, InvalidArgumentError, "objective 'best' is not one of"),
     ],
 )
 def test_bad_layer_sweep_arguments_name_the_value_and_the_choices(kwargs, error, match):
