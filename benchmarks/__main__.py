@@ -1,6 +1,7 @@
 """``python -m benchmarks [NAME ...] [options]``: print ``BENCH <name> key=value ...`` lines.
 
-``--list`` names the benchmarks without running any. Options (for ``generate`` and
+With no names it runs the quick set (`bench.QUICK`, minutes); ``--full`` runs every
+benchmark. ``--list`` names the benchmarks without running any. Options (for ``generate`` and
 ``generate_scale``): ``--device cuda``, ``--config llama-3.2-1b`` (a random-weight
 model of that shape instead of the embedded one), ``--dtype bfloat16``,
 ``--tokenizer DIR``, ``--repeats N``, ``--new-tokens N``, ``--prompts N``,
@@ -21,8 +22,13 @@ DTYPES = choices(Dtype)
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
-    parser.add_argument("names", nargs="*", help=f"any of {sorted(BENCHMARKS)}; default all")
+    parser.add_argument(
+        "names", nargs="*", help=f"any of {sorted(BENCHMARKS)}; default the quick set"
+    )
     parser.add_argument("--list", action="store_true", help="name the benchmarks and stop")
+    parser.add_argument(
+        "--full", action="store_true", help="every benchmark (default: the quick set)"
+    )
     parser.add_argument("--device", help="e.g. cpu (default), cuda")
     parser.add_argument("--config", help="llama-3.2-1b or tiny: random weights of that shape")
     parser.add_argument("--dtype", choices=DTYPES, help="(default: float32)")
@@ -36,10 +42,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse `argv`, check the request, then run it (or, with ``--list``, name the benchmarks)."""
     parser = build_parser()
     args = vars(parser.parse_args(argv))
-    names, listing = args.pop("names"), args.pop("list")
+    names, listing, full = args.pop("names"), args.pop("list"), args.pop("full")
     options = {k: v for k, v in args.items() if v is not None}
     try:
-        chosen = check_request(names, options)
+        chosen = check_request(names, options, full)
     except ValueError as e:
         parser.error(str(e))
     if listing:

@@ -51,8 +51,9 @@ def _race(contenders: dict[str, Callable[[], list[list[int]]]], setup: Setup) ->
     return best
 
 
-def bench_generate(setup: Setup) -> None:
-    """Fast and TransformerLens paths vs Hugging Face; the reference loop; agreement."""
+def bench_generate(setup: Setup, full: bool = False) -> None:
+    """The fast path vs Hugging Face (and unsteered); with `full`, also TransformerLens'
+    path, the reference loop, the hooked backend and the paths' token agreement."""
     from workbench.model.fast_decode import decoder_for
     from workbench.steering.reference import reference_generate
 
@@ -60,21 +61,27 @@ def bench_generate(setup: Setup) -> None:
     prompts, new, term = w.prompts(setup.prompts), setup.new_tokens, w.term()
     hf = w.hf_generate(prompts, new)
     w.ours(prompts[:2], term, 4)  # warm-up (builds and probes the fast decoder)
-    w.ours(prompts[:2], term, 4, fast=False)
     hf()
-    r = _race(
-        {
-            "fast": lambda: w.ours(prompts, term, new),
-            "hf": hf,
-            "plain": lambda: w.ours(prompts, None, new),
-            "tl": lambda: w.ours(prompts, term, new, fast=False),
-        },
-        setup,
-    )
+    contenders = {
+        "fast": lambda: w.ours(prompts, term, new),
+        "hf": hf,
+        "plain": lambda: w.ours(prompts, None, new),
+    }
+    if full:
+        w.ours(prompts[:2], term, 4, fast=False)
+        contenders["tl"] = lambda: w.ours(prompts, term, new, fast=False)
+    r = _race(contenders, setup)
     hf_tps = r["hf"]["tok_s"]
     decoder = getattr(w.model, "_workbench_fast_decoder", None)
     if decoder is not None and not decoder.ok:
         print(f"# fast decode path unavailable: {decoder.reason}", flush=True)
+    tl = {}
+    if full:
+        tl = {
+            "tl_steered_vs_hf": r["tl"]["tok_s"] / hf_tps,
+            "tl_steered_tok_s": r["tl"]["tok_s"],
+            "fast_vs_tl": r["fast"]["tok_s"] / r["tl"]["tok_s"],
+        }
     emit(
         "generate",
         steered_vs_hf=r["fast"]["tok_s"] / hf_tps,
@@ -84,9 +91,7 @@ def bench_generate(setup: Setup) -> None:
         steered_tok_s=r["fast"]["tok_s"],
         hf_tok_s=hf_tps,
         unsteered_vs_hf=r["plain"]["tok_s"] / hf_tps,
-        tl_steered_vs_hf=r["tl"]["tok_s"] / hf_tps,
-        tl_steered_tok_s=r["tl"]["tok_s"],
-        fast_vs_tl=r["fast"]["tok_s"] / r["tl"]["tok_s"],
+        **tl,
         fast_path=int(
             decoder_for(w.model, [(f"blocks.{w.layer}.hook_resid_post", None)]) is not None
         ),
@@ -100,6 +105,8 @@ def bench_generate(setup: Setup) -> None:
         unsteered_tokens=r["plain"]["tokens"],
         repeats=setup.repeats,
     )
+    if not full:
+        return
     ref_prompts = prompts[:4]
     ref_s, _ = _timed(
         lambda: [reference_generate(w.model, p, term, new) for p in ref_prompts], setup.device

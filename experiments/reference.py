@@ -142,6 +142,7 @@ def run_composition(
     """
     from workbench.evaluation.quality import QualityThresholds, generate_with_quality
     from workbench.evaluation.scoring import score
+    from workbench.evaluation.sweeps import LOOP_STOP
     from workbench.model.prompts import format_prompt
     from workbench.steering.settings import Setting
     from workbench.steering.terms import PerRow
@@ -182,6 +183,7 @@ def run_composition(
             "test_tokens": config.test_tokens,
             "metric": config.metric,
             "thresholds": QualityThresholds().record(),
+            "loop_stop": LOOP_STOP.record(),
         }
         cache = raw / f"composition.{fmt}.{cfg.length}.json"
         saved = json.loads(cache.read_text()) if cache.exists() else None
@@ -205,6 +207,8 @@ def run_composition(
                 PerRow([ts] * len(texts)),
                 max_new_tokens=config.test_tokens,
                 batch_size=config.batch_size,
+                refill=True,
+                loop_stop=LOOP_STOP,
             )
             loose = config.metric == "follows_loose"
             follows = {n: [score(t, *ids[n], loose=loose) for t in generated.texts] for n in terms}

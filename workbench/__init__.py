@@ -33,7 +33,7 @@ _EXPORTS = {
     "WorkbenchError": ".errors",
     "compute_instruction_vector": ".vectors.extraction",
     "Generation": ".steering.generation",
-    "Sampling": ".steering.generation",
+    "Sampling": ".steering.decoding",
     "generate": ".steering.generation",
     "load_model": ".model.loading",
     "model_info": ".model.info",
@@ -62,7 +62,8 @@ if TYPE_CHECKING:
     from .model.info import model_info
     from .model.loading import load_model
     from .model.prompts import format_prompt
-    from .steering.generation import Generation, Sampling, generate
+    from .steering.decoding import Sampling
+    from .steering.generation import Generation, generate
     from .steering.plan import steer
     from .steering.terms import PerRow, SteeringTerm
     from .vectors.activations import read_residuals

@@ -31,8 +31,11 @@ def refused(capsys, argv: list[str]) -> str:
     return err.splitlines()[-1]
 
 
-def test_list_names_every_benchmark_and_runs_none(ran, capsys):
+def test_list_names_the_quick_set_or_with_full_every_benchmark_and_runs_none(ran, capsys):
     assert main(["--list"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert listed == bench.QUICK and ran == []
+    assert main(["--list", "--full"]) == 0
     listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
     assert listed == list(bench.BENCHMARKS) and ran == []
 
@@ -42,8 +45,13 @@ def test_options_reach_only_the_benchmarks_that_take_them(ran):
     assert ran == [("load", {}), ("generate", {"device": "cpu", "repeats": 1})]
 
 
-def test_no_names_runs_every_benchmark_in_order(ran):
+def test_no_names_runs_the_quick_set_and_full_runs_every_benchmark_in_order(ran, capsys):
     assert main([]) == 0
+    assert [name for name, _ in ran] == bench.QUICK
+    assert set(bench.QUICK) < set(bench.BENCHMARKS)
+    assert capsys.readouterr().out.splitlines()[-1].startswith("BENCH suite benchmarks=6 wall_s=")
+    ran.clear()
+    assert main(["--full"]) == 0
     assert [name for name, _ in ran] == list(bench.BENCHMARKS)
 
 
@@ -55,6 +63,7 @@ def test_no_names_runs_every_benchmark_in_order(ran):
         (["load", "--device", "cpu"], "--device 'cpu': only the benchmarks"),
         (["generate", "--config", "llama-9"], "--config 'llama-9': choose one of"),
         (["generate", "--dtype", "int8"], "'int8'"),
+        (["--full", "load"], "--full runs every benchmark; do not name any"),
     ],
 )
 def test_a_bad_request_is_refused_before_any_benchmark_runs(ran, capsys, argv, shown):

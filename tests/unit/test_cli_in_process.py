@@ -225,6 +225,17 @@ def test_sweep_and_select_text(in_files, capsys):
     assert capsys.readouterr().out.startswith("selected: ")
 
 
+def test_sweep_stops_loops_unless_told_not_to(in_files, capsys):
+    from workbench.evaluation.sweeps import LOOP_STOP
+
+    for flag, recorded in [([], LOOP_STOP.record()), (["--no-loop-stop"], None)]:
+        out = f"loops{len(flag)}.jsonl"
+        assert main(["sweep", "v.safetensors", *SWEEP_ARGS, *flag, "--out", out, "--quiet"]) == 0
+        header = json.loads(open(out, encoding="utf-8").readline())
+        assert header["config"]["loop_stop"] == recorded
+    capsys.readouterr()
+
+
 def test_steer_uses_the_stored_selection(in_files, capsys):
     assert main(["steer", "sel.safetensors", "Hi", "--max-new-tokens", "2", "--quiet"]) == 0
     out = capsys.readouterr().out

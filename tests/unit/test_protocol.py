@@ -68,7 +68,7 @@ def no_generation(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError("a sweep generated although its raw file held every row")
 
-    monkeypatch.setattr(sweeps, "_score_batch", refuse)
+    monkeypatch.setattr(sweeps, "iter_generate", refuse)
 
 
 def test_the_result_equals_running_the_steps_by_hand(model, monkeypatch):

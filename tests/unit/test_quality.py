@@ -201,3 +201,24 @@ def test_thresholds_are_checked(kwargs, match):
 def test_one_record_per_response_or_a_clear_error(tiny_model):
     with pytest.raises(InvalidArgumentError, match="one per response"):
         quality_frame(tiny_model, [PROMPT], [RESPONSE, RESPONSE], ["a"], max_new_tokens=4)
+
+
+def test_a_row_stopped_for_a_loop_is_marked_and_counted_degenerate(tiny_model):
+    text = "A short, plain and normal answer here."
+    kw = {"max_new_tokens": 4}
+    table = quality_frame(
+        tiny_model,
+        [PROMPT, PROMPT],
+        [RESPONSE, RESPONSE],
+        [text, text],
+        finish=["loop", "eos"],
+        **kw,
+    )
+    assert table.stopped_loop.tolist() == [True, False]
+    assert table.degenerate.tolist() == [True, False]
+    unmarked = quality_frame(tiny_model, [PROMPT], [RESPONSE], [text], **kw)
+    assert not unmarked.stopped_loop[0] and not unmarked.degenerate[0]
+    with pytest.raises(InvalidArgumentError, match="one reason per response"):
+        quality_frame(tiny_model, [PROMPT], [RESPONSE], [text], finish=["loop", "eos"], **kw)
+    with pytest.raises(InvalidArgumentError, match="one reason per response"):
+        quality_frame(tiny_model, [PROMPT], [RESPONSE], [text], finish="loop", **kw)

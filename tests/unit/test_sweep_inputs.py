@@ -65,7 +65,7 @@ def no_generation(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the sweep generated before refusing its arguments")
 
-    monkeypatch.setattr(sweep_module, "_score_batch", refuse)
+    monkeypatch.setattr(sweep_module, "iter_generate", refuse)
 
 
 @pytest.mark.parametrize(

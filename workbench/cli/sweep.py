@@ -65,6 +65,11 @@ def register(sub: Any) -> None:
         "--strengths", default="0.25,0.5,1", help="x each mode's default (default: %(default)s)"
     )
     p.add_argument("--no-baseline", action="store_true", help="leave out the unsteered rows")
+    p.add_argument(
+        "--no-loop-stop",
+        action="store_true",
+        help="decode looping answers to the budget (default: stop them, count them degenerate)",
+    )
     p.add_argument("--split", default="validation", choices=choices(Split))
     p.add_argument(
         "--queries", type=positive_int, default=None, metavar="N", help="first N of the split"
@@ -148,7 +153,7 @@ def check_swept(vec: Any, vector_path: Path, table: Any) -> None:
 def run_sweep(args: argparse.Namespace) -> None:
     """A vector -> a results file of scored rows, one per (setting, prompt)."""
     from workbench.evaluation.selection import summarize
-    from workbench.evaluation.sweeps import sweep
+    from workbench.evaluation.sweeps import LOOP_STOP, sweep
     from workbench.vectors.pairs import base_queries
 
     input_file(args.vector, "vector file")
@@ -185,6 +190,7 @@ def run_sweep(args: argparse.Namespace) -> None:
         shard=shard,
         batch_size=args.batch_size,
         progress=not args.quiet,
+        loop_stop=None if args.no_loop_stop else LOOP_STOP,
     )
     if args.json:
         for row in frame_records(table):

@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import math
 import re
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -72,7 +71,9 @@ from workbench.model import kv
 from workbench.model.hooks import model_lock
 from workbench.model.prompts import check_context, encode_prompts, pad_left
 from workbench.options import as_float, check_int
-from workbench.steering.generation import Generation, eos_ids, generate
+from workbench.steering.decoding import eos_ids
+from workbench.steering.generation import Generation, generate
+from workbench.steering.loops import LoopStop, window_ratio
 from workbench.steering.terms import PerRow
 
 from .vocabulary import unknown_word_share
@@ -192,8 +193,7 @@ def compression_ratio(text: str, window_chars: int = 512) -> float:
     starts = range(0, max(1, len(text) - window_chars + step), step)
     best = 1.0
     for start in starts:
-        raw = text[start : start + window_chars].encode("utf-8")
-        best = min(best, len(zlib.compress(raw, 9)) / len(raw))
+        best = min(best, window_ratio(text[start : start + window_chars]))
     return best
 
 
@@ -281,6 +281,7 @@ QUALITY_COLUMNS = (
     "single_character_share",
     "unit_copies",
     "unknown_word_share",
+    "stopped_loop",
     "degenerate",
 )
 
@@ -373,8 +374,13 @@ def quality_frame(
     max_new_tokens: int,
     thresholds: QualityThresholds | None = None,
     batch_size: int = 8,
+    finish: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """One quality record per response: the columns of `QUALITY_COLUMNS`.
+
+    `finish` is `Generation.finish` of the responses: a row that `LoopStop` ended
+    (``"loop"``) is marked ``stopped_loop`` and counts as degenerate. None says no
+    row was stopped for a loop.
 
     Example:
         >>> out = generate(model, ["Hi", "Name a colour."], max_new_tokens=6, return_tokens=True)
@@ -389,12 +395,19 @@ def quality_frame(
             f"got {len(prompt_tokens)} prompts, {len(response_tokens)} token lists and "
             f"{len(texts)} texts; they must be one per response"
         )
+    if finish is None:
+        finish = [""] * len(texts)
+    elif isinstance(finish, str) or len(finish) != len(texts):
+        raise InvalidArgumentError(
+            f"finish must be one reason per response ({len(texts)}), got {finish!r:.80}"
+        )
     stops = eos_ids(model)
     ppl = response_perplexity(model, prompt_tokens, response_tokens, batch_size=batch_size)
     rows = []
-    for tokens, text, p in zip(response_tokens, texts, ppl, strict=True):
+    for tokens, text, p, why in zip(response_tokens, texts, ppl, finish, strict=True):
         measures = limits.flags(text)
-        degenerate = measures.pop("degenerate")
+        looped = why == "loop"
+        degenerate = measures.pop("degenerate") or looped
         rows.append(
             {
                 "n_tokens": len(tokens),
@@ -404,6 +417,7 @@ def quality_frame(
                 "repeated_ngram_share": repeated_ngram_share(tokens, limits.ngram),
                 "perplexity": p,
                 **measures,
+                "stopped_loop": looped,
                 "degenerate": degenerate,
             }
         )
@@ -418,6 +432,8 @@ def generate_with_quality(
     max_new_tokens: int,
     batch_size: int,
     thresholds: QualityThresholds | None = None,
+    refill: bool = False,
+    loop_stop: LoopStop | None = None,
 ) -> tuple[Generation, pd.DataFrame]:
     """Generate from already formatted prompts with one steering entry per row, and the
     `quality_frame` of the responses (what sweeps and composition runs both need).
@@ -437,6 +453,8 @@ def generate_with_quality(
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         return_tokens=True,
+        refill=refill,
+        loop_stop=loop_stop,
     )
     quality = quality_frame(
         model,
@@ -445,5 +463,6 @@ def generate_with_quality(
         out.texts,
         max_new_tokens=max_new_tokens,
         thresholds=thresholds,
+        finish=out.finish,
     )
     return out, quality

@@ -16,8 +16,9 @@ along u to ``strength × z̄`` (the mean with-instruction projection).
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from tqdm.auto import tqdm
 from workbench.errors import ArgumentTypeError, InvalidArgumentError, WorkbenchError
 from workbench.files import write_target
 from workbench.model.info import model_info
-from workbench.model.prompts import format_prompt
+from workbench.model.prompts import encode_prompts, format_prompt
 from workbench.options import (
     Mode,
     as_list,
@@ -40,13 +41,15 @@ from workbench.options import (
     float_list,
     int_list,
 )
+from workbench.steering.generation import Completion, iter_generate
+from workbench.steering.loops import LoopStop
 from workbench.steering.settings import Setting
 from workbench.steering.terms import PerRow
 from workbench.vectors.checks import checks_once
 from workbench.vectors.ifeval import check_instruction
 from workbench.vectors.instruction_vector import InstructionVector
 
-from .quality import QualityThresholds, generate_with_quality
+from .quality import QualityThresholds, quality_frame
 from .scoring import score
 from .sweep_files import (
     append_rows,
@@ -56,6 +59,9 @@ from .sweep_files import (
     table_identity,
     vector_id,
 )
+
+# What sweeps (and so the evaluation protocol) stop loops with unless told otherwise.
+LOOP_STOP = LoopStop()
 
 
 @dataclass(frozen=True)
@@ -152,30 +158,31 @@ def _config(model: Any, vector: InstructionVector, prompts: list[SweepPrompt], *
     }
 
 
-def _score_batch(
+def _score_rows(
     model: Any,
-    vector: InstructionVector,
     units: list[tuple[int, Setting, int, SweepPrompt]],
+    terms: list[Any],
+    done: list[Completion],
     max_new_tokens: int,
     thresholds: QualityThresholds,
+    seconds: float,
 ) -> list[dict[str, Any]]:
-    """Generate, guard and score one batch of units (one row each)."""
-    t0 = time.perf_counter()
-    texts = [format_prompt(model, p.text) for _, _, _, p in units]
-    terms = [s.term(vector) for _, s, _, _ in units]
-    out, quality = generate_with_quality(
+    """Guard and score finished rows (`done[k].index` indexes `units` and `terms`)."""
+    chosen = [units[c.index] for c in done]
+    quality = quality_frame(
         model,
-        texts,
-        PerRow(terms),
+        encode_prompts(model, [format_prompt(model, p.text) for _, _, _, p in chosen]),
+        [c.tokens for c in done],
+        [c.text for c in done],
         max_new_tokens=max_new_tokens,
-        batch_size=len(units),
         thresholds=thresholds,
-    )
-    quality = quality.to_dict("records")
-    seconds = (time.perf_counter() - t0) / len(units)
+        finish=[c.finish for c in done],
+    ).to_dict("records")
     rows = []
-    for (unit, s, index, p), term, text, q in zip(units, terms, out.texts, quality, strict=True):
+    for c, (unit, s, index, p), q in zip(done, chosen, quality, strict=True):
+        term = terms[c.index]
         coefficient = None if term is None else term.coefficient
+        text = c.text
         strict = score(text, p.instruction_id, p.kwargs)
         rows.append(
             {
@@ -196,6 +203,46 @@ def _score_batch(
             }
         )
     return rows
+
+
+def _scored_batches(
+    model: Any,
+    vector: InstructionVector,
+    todo: list[tuple[int, Setting, int, SweepPrompt]],
+    max_new_tokens: int,
+    batch_size: int,
+    thresholds: QualityThresholds,
+    refill: bool,
+    loop_stop: LoopStop | None,
+) -> Iterator[list[dict[str, Any]]]:
+    """Decode every unit of `todo`, yielding scored rows `batch_size` at a time as they end
+    (a crash loses at most the rows still decoding and those not yet yielded)."""
+    if not todo:
+        return
+    terms = [s.term(vector) for _, s, _, _ in todo]
+    completions = iter_generate(
+        model,
+        [format_prompt(model, p.text) for _, _, _, p in todo],
+        steering=PerRow(terms),
+        formatted=True,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        refill=refill,
+        loop_stop=loop_stop,
+    )
+    finished: list[Completion] = []
+    t0 = time.perf_counter()
+    # Closed on any exit, so a crash while scoring (or a consumer that stops early)
+    # takes the steering hooks off and releases the model at once.
+    with contextlib.closing(completions):
+        for k, completion in enumerate(completions, start=1):
+            finished.append(completion)
+            if len(finished) < batch_size and k < len(todo):
+                continue
+            now = time.perf_counter()
+            seconds, t0 = (now - t0) / len(finished), now
+            yield _score_rows(model, todo, terms, finished, max_new_tokens, thresholds, seconds)
+            finished = []
 
 
 def _check_shard(shard: Any) -> tuple[int, int] | None:
@@ -223,6 +270,8 @@ def sweep(
     thresholds: QualityThresholds | None = None,
     progress: bool = True,
     label: str = "sweep",
+    loop_stop: LoopStop | None = LOOP_STOP,
+    refill: bool = True,
 ) -> pd.DataFrame:
     """Generate, score and guard every (setting, prompt); one tidy row each.
 
@@ -237,6 +286,12 @@ def sweep(
             sweep with the same arguments skips the rows it holds.
         shard: ``(i, n)`` runs the i-th of n disjoint parts (see `merge_sweeps`).
         progress, label: whether to show a progress bar, and its label.
+        loop_stop: the `LoopStop` that ends looping answers early (marked
+            ``stopped_loop``, counted degenerate); None decodes every answer to
+            ``max_new_tokens``. Part of the file's configuration.
+        refill: decode with refilled batches of ``batch_size`` rows (see
+            `workbench.steering.decoding`; the same greedy tokens as static batches,
+            faster when answers end at different lengths).
 
     Returns:
         A DataFrame with the columns `sweep_files.COLUMNS`, ordered by work unit, holding this
@@ -260,6 +315,12 @@ def sweep(
         batch_size = check_int("batch_size", batch_size, low=1)
         check_bool("baseline", baseline)
         check_bool("progress", progress)
+        check_bool("refill", refill)
+        if loop_stop is not None and not isinstance(loop_stop, LoopStop):
+            raise ArgumentTypeError(
+                f"loop_stop must be a LoopStop or None, got {type(loop_stop).__name__} "
+                f"{loop_stop!r:.60}"
+            )
         if not isinstance(label, str):
             raise ArgumentTypeError(
                 f"label must be a str, got {type(label).__name__} {label!r:.60}"
@@ -282,6 +343,7 @@ def sweep(
             grid=[[s.layer, s.mode, s.strength] for s in grid],
             max_new_tokens=max_new_tokens,
             thresholds=thresholds.record(),
+            loop_stop=None if loop_stop is None else loop_stop.record(),
         )
         done = {r["unit"]: r for r in open_for_append(path, config, shard)} if path else {}
         units = [
@@ -294,19 +356,20 @@ def sweep(
         todo.sort(key=lambda unit: (len(unit[3].text), unit[0]))
         rows = list(done.values())
         bar = tqdm(total=len(units), initial=len(done), desc=label, disable=not progress)
-        for start in range(0, len(todo), batch_size):
-            batch = _score_batch(
-                model, vector, todo[start : start + batch_size], max_new_tokens, thresholds
-            )
-            if path is not None:
-                append_rows(path, batch)
-            rows += batch
-            if bar.n + len(batch) < len(units):
-                bar.update(len(batch))
-            else:
-                # Counted without drawing: close() draws the finished bar, and a bar
-                # drawn here too would print its last line twice in a log.
-                bar.n = len(units)
+        batches = _scored_batches(
+            model, vector, todo, max_new_tokens, batch_size, thresholds, refill, loop_stop
+        )
+        with contextlib.closing(batches):
+            for batch in batches:
+                if path is not None:
+                    append_rows(path, batch)
+                rows += batch
+                if bar.n + len(batch) < len(units):
+                    bar.update(len(batch))
+                else:
+                    # Counted without drawing: close() draws the finished bar, and a bar
+                    # drawn here too would print its last line twice in a log.
+                    bar.n = len(units)
         bar.close()
         table = as_frame(rows)
         table.attrs["sweep"] = table_identity(config, [str(path)] if path else None, len(table))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
@@ -101,3 +102,68 @@ def expand_cache(model: Any, cache: Any, batch: int, n_layers: int) -> Any:
             layer,
         )
     return out
+
+
+# Refill (`generate(refill=True)`) takes rows out of a running cache and puts newly
+# prefilled ones in. transformers' caches can drop rows (`batch_select_indices`) but not
+# take new ones, and TransformerLens' cannot do either, so both are edited here: a
+# cache is a list of per-layer key and value tensors, left-padded like the mask.
+
+
+def _tensors(model: Any, cache: Any) -> list[tuple[Any, str, int]]:
+    """(holder, attribute, sequence dim) of every tensor of `cache` that has one per row."""
+    if is_hooked(model):
+        slots = [(e, name, 1) for e in cache.entries for name in ("past_keys", "past_values")]
+        return [*slots, (cache, "previous_attention_mask", 1)]
+    return [(layer, name, 2) for layer in cache.layers for name in ("keys", "values")]
+
+
+def can_refill(model: Any, cache: Any) -> bool:
+    """Whether rows can be moved in and out of `cache`: TransformerLens' cache, or a
+    transformers `DynamicCache` of full-attention layers only (a sliding-window layer
+    drops old positions itself, which the left-padded layout cannot follow)."""
+    if is_hooked(model):
+        return True
+    from transformers.cache_utils import DynamicLayer
+
+    return bool(cache.layers) and all(
+        type(layer) is DynamicLayer and layer.is_initialized for layer in cache.layers
+    )
+
+
+def keep_rows(model: Any, cache: Any, index: Int[Tensor, " rows"]) -> None:
+    """Keep only the rows `index` of `cache` (in that order), in place."""
+    for holder, name, _ in _tensors(model, cache):
+        setattr(holder, name, getattr(holder, name)[index])
+
+
+def drop_columns(model: Any, cache: Any, n: int) -> None:
+    """Drop the first `n` (padding) positions of every row of `cache`, in place."""
+    if n <= 0:
+        return
+    for holder, name, dim in _tensors(model, cache):
+        setattr(
+            holder, name, getattr(holder, name).narrow(dim, n, getattr(holder, name).shape[dim] - n)
+        )
+
+
+def append_rows(model: Any, cache: Any, new: Any) -> None:
+    """Put the rows of `new` after those of `cache`, in place, left-padding whichever is
+    narrower with zeros (masked positions, so their values are never read)."""
+    ours, theirs = _tensors(model, cache), _tensors(model, new)
+    width = max(getattr(h, n).shape[d] for h, n, d in ours[:1] + theirs[:1])
+    for (holder, name, dim), (other, other_name, _) in zip(ours, theirs, strict=True):
+        a, b = (
+            _pad_to(getattr(holder, name), dim, width),
+            _pad_to(getattr(other, other_name), dim, width),
+        )
+        setattr(holder, name, torch.cat([a, b]))
+
+
+def _pad_to(tensor: Tensor, dim: int, width: int) -> Tensor:
+    missing = width - tensor.shape[dim]
+    if missing == 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)

@@ -302,14 +302,22 @@ class SteeringPlan:
         outer = sum(m for key, m in _OPEN.get() if key == self._model_id)
         check_magnitude([t.label for t in self._worst], self.magnitude, outer, self._dtype)
 
-    def hooks(self, rows: slice | None = None) -> list[tuple[str, Callable[..., Tensor]]]:
-        """TransformerLens forward hooks; per-row plans take the batch's `rows` slice."""
+    def hooks(
+        self, rows: slice | Sequence[int] | None = None
+    ) -> list[tuple[str, Callable[..., Tensor]]]:
+        """TransformerLens forward hooks; per-row plans take the batch's `rows` (a slice,
+        or the prompt index of each batch row in order, as refilled batches hold them)."""
         by_hook: dict[str, list[_Slot]] = {}
         for r in self.shared:
             by_hook.setdefault(r.hook_name, []).append(_Slot([r], r.positions))
         n_rows = None
         if self.per_row is not None:
-            chosen = self.per_row if rows is None else self.per_row[rows]
+            if rows is None:
+                chosen = self.per_row
+            elif isinstance(rows, slice):
+                chosen = self.per_row[rows]
+            else:
+                chosen = [self.per_row[i] for i in rows]
             n_rows = len(chosen)
             for name, slots in _row_slots(chosen).items():
                 by_hook.setdefault(name, []).extend(slots)

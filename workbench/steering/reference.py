@@ -15,7 +15,7 @@ from workbench.model.info import check_model
 from workbench.model.prompts import check_context, encode_prompts, format_prompt
 from workbench.options import check_bool, check_int
 
-from .generation import eos_ids
+from .decoding import eos_ids
 from .plan import position_window, steer
 from .terms import Steering
 
