@@ -197,6 +197,10 @@ def test_the_rule_ignores_cycles_without_letters():
         ({"min_copies": 1}, "min_copies"),
         ({"min_tokens": True}, "min_tokens"),
         ({"min_letters": -1}, "min_letters"),
+        ({"window_chars": 1}, "window_chars"),
+        ({"max_window_ratio": 1.5}, r"max_window_ratio must be in \[0, 1\], got 1.5"),
+        ({"max_window_ratio": float("nan")}, "max_window_ratio"),
+        ({"max_window_ratio": "0.2"}, "max_window_ratio"),
     ],
 )
 def test_a_bad_rule_is_refused(kwargs, match):

@@ -114,6 +114,9 @@ def no_generation(monkeypatch):
         ({"baseline": "no"}, ArgumentTypeError, "baseline must be True or False, got str 'no'"),
         ({"progress": 0}, ArgumentTypeError, "progress must be True or False"),
         ({"thresholds": {"ngram": 3}}, ArgumentTypeError, "thresholds must be a QualityThresholds"),
+        ({"refill": 1}, ArgumentTypeError, "refill must be True or False, got int 1"),
+        ({"loop_stop": True}, ArgumentTypeError, "loop_stop must be a LoopStop or None, got bool"),
+        ({"loop_stop": {"max_period": 8}}, ArgumentTypeError, "loop_stop must be a LoopStop"),
     ],
 )
 def test_bad_grids_and_flags_are_refused_before_any_generation(
