@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 
 from workbench.errors import ArgumentTypeError
-from workbench.options import check_int
+from workbench.options import check_bool, check_int
 
 from .projections import SIDES, Projections
 from .style import BASELINE_COLOUR, LAYER_AXIS, drawable, finish, instruction_colour
@@ -27,8 +27,14 @@ TOKEN_SCALE = "RdBu_r"
 _SIDE_NAMES = {"with": "with instruction", "without": "without instruction"}
 
 
-def plot_projections(proj: Projections, *, title: str | None = None) -> go.Figure:
+def plot_projections(
+    proj: Projections, *, title: str | None = None, gate: bool = False
+) -> go.Figure:
     """Violins of with- vs without-instruction projections per layer, AUC and d′ shown.
+
+    With `gate`, each layer also shows the default gate threshold, midway between the
+    mean with- and without-instruction projections (`workbench.steering.gates`): a
+    gated term steers the prompts below it.
 
     One violin trace per side (with: the instruction's colour; without: grey), grouped
     per layer, every pair a point. Each layer's tick label carries its AUC and d′,
@@ -80,6 +86,24 @@ def plot_projections(proj: Projections, *, title: str | None = None) -> go.Figur
                     "projection %{y:.3f}<br>AUC %{customdata[3]:.3f}, "
                     "d′ %{customdata[4]:.2f}<extra>%{fullData.name}</extra>"
                 ),
+            )
+        )
+    if check_bool("gate", gate):
+        means = drawable(
+            proj.separability, {"layer", "mean_proj_with", "mean_proj_without"}, "projections"
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=[ticks[layer] for layer in means["layer"]],
+                y=(means["mean_proj_with"] + means["mean_proj_without"]) / 2,
+                mode="markers",
+                marker={
+                    "symbol": "line-ew-open",
+                    "size": 40,
+                    "line": {"width": 2, "color": "black"},
+                },
+                name="gate threshold (midway between the means)",
+                hovertemplate="gate threshold %{y:.3f}<extra></extra>",
             )
         )
     fig.update_xaxes(categoryorder="array", categoryarray=list(ticks.values()))
@@ -253,6 +277,8 @@ def plot_token_projections(
                 hovertemplate="%{fullData.name}<extra></extra>",
             )
         )
+    if "clamp_acts" in table:
+        _mark_clamped(fig, table, first_row, rows, columns)
     layer, label = table.attrs.get("layer"), table.attrs.get("label", "vector")
     where = f" at layer {layer}" if layer is not None else ""
     finish(
@@ -269,3 +295,26 @@ def plot_token_projections(
     fig.update_xaxes(showgrid=False)
     fig.update_yaxes(autorange="reversed", showgrid=False)
     return fig
+
+
+def _mark_clamped(
+    fig: go.Figure, table: pd.DataFrame, first_row: dict[str, int], rows: list[str], columns: int
+) -> None:
+    """Outline the cells where a clamp raised the projection (``clamp_acts``)."""
+    acted = table[table["clamp_acts"].astype(bool)]
+    positions = [int(p) for p in acted["position"]]
+    target = table.attrs.get("clamp_target")
+    shown = "" if target is None else f" {float(target):.2f}"
+    fig.add_trace(
+        go.Scatter(
+            x=[p % columns for p in positions],
+            y=[
+                rows[first_row[s] + p // columns]
+                for s, p in zip(acted["setting"], positions, strict=True)
+            ],
+            mode="markers",
+            marker={"symbol": "triangle-up-open", "size": 9, "color": "black"},
+            name=f"clamp raised it (below target{shown})",
+            hovertemplate="%{fullData.name}<extra></extra>",
+        )
+    )

@@ -32,7 +32,7 @@ COSINE_AXIS = "split-half cosine (unitless, −1–1)"
 PAIRS_AXIS = "pairs per subset k (count, log scale)"
 # Strengths of one instruction differ by dash, modes by marker; colour is the instruction's.
 _DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
-_SYMBOLS = {"add": "circle", "project": "square", "ablate": "x"}
+_SYMBOLS = {"add": "circle", "project": "square", "clamp": "triangle-up", "ablate": "x"}
 _UNIT_RANGE = [-0.03, 1.03]
 
 

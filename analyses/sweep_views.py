@@ -265,7 +265,7 @@ def accuracy_grid(
 
     Args:
         results: one sweep table (call once per instruction).
-        mode: ``"add"`` or ``"project"``; None when the table steers with one of them only.
+        mode: ``"add"``, ``"project"`` or ``"clamp"``; None when the table steers with one of them only.
         metric, objective: the accuracy column and what the selection maximises, as in
             `select`.
 

@@ -31,6 +31,7 @@ from workbench import Generation, InstructionVector
 from workbench.errors import ArgumentTypeError, InvalidArgumentError
 from workbench.model.hooks import refuse_under_per_row_steer
 from workbench.model.prompts import check_context, encode_prompts, encode_text, format_prompt
+from workbench.options import as_float
 from workbench.vectors.activations import read_layers
 
 from .style import vector_label
@@ -67,6 +68,8 @@ def token_projections(
     layer: int,
     prompt: str,
     responses: Mapping[str, str | Generation],
+    *,
+    clamp_target: float | None = None,
 ) -> pd.DataFrame:
     """Projection onto u_layer of each response token's unsteered residual, per setting.
 
@@ -81,6 +84,11 @@ def token_projections(
             a response is its text (tokenized without special tokens) or a
             one-completion `Generation` from ``generate(..., return_tokens=True)``
             (its token ids are used as generated, EOS included if produced).
+        clamp_target: the target of a ``clamp`` term at `layer`; adds the column
+            ``clamp_acts``, True where the projection is below it. With only that one
+            term, a position's residual at `layer` before the hook is the unsteered one
+            read here (attention at `layer` reads the layer below), so these are
+            exactly the positions the clamp raised.
 
     Returns:
         DataFrame, one row per (setting, response token): ``setting``, ``position``
@@ -97,6 +105,8 @@ def token_projections(
         ['setting', 'position', 'token', 'token_id', 'projection']
     """
     refuse_under_per_row_steer("token_projections")
+    if clamp_target is not None:
+        clamp_target = as_float("clamp_target", clamp_target)
     if not isinstance(vec, InstructionVector):
         raise ArgumentTypeError(f"vec must be an InstructionVector, got {type(vec).__name__}")
     row = vec.row(layer)
@@ -145,6 +155,9 @@ def token_projections(
                 }
             )
     table = pd.DataFrame(rows)
+    if clamp_target is not None:
+        table["clamp_acts"] = table["projection"] < clamp_target
+        table.attrs["clamp_target"] = clamp_target
     table.attrs.update(
         layer=layer,
         label=vector_label(vec),

@@ -22,8 +22,12 @@ from typing import Any, Literal, get_args
 
 from .errors import ArgumentTypeError, InvalidArgumentError
 
-Mode = Literal["add", "project", "ablate"]
+Mode = Literal["add", "project", "clamp", "ablate"]
+# The modes whose coefficient is a target along u (strength: a multiple of z̄).
+TARGET_MODES = ("project", "clamp")
 Positions = Literal["all", "prompt", "generated"]
+# Which side of a gate's threshold a gated term steers (`workbench.steering.gates`).
+GateSide = Literal["below", "above"]
 Backend = Literal["bridge", "hooked"]
 PromptStyle = Literal["chat", "plain"]
 Split = Literal["train", "validation", "test"]

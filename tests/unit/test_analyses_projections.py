@@ -463,3 +463,32 @@ def test_a_long_token_is_cut_in_its_cell_and_whole_in_the_hover():
     assert heat.customdata[0][0] == [0, "␣headphones"]
     # Two tokens get wide cells, and the whole text.
     assert plot_token_projections(table.head(2)).data[0].text[0][0] == "␣headphones"
+
+
+def test_the_violins_can_show_the_gate_threshold_midway_between_the_means(tiny_models, tiny_vecs):
+    proj = projections(tiny_models["bridge"], tiny_vecs["bridge"], HELD_OUT)
+    assert len(plot_projections(proj).data) == 2
+    fig = plot_projections(proj, gate=True)
+    line = fig.data[-1]
+    assert line.name.startswith("gate threshold")
+    sep = proj.separability
+    expected = ((sep.mean_proj_with + sep.mean_proj_without) / 2).tolist()
+    assert list(line.y) == pytest.approx(expected)
+    with pytest.raises(ArgumentTypeError, match="gate must be True or False"):
+        plot_projections(proj, gate="yes")
+
+
+def test_the_token_view_marks_where_a_clamp_acted(tiny_models, tiny_vecs):
+    model, vec = tiny_models["bridge"], tiny_vecs["bridge"]
+    responses = {"unsteered": "hello there friend", "steered": "HELLO THERE"}
+    plain = token_projections(model, vec, 1, "Hi", responses)
+    target = float(plain["projection"].median())
+    table = token_projections(model, vec, 1, "Hi", responses, clamp_target=target)
+    assert table["clamp_acts"].tolist() == (plain["projection"] < target).tolist()
+    assert table.attrs["clamp_target"] == target
+    fig = plot_token_projections(table, per_line=4)
+    marks = [t for t in fig.data if t.name and t.name.startswith("clamp raised")]
+    assert len(marks) == 1 and len(marks[0].x) == int(table["clamp_acts"].sum())
+    assert not [t for t in plot_token_projections(plain).data if (t.name or "").startswith("clamp")]
+    with pytest.raises(InvalidArgumentError, match="clamp_target"):
+        token_projections(model, vec, 1, "Hi", responses, clamp_target=float("inf"))

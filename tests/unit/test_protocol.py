@@ -243,6 +243,7 @@ def test_the_cli_writes_the_files_the_protocol_resumes(
             "clean_ci95": list(v.clean_ci95),
             "strict_ci95": list(v.strict_ci95),
             "loose_ci95": list(v.loose_ci95),
+            "gate_on": v.gate_on,
         }
         for k, v in result.test.items()
     }
@@ -565,3 +566,20 @@ def test_the_cli_runs_a_test_file_and_says_what_it_left_out(tiny_dir, tmp_path, 
     assert "--skip-unsupported applies to --test-file and --val-file" in capsys.readouterr().err
     assert main([*argv, "--skip-unsupported", "--test-queries", "2"]) == 2
     assert "with --test-file every row of the file is used" in capsys.readouterr().err
+
+
+def test_a_gated_protocol_counts_how_often_the_gate_opened(model):
+    config = replace(TINY, gate=True)
+    result = evaluate_instruction(model, "no_comma", config)
+    assert "gated" in config.describe(model.cfg.n_layers)
+    for name, summary in result.test.items():
+        steered = (
+            name.endswith("+steer")
+            and result.selections["without" if name.startswith("no_") else "with"].setting.layer
+            is not None
+        )
+        if steered:
+            assert summary.gate_on is not None and 0 <= summary.gate_on <= summary.n
+            assert summary.gate_line() == f"gate on for {summary.gate_on} of {summary.n} prompts"
+        else:
+            assert summary.gate_on is None and summary.gate_line() == ""

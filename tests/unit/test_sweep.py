@@ -71,6 +71,7 @@ COLUMN_TYPES = {
     "mode": (str, type(None)),
     "strength": (float, type(None)),
     "coefficient": (float, type(None)),
+    "gate_on": (bool, type(None)),  # null where nothing is gated
     "response": (str,),
     "follows_strict": (bool,),
     "follows_loose": (bool,),

@@ -170,6 +170,13 @@ def register(sub: Any) -> None:
         )
     count_option(p, "--batch-size", 48)
     p.add_argument(
+        "--gate",
+        action="store_true",
+        help="gate every steered term: steer a prompt only if its last token's projection "
+        "is below the midway between the vector's mean with- and without-instruction "
+        "projections (workbench.steering.gates)",
+    )
+    p.add_argument(
         "--out-dir",
         type=path_arg,
         default=None,
@@ -258,7 +265,7 @@ def run_steer(args: argparse.Namespace) -> None:
                 row["unsteered"] = plain[i]
             emit_json(row)
         return
-    kind = {"add": "weight", "project": "target"}.get(term.mode)
+    kind = {"add": "weight", "project": "target", "clamp": "target"}.get(term.mode)
     value = term.weight if term.mode == "add" else term.target
     amount = f" {kind} {value:.4g}" if kind and value is not None else ""
     sampled = "" if seed is None else f"; sampled, seed {seed}"
@@ -373,9 +380,10 @@ def _table_row(name: str, result: dict[str, Any]) -> str:
     cells = []
     for k in SETTINGS:
         t = result["test"][k]
+        gate = "" if t.get("gate_on") is None else f", gate on {t['gate_on']}/{t['n']}"
         cells.append(
             f"{_interval(t['accuracy'], t['ci95'], t['n'])} "
-            f"(clean {t['clean_accuracy']:.2f}, degen. {t['degenerate']:.2f})"
+            f"(clean {t['clean_accuracy']:.2f}, degen. {t['degenerate']:.2f}{gate})"
         )
     chosen = result["selected"]
     label = f"without: {chosen['without']['label']}; with: {chosen['with']['label']}"
@@ -457,6 +465,8 @@ def _config_changes(args: argparse.Namespace) -> dict[str, Any]:
     if args.strengths is not None:
         changes["strengths"] = tuple(parse_floats(args.strengths, "--strengths"))
     changes["batch_size"] = args.batch_size
+    if args.gate:
+        changes["gate"] = True
     return changes
 
 

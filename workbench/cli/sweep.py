@@ -59,7 +59,9 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--layers", default=None, help="e.g. 8-20 or 10,14 (default: the vector's)")
     p.add_argument(
-        "--modes", default="add,project", help="add, project, ablate (default: %(default)s)"
+        "--modes",
+        default="add,project",
+        help="add, project, clamp, ablate (default: %(default)s)",
     )
     p.add_argument(
         "--strengths", default="0.25,0.5,1", help="x each mode's default (default: %(default)s)"

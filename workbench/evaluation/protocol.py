@@ -53,6 +53,7 @@ from workbench.options import (
     float_list,
     int_list,
 )
+from workbench.steering.gates import Gate
 from workbench.vectors.instruction_vector import InstructionVector
 from workbench.vectors.pairs import Instruction, base_queries, instruction, make_pairs
 
@@ -124,6 +125,11 @@ class ProtocolConfig:
         val_tokens, val_tokens_long, test_tokens: new tokens per validation answer
             (`val_tokens_long` for the ids of `LONG_ANSWER_IDS`) and per test answer.
         batch_size: rows generated together.
+        gate: put the default `workbench.steering.gates.Gate` on every steered term,
+            validation and test alike: a prompt is steered only if its last token's
+            unsteered projection at the steered layer is below the midway between the
+            vector's mean with- and without-instruction projections. The test
+            columns count how often it opened (`SettingSummary.gate_on`).
 
     Example:
         >>> ProtocolConfig.from_preset("quick", val_queries=8).val_queries
@@ -151,6 +157,7 @@ class ProtocolConfig:
     val_tokens_long: int = 1024
     test_tokens: int = 2048
     batch_size: int = 48
+    gate: bool = False
 
     @classmethod
     def from_preset(cls, name: str, **changes: Any) -> ProtocolConfig:
@@ -231,6 +238,7 @@ class ProtocolConfig:
             object.__setattr__(self, name, check_int(name, getattr(self, name), low=1))
         check_choice("metric", self.metric, Metric)
         check_choice("select_by", self.select_by, Objective)
+        check_bool("gate", self.gate)
         object.__setattr__(self, "modes", tuple(modes))
         object.__setattr__(self, "strengths", tuple(strengths))
 
@@ -290,7 +298,7 @@ class ProtocolConfig:
             f"({other} beside); select by {self.select_by}; train {self.train_pairs} pairs; "
             f"validation {val}, {self.val_tokens} new tokens "
             f"({self.val_tokens_long} for JSON, multiple sections and verbose); test "
-            f"{test}, {self.test_tokens} new tokens"
+            f"{test}, {self.test_tokens} new tokens" + ("; gated" if self.gate else "")
         )
 
 
@@ -328,6 +336,12 @@ class SettingSummary:
     clean_ci95: tuple[float, float]
     strict_ci95: tuple[float, float]
     loose_ci95: tuple[float, float]
+    # Of the `n` prompts, how many a gated term steered; None when nothing was gated.
+    gate_on: int | None = None
+
+    def gate_line(self) -> str:
+        """``"gate on for 3 of 24 prompts"``, or ``""`` when nothing was gated."""
+        return "" if self.gate_on is None else f"gate on for {self.gate_on} of {self.n} prompts"
 
 
 @dataclass(frozen=True)
@@ -390,6 +404,9 @@ def summarize_column(table: pd.DataFrame, metric: str) -> SettingSummary:
     clean = proportion([bool(f) and not d for f, d in pairs])
     strict = proportion(table["follows_strict"].tolist())
     loose = proportion(table["follows_loose"].tolist())
+    gate_on = None
+    if "gate_on" in table and table["gate_on"].notna().any():
+        gate_on = int(sum(v is True or v == 1 for v in table["gate_on"].tolist()))
     return SettingSummary(
         accuracy=follows.value,
         strict=strict.value,
@@ -402,6 +419,7 @@ def summarize_column(table: pd.DataFrame, metric: str) -> SettingSummary:
         clean_ci95=clean.ci95,
         strict_ci95=strict.ci95,
         loose_ci95=loose.ci95,
+        gate_on=gate_on,
     )
 
 
@@ -494,7 +512,11 @@ def evaluate_instruction(
         return None if folder is None else folder / raw_file(instr.name, part)
 
     layers = list(config.layers_for(model.cfg.n_layers))
-    common = {"batch_size": config.batch_size, "progress": progress}
+    common = {
+        "batch_size": config.batch_size,
+        "progress": progress,
+        "gate": Gate() if config.gate else None,
+    }
     val_common = {**common, "max_new_tokens": config.val_tokens_for(instr.instruction_id)}
     test_common = {**common, "max_new_tokens": config.test_tokens}
     vec = _vector(model, instr, config, layers, vector, progress, folder)
@@ -533,8 +555,16 @@ def evaluate_instruction(
         if s.layer is None:
             # A sweep always steers something: an add of weight 0 changes no activation.
             zero = {"layers": layers[:1], "modes": ["add"], "strengths": [0.0]}
+            # Nothing steers, so nothing is gated.
             base = steered = sweep(
-                model, vec, prompts, **zero, baseline=False, **test_common, label=bar, out=out
+                model,
+                vec,
+                prompts,
+                **zero,
+                baseline=False,
+                **{**test_common, "gate": None},
+                label=bar,
+                out=out,
             )
         else:
             strength = 1.0 if s.strength is None else s.strength  # ablate takes none

@@ -55,6 +55,7 @@ COLUMNS = (
     "mode",
     "strength",
     "coefficient",
+    "gate_on",
     "response",
     "follows_strict",
     "follows_loose",

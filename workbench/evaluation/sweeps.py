@@ -17,6 +17,8 @@ along u to ``strength × z̄`` (the mean with-instruction projection).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +43,7 @@ from workbench.options import (
     float_list,
     int_list,
 )
+from workbench.steering.gates import Gate
 from workbench.steering.generation import Completion, iter_generate
 from workbench.steering.loops import LoopStop
 from workbench.steering.settings import Setting
@@ -182,6 +185,7 @@ def _score_rows(
     for c, (unit, s, index, p), q in zip(done, chosen, quality, strict=True):
         term = terms[c.index]
         coefficient = None if term is None else term.coefficient
+        gate_on = c.gates[0] if c.gates else None
         text = c.text
         strict = score(text, p.instruction_id, p.kwargs)
         rows.append(
@@ -195,6 +199,7 @@ def _score_rows(
                 "mode": s.mode,
                 "strength": s.strength,
                 "coefficient": coefficient,
+                "gate_on": gate_on,
                 "response": text,
                 "follows_strict": strict,
                 "follows_loose": strict or score(text, p.instruction_id, p.kwargs, loose=True),
@@ -214,12 +219,15 @@ def _scored_batches(
     thresholds: QualityThresholds,
     refill: bool,
     loop_stop: LoopStop | None,
+    gate: Gate | None,
 ) -> Iterator[list[dict[str, Any]]]:
     """Decode every unit of `todo`, yielding scored rows `batch_size` at a time as they end
     (a crash loses at most the rows still decoding and those not yet yielded)."""
     if not todo:
         return
     terms = [s.term(vector) for _, s, _, _ in todo]
+    if gate is not None:
+        terms = [None if t is None else dataclasses.replace(t, gate=gate) for t in terms]
     completions = iter_generate(
         model,
         [format_prompt(model, p.text) for _, _, _, p in todo],
@@ -243,6 +251,18 @@ def _scored_batches(
             seconds, t0 = (now - t0) / len(finished), now
             yield _score_rows(model, todo, terms, finished, max_new_tokens, thresholds, seconds)
             finished = []
+
+
+def _gate_record(gate: Gate) -> dict[str, Any]:
+    """What a sweep file records of its gate (a tensor vector by its values' digest)."""
+    vec = gate.vector
+    if vec is None:
+        source = None
+    elif isinstance(vec, InstructionVector):
+        source = diffs_digest(vec)
+    else:
+        source = hashlib.sha256(vec.detach().float().cpu().numpy().tobytes()).hexdigest()
+    return {"vector": source, "layer": gate.layer, "threshold": gate.threshold, "side": gate.side}
 
 
 def _check_shard(shard: Any) -> tuple[int, int] | None:
@@ -272,6 +292,7 @@ def sweep(
     label: str = "sweep",
     loop_stop: LoopStop | None = LOOP_STOP,
     refill: bool = True,
+    gate: Gate | None = None,
 ) -> pd.DataFrame:
     """Generate, score and guard every (setting, prompt); one tidy row each.
 
@@ -292,6 +313,11 @@ def sweep(
         refill: decode with refilled batches of ``batch_size`` rows (see
             `workbench.steering.decoding`; the same greedy tokens as static batches,
             faster when answers end at different lengths).
+        gate: a `workbench.steering.gates.Gate` put on every steered setting's term
+            (a gate without a vector or layer reads the setting's own layer); its
+            decision per row is the ``gate_on`` column (missing where nothing is
+            gated). Its vector, layer, threshold and side are part of the file's
+            configuration. None (default) gates nothing.
 
     Returns:
         A DataFrame with the columns `sweep_files.COLUMNS`, ordered by work unit, holding this
@@ -326,6 +352,10 @@ def sweep(
                 f"label must be a str, got {type(label).__name__} {label!r:.60}"
             )
         shard = _check_shard(shard)
+        if gate is not None and not isinstance(gate, Gate):
+            raise ArgumentTypeError(
+                f"gate must be a Gate or None, got {type(gate).__name__} {gate!r:.60}"
+            )
         if thresholds is None:
             thresholds = QualityThresholds()
         if not isinstance(thresholds, QualityThresholds):
@@ -344,6 +374,7 @@ def sweep(
             max_new_tokens=max_new_tokens,
             thresholds=thresholds.record(),
             loop_stop=None if loop_stop is None else loop_stop.record(),
+            **({} if gate is None else {"gate": _gate_record(gate)}),
         )
         done = {r["unit"]: r for r in open_for_append(path, config, shard)} if path else {}
         units = [
@@ -357,7 +388,7 @@ def sweep(
         rows = list(done.values())
         bar = tqdm(total=len(units), initial=len(done), desc=label, disable=not progress)
         batches = _scored_batches(
-            model, vector, todo, max_new_tokens, batch_size, thresholds, refill, loop_stop
+            model, vector, todo, max_new_tokens, batch_size, thresholds, refill, loop_stop, gate
         )
         with contextlib.closing(batches):
             for batch in batches:

@@ -20,6 +20,7 @@ from workbench.model.prompts import (
 from workbench.options import PromptStyle, check_bool, check_choice, check_int
 
 from .decoding import DecodeLoop, Sampling
+from .gates import read_gates
 from .loops import LoopStop
 from .plan import SteeringPlan
 from .terms import Steering
@@ -37,12 +38,16 @@ class Generation:
         seed: the base seed used when sampling (None for greedy decoding).
         finish: why each row ended: ``"eos"``, ``"stop"`` (a stop string), ``"loop"``
             (`LoopStop`) or ``"length"`` (the token budget).
+        gates: per prompt, whether each of its gated terms steered it (True) or not
+            (False), in the order of its terms; ``()`` for a prompt with no gated term
+            (see `workbench.steering.gates`).
     """
 
     texts: list[str]
     tokens: list[list[int]]
     seed: int | None = None
     finish: list[str] = field(default_factory=list)
+    gates: list[tuple[bool, ...]] = field(default_factory=list)
 
 
 def _stops(stop: Any, style: str, formatted: bool) -> list[str]:
@@ -116,13 +121,11 @@ def generate(
     n = len(run.token_lists)
     tokens: list[list[int]] = [[] for _ in range(n)]
     texts, finish = [""] * n, [""] * n
+    gates: list[tuple[bool, ...]] = [()] * n
     for done in run:
-        tokens[done.index], texts[done.index], finish[done.index] = (
-            done.tokens,
-            done.text,
-            done.finish,
-        )
-    return Generation(texts, tokens, run.seed, finish) if return_tokens else texts
+        i = done.index
+        tokens[i], texts[i], finish[i], gates[i] = done.tokens, done.text, done.finish, done.gates
+    return Generation(texts, tokens, run.seed, finish, gates) if return_tokens else texts
 
 
 def iter_generate(
@@ -174,12 +177,14 @@ class Completion:
         text: its decoded completion, cut at a stop string.
         tokens: its generated token ids.
         finish: why it ended, one of ``"eos"``, ``"stop"``, ``"loop"``, ``"length"``.
+        gates: whether each of its gated terms steered it (see `Generation.gates`).
     """
 
     index: int
     text: str
     tokens: list[int]
     finish: str
+    gates: tuple[bool, ...] = ()
 
 
 class _Run:
@@ -206,13 +211,23 @@ class _Run:
         # works).
         with model_lock(self.model):
             self.plan.check_fits()
+            plan, n = self.plan, len(self.token_lists)
+            decisions: list[tuple[bool, ...]] = [()] * n
+            if plan.gated:
+                # Read before any of this call's steering: each prompt's terms are then
+                # fixed for its whole generation.
+                decisions = read_gates(
+                    self.model, self.token_lists, plan.gates(n), kw["batch_size"]
+                )
+                plan = plan.open_gates(decisions)
             stop_text = None if not stops else _stop_check(self.model, stops)
-            loop = DecodeLoop(self.model, self.token_lists, self.plan, stop_text=stop_text, **kw)
+            loop = DecodeLoop(self.model, self.token_lists, plan, stop_text=stop_text, **kw)
             rows = loop.rows()
             # Closed here, so its hooks are off before the lock is released.
             with contextlib.closing(rows):
                 for index, tokens, finish in rows:
-                    yield Completion(index, _text(self.model, tokens, stops), tokens, finish)
+                    text = _text(self.model, tokens, stops)
+                    yield Completion(index, text, tokens, finish, decisions[index])
 
 
 def _prepare(

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -39,8 +40,10 @@ from workbench.options import RESID_HOOK
 from workbench.vectors.checks import checks_once
 from workbench.vectors.instruction_vector import InstructionVector
 
+from .directions import unit_direction
+from .gates import ResolvedGate, resolve_gate
 from .settings import default_coefficient
-from .terms import SteerFn, Steering, SteeringTerm, check_magnitude, split_steering, unit_direction
+from .terms import SteerFn, Steering, SteeringTerm, check_magnitude, split_steering
 
 # (absolute column of the pass's first position, number of prompt columns), set by
 # `generate` around each forward pass; None everywhere else.
@@ -75,6 +78,9 @@ class ResolvedTerm:
     positions: str
     fn: SteerFn | None
     label: str = ""
+    # clamp: the coefficient a + c (x . u) is kept at or above 0 (never pulls back).
+    floor: bool = False
+    gate: ResolvedGate | None = None
 
 
 def _source(model: Any, term: SteeringTerm) -> tuple[int, Tensor, str]:
@@ -130,9 +136,14 @@ def resolve(
         if a is None:
             a = default_coefficient(term.vector, layer, mode)
         c = 0.0 if mode == "add" else -1.0
-        label = f"{'weight' if mode == 'add' else 'target'} {a!r} at layer {layer}"
+        kind = "weight" if mode == "add" else "clamp target" if mode == "clamp" else "target"
+        label = f"{kind} {a!r} at layer {layer}"
     u = u.to(device=model.cfg.device)
-    return ResolvedTerm(hook_name, u, float(a), c, term.positions, fn, label)
+    floor = mode == "clamp"
+    gate = (
+        None if term.gate is None else resolve_gate(model, term.gate, term.vector, layer, template)
+    )
+    return ResolvedTerm(hook_name, u, float(a), c, term.positions, fn, label, floor, gate)
 
 
 def _position_mask(positions: str, n_pos: int, device: torch.device) -> Tensor | None:
@@ -170,24 +181,31 @@ class _Slot:
         self.c = torch.tensor([r.c if r is not None else 0.0 for r in rows], device=device)
         self.fns = [r.fn if r is not None else None for r in rows]
         self.custom = any(f is not None for f in self.fns)
-        self._cast: dict[torch.dtype, tuple[Tensor, Tensor, Tensor]] = {}
+        # The lowest coefficient per row: 0 for clamp, -inf (no bound) for the others.
+        self.floored = any(r is not None and r.floor for r in rows)
+        lows = [0.0 if r is not None and r.floor else -torch.inf for r in rows]
+        self.low = torch.tensor(lows, device=device)
+        self._cast: dict[torch.dtype, tuple[Tensor, Tensor, Tensor, Tensor]] = {}
 
-    def _in(self, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
-        """u, a, c in the activation's dtype, converted once per slot rather than on
+    def _in(self, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """u, a, c, low in the activation's dtype, converted once per slot rather than on
         every forward pass (three kernels per term and step on a half-precision GPU)."""
         if dtype not in self._cast:
-            self._cast[dtype] = (self.u.to(dtype), self.a.to(dtype), self.c.to(dtype))
+            self._cast[dtype] = tuple(t.to(dtype) for t in (self.u, self.a, self.c, self.low))
         return self._cast[dtype]
 
     def apply(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
         pmask = _position_mask(self.positions, x.shape[1], x.device)
         if self.custom:
             return self._apply_custom(x, pmask)
-        u, a, c = self._in(x.dtype)
+        u, a, c, low = self._in(x.dtype)
         # Elementwise product + sum keeps each row's arithmetic independent of the
         # batch it sits in, so per-row and one-at-a-time results agree bit for bit.
         proj = (x * u[:, None, :]).sum(-1)
         coef = a[:, None] + c[:, None] * proj
+        if self.floored:
+            # clamp: a position at or past its target gets 0 * u, so it stays bit for bit.
+            coef = torch.maximum(coef, low[:, None])
         if pmask is not None:
             coef = coef * pmask.to(x.dtype)[None, :]
         return x + coef[..., None] * u[:, None, :]
@@ -276,15 +294,23 @@ class SteeringPlan:
                 if isinstance(vec, InstructionVector):
                     vec.check_model(model)
                     checked.update(vec.hook_name.format(layer=layer) for layer in vec.layers)
-        self.shared = [resolve(model, t, known, checked) for t in shared]
-        self.per_row = (
+        self._model_id, self._dtype = id(model), model.cfg.dtype
+        self._arrange(
+            [resolve(model, t, known, checked) for t in shared],
             None
             if per_row is None
-            else [[resolve(model, t, known, checked) for t in row] for row in per_row]
+            else [[resolve(model, t, known, checked) for t in row] for row in per_row],
         )
+        self.check_fits()
+
+    def _arrange(
+        self, shared: list[ResolvedTerm], per_row: list[list[ResolvedTerm]] | None
+    ) -> None:
+        self.shared, self.per_row = shared, per_row
         self.n_rows = None if per_row is None else len(per_row)
-        # x + a u (add) and (I - u u^T) x + a u (project) grow the residual's norm by at
-        # most |a|: the terms that reach one position, by at most the sum of their |a|.
+        # x + a u (add), (I - u u^T) x + a u (project, and clamp where it acts) grow the
+        # residual's norm by at most |a|: the terms that reach one position, by at most
+        # the sum of their |a|.
         rows = [self.shared] if self.per_row is None else [self.shared + r for r in self.per_row]
         reaching = [
             [t for t in row if t.a != 0 and t.positions in ("all", part)]
@@ -293,8 +319,32 @@ class SteeringPlan:
         ]
         self._worst = max(reaching, key=lambda terms: sum(abs(t.a) for t in terms))
         self.magnitude = sum(abs(t.a) for t in self._worst)
-        self._model_id, self._dtype = id(model), model.cfg.dtype
-        self.check_fits()
+        self.gated = any(t.gate is not None for row in rows for t in row)
+
+    def gates(self, n_prompts: int) -> list[list[ResolvedGate]]:
+        """Each prompt's gates, in the order of its terms (shared ones first)."""
+        rows = self.per_row if self.per_row is not None else [[] for _ in range(n_prompts)]
+        return [[t.gate for t in self.shared + row if t.gate is not None] for row in rows]
+
+    def open_gates(self, decisions: Sequence[tuple[bool, ...]]) -> SteeringPlan:
+        """This plan with each prompt's gated terms kept where its `decisions` (from
+        `read_gates`, in the order of `gates`) say on, dropped where off: one entry
+        per prompt, nothing gated."""
+        rows = self.per_row if self.per_row is not None else [[] for _ in decisions]
+        kept = []
+        for row, on in zip(rows, decisions, strict=True):
+            opened = iter(on)
+            kept.append(
+                [
+                    dataclasses.replace(t, gate=None)
+                    for t in self.shared + row
+                    if t.gate is None or next(opened)
+                ]
+            )
+        plan = object.__new__(SteeringPlan)
+        plan._model_id, plan._dtype = self._model_id, self._dtype
+        plan._arrange([], kept)
+        return plan
 
     def check_fits(self) -> None:
         """Raise if this plan's terms, with the enclosing `steer()` blocks of this thread,
@@ -332,6 +382,13 @@ class _SteerBlock:
     def __init__(self, model: Any, steering: Steering) -> None:
         self.model = model
         self.plan = SteeringPlan(model, steering)
+        if self.plan.gated:
+            raise InvalidArgumentError(
+                "a gated SteeringTerm (gate=Gate(...)) decides per prompt, from the prompt's "
+                "last token, which only generate() (and sweeps built on it) reads; a plain "
+                "forward pass under steer() has no prompt to decide on. Use generate(...), "
+                "or the term without gate="
+            )
         self._open: list[contextlib.ExitStack] = []
 
     def __enter__(self) -> Any:

@@ -3,7 +3,8 @@
 Strength is a multiple of each mode's default coefficient at that layer
 (`default_coefficient`): ``add`` adds ``strength × |mean difference|`` along u;
 ``project`` sets the component along u to ``strength × z̄`` (the vector's mean
-with-instruction projection); ``ablate`` takes no coefficient. Residual norms grow
+with-instruction projection) and ``clamp`` raises it to that value where it is
+below; ``ablate`` takes no coefficient. Residual norms grow
 with depth, so multiples compare across layers where raw weights do not.
 
 Everything that turns a setting into a term goes through `Setting.term`: a sweep's
@@ -23,15 +24,16 @@ from typing import Any
 from torch import Tensor
 
 from workbench.errors import ArgumentTypeError, InvalidArgumentError
-from workbench.options import Mode, check_choice
+from workbench.options import TARGET_MODES, Mode, check_choice
 from workbench.vectors.instruction_vector import InstructionVector
 
-from .terms import SteeringTerm, coefficient_fields, unit_direction
+from .directions import unit_direction
+from .terms import SteeringTerm, coefficient_fields
 
 
 def default_coefficient(vector: InstructionVector | Tensor, layer: int, mode: str) -> float | None:
     """What strength 1 means for `mode` at `layer`: the norm of the mean difference
-    (``add``), the mean with-instruction projection (``project``), None (``ablate``).
+    (``add``), the mean with-instruction projection (``project``, ``clamp``), None (``ablate``).
 
     A ``[d_model]`` tensor vector is its own mean difference; it has no projection
     to default to, so ``project`` needs an explicit target.
@@ -44,9 +46,9 @@ def default_coefficient(vector: InstructionVector | Tensor, layer: int, mode: st
     """
     check_choice("mode", mode, Mode)
     if isinstance(vector, Tensor):
-        if mode == "project":
+        if mode in TARGET_MODES:
             raise InvalidArgumentError(
-                "mode='project' with a tensor vector needs target= (there is no "
+                f"mode={mode!r} with a tensor vector needs target= (there is no "
                 "mean with-instruction projection to default to)"
             )
         diff = vector
@@ -132,7 +134,7 @@ class Setting:
     ) -> SteeringTerm | None:
         """The steering term of this setting on `vector` (None for the baseline).
 
-        Its coefficient (weight for ``add``, target for ``project``) is `coefficient`
+        Its coefficient (weight for ``add``, target for ``project`` and ``clamp``) is `coefficient`
         as given (one a sweep stored, say), else ``strength × default_coefficient``.
         """
         if self.layer is None:

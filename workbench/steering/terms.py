@@ -17,11 +17,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
-from jaxtyping import Float
 from torch import Tensor
 
 from workbench.errors import ArgumentTypeError, InvalidArgumentError
 from workbench.options import (
+    TARGET_MODES,
     Mode,
     Positions,
     as_float,
@@ -30,6 +30,8 @@ from workbench.options import (
     check_int,
 )
 from workbench.vectors.instruction_vector import InstructionVector
+
+from .gates import Gate
 
 SteerFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -46,6 +48,10 @@ class SteeringTerm:
       difference itself. A negative weight subtracts.
     - ``"project"``: a = `target`, c = -1: the component along u is set to `target`,
       by default the vector's mean with-instruction projection at that layer.
+    - ``"clamp"``: one-sided ``"project"``, ``x <- x + max(0, target - x . u) * u``:
+      a position whose component along u is below `target` is raised to it; one at
+      or past it is left exactly as it was (the prompt already carries the
+      instruction there).
     - ``"ablate"``: a = 0, c = -1: the component along u is removed.
     - a function ``f(x [rows, pos, d_model], u [d_model]) -> x``.
 
@@ -54,17 +60,20 @@ class SteeringTerm:
             difference (direction v/|v|; ``project`` then needs an explicit target).
         layer: the layer to steer (an int or numpy integer); None means the vector's
             `selected_layer`.
-        mode: ``"add"``, ``"project"``, ``"ablate"``, or a function. None means
+        mode: ``"add"``, ``"project"``, ``"clamp"``, ``"ablate"``, or a function. None means
             ``"project"``, except in ``SteeringTerm(vec)`` with nothing else given
             on a vector that holds a selection (`workbench.evaluation.selection.select`):
             that steers with the selected layer, mode and coefficient.
         weight: only for ``"add"``; a real number (numpy and 0-d tensor scalars are
             stored as the Python float they hold).
-        target: only for ``"project"``; likewise.
+        target: only for ``"project"`` and ``"clamp"``; likewise.
         positions: ``"all"`` (default); ``"prompt"`` or ``"generated"`` restrict the
             term to the prompt's tokens or the generated ones, which only
             `generate` can tell apart (elsewhere they raise `PositionsError`).
         hook_name: hook template with ``{layer}``; defaults to the vector's hook.
+        gate: a `workbench.steering.gates.Gate`: the term steers a prompt only on
+            the gate's side of its threshold, decided once per prompt by `generate`
+            (recorded in `Generation.gates`); None (default) steers every prompt.
 
     Example:
         >>> SteeringTerm(vec, layer=1, mode="add", weight=4.0).weight
@@ -82,8 +91,13 @@ class SteeringTerm:
     target: float | None = None
     positions: Positions = "all"
     hook_name: str | None = None
+    gate: Gate | None = None
 
     def __post_init__(self) -> None:
+        if self.gate is not None and not isinstance(self.gate, Gate):
+            raise ArgumentTypeError(
+                f"gate must be a Gate or None, got {type(self.gate).__name__} {self.gate!r:.60}"
+            )
         if self.mode is not None and not callable(self.mode):
             check_choice("mode", self.mode, Mode)
         check_choice("positions", self.positions, Positions)
@@ -98,9 +112,10 @@ class SteeringTerm:
                 )
             if self.layer is None:
                 raise InvalidArgumentError("a tensor vector needs an explicit layer=")
-            if self.mode in ("project", None) and self.target is None:
+            if self.mode in (*TARGET_MODES, None) and self.target is None:
+                shown = self.mode or "project"
                 raise InvalidArgumentError(
-                    "mode='project' with a tensor vector needs target= (there is no "
+                    f"mode={shown!r} with a tensor vector needs target= (there is no "
                     "mean with-instruction projection to default to)"
                 )
         elif not isinstance(self.vector, InstructionVector):
@@ -141,7 +156,7 @@ class SteeringTerm:
     @property
     def coefficient(self) -> float | None:
         """The coefficient this term was given: its weight (``add``) or target
-        (``project``), at most one of which is set; None when neither was given
+        (``project``, ``clamp``), at most one of which is set; None when neither was given
         (``ablate``, a function, or a coefficient left to its default or the selection).
 
         Example:
@@ -153,17 +168,22 @@ class SteeringTerm:
     def _check_coefficients(self) -> None:
         mode = "project" if self.mode is None else self.mode
         mode = mode if isinstance(mode, str) else "a function"
-        for name, value, owner, hint in [
-            ("weight", self.weight, "add", "target= (the value its component along u is set to)"),
-            ("target", self.target, "project", "weight= (the amount added along u)"),
+        for name, value, owners in [
+            ("weight", self.weight, ("add",)),
+            ("target", self.target, TARGET_MODES),
         ]:
             if value is None:
                 continue
-            if mode != owner:
-                takes = f"takes {hint}" if mode in ("add", "project") else "takes neither"
+            if mode not in owners:
+                takes = "takes neither"
+                if mode == "add":
+                    takes = "takes weight= (the amount added along u)"
+                elif mode in TARGET_MODES:
+                    takes = "takes target= (the value its component along u is set to)"
                 shown = f"mode={mode!r}" if mode != "a function" else "a function mode"
+                owner = " or ".join(f"mode={o!r}" for o in owners)
                 raise InvalidArgumentError(
-                    f"{name}={value!r} is used only by mode={owner!r}; {shown} {takes}"
+                    f"{name}={value!r} is used only by {owner}; {shown} {takes}"
                 )
             # Stored as a float, so numpy and tensor scalars behave as the float they hold.
             object.__setattr__(self, name, as_float(name, value))
@@ -171,7 +191,7 @@ class SteeringTerm:
 
 def coefficient_fields(mode: Any, coefficient: float | None) -> dict[str, float]:
     """The `SteeringTerm` keyword that carries `coefficient` for `mode`: ``weight`` for
-    ``"add"``, ``target`` for ``"project"``, none for ``"ablate"`` (which takes none).
+    ``"add"``, ``target`` for ``"project"`` and ``"clamp"``, none for ``"ablate"``.
 
     Example:
         >>> coefficient_fields("add", 2.0), coefficient_fields("ablate", None)
@@ -181,11 +201,11 @@ def coefficient_fields(mode: Any, coefficient: float | None) -> dict[str, float]
         return {}
     if mode == "add":
         return {"weight": coefficient}
-    if mode == "project":
+    if mode in TARGET_MODES:
         return {"target": coefficient}
     raise InvalidArgumentError(
-        f"coefficient {coefficient!r} has no meaning for mode {mode!r}; only 'add' (weight) "
-        "and 'project' (target) take one"
+        f"coefficient {coefficient!r} has no meaning for mode {mode!r}; only 'add' (weight), "
+        "'project' and 'clamp' (target) take one"
     )
 
 
@@ -212,20 +232,6 @@ def steering_limit(dtype: torch.dtype) -> tuple[float, str]:
     else:
         why = f"half of sqrt({norm_dtype}'s largest value): the norm squares it in {norm_dtype}"
     return min(stored, squared) / 2, why
-
-
-def unit_direction(diff: Tensor, layer: int) -> tuple[Float[Tensor, " d_model"], float]:
-    """The unit direction (float32) and norm of `diff`, without overflow.
-
-    The vector is divided by its largest entry first: its norm taken directly would be
-    inf in float16 past 65504 (and in float32 past 3.4e38), giving a zero direction.
-    """
-    peak = diff.detach().abs().max()
-    if float(peak) == 0:
-        raise InvalidArgumentError(f"the vector at layer {layer} is zero; it has no direction")
-    scaled = (diff.detach() / peak).to(torch.float32)
-    length = scaled.norm()
-    return scaled / length, float(peak) * float(length)
 
 
 def check_magnitude(labels: list[str], magnitude: float, outer: float, dtype: torch.dtype) -> None:

@@ -4,7 +4,7 @@ llama.cpp (``--control-vector``, repeng's layout) adds tensor ``direction.{l}`` 
 the output of block l, which is TransformerLens' ``blocks.{l}.hook_resid_post``, at
 every position, prompt and generated alike. It has no slot for block 0. So a file
 reproduces only the ``add`` steering mode at all positions, with weight
-``scale * |mean difference|``; ``project`` and ``ablate`` have no GGUF form.
+``scale * |mean difference|``; ``project``, ``clamp`` and ``ablate`` have no GGUF form.
 
 `export_gguf` takes the vector's mean differences by layer and the fields the file
 needs, not the dataclass, so `InstructionVector.to_gguf` calls it and nothing here
@@ -50,7 +50,7 @@ def export_gguf(
 
     The file reproduces only the ``add`` steering mode at all positions, with weight
     ``scale * |mean difference|`` at each layer: llama.cpp adds the tensors to every
-    position's block output and has no ``project`` or ``ablate``.
+    position's block output and has no ``project``, ``clamp`` or ``ablate``.
 
     Args:
         diffs: ``{layer: mean difference [d_model]}`` for every layer the vector

@@ -20,10 +20,12 @@ from torch import Tensor
 from workbench.errors import VectorError, VectorFileError, VectorMismatchError
 from workbench.options import (
     RESID_HOOK,
+    Mode,
     PromptStyle,
     check_choice,
     check_hook_template,
     check_read_position,
+    choices,
     is_finite_number,
 )
 
@@ -146,8 +148,8 @@ class InstructionVector:
             raise _fail(
                 "selection", f"layer {layer!r} is not one of the layers {list(self.layers)}"
             )
-        if mode not in ("add", "project", "ablate"):
-            raise _fail("selection", f"mode {mode!r} is not one of ('add', 'project', 'ablate')")
+        if mode not in choices(Mode):
+            raise _fail("selection", f"mode {mode!r} is not one of {choices(Mode)}")
         if (mode == "ablate") != (coefficient is None) or (
             coefficient is not None and not is_finite_number(coefficient)
         ):

@@ -1,0 +1,212 @@
+"""``python -m experiments.conditional [--out results/conditional]``: conditional
+steering on the embedded model, measured.
+
+1. The gate on the validation split: per format instruction and swept layer, how many
+   of the validation prompts the default gate would steer, with and without the
+   instruction in the prompt (one prompt pass each; nothing is decoded past one token).
+2. The protocol with three candidates on the same train vector, prompts and budgets:
+   ``project``, ``clamp``, and gated ``project`` (`ProtocolConfig.gate`). Each
+   candidate's layer and strength are selected on validation, per condition.
+
+Everything is written to ``{out}/conditional.json`` and ``{out}/README.md``; each
+protocol run keeps its raw rows under ``{out}/raw/{candidate}`` and resumes from them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+from workbench import PerRow, SteeringTerm, generate, load_model, make_pairs
+from workbench.evaluation.protocol import SETTINGS, ProtocolConfig, evaluate_instruction
+from workbench.evaluation.train_vectors import train_vector
+from workbench.files import write_atomic
+from workbench.steering.gates import Gate
+from workbench.vectors.pairs import instruction
+
+INSTRUCTIONS = ("no_comma", "bullets", "highlights", "title")
+GATE_INSTRUCTIONS = (
+    "no_comma",
+    "lowercase",
+    "capitals",
+    "bullets",
+    "quotation",
+    "title",
+    "end_phrase",
+    "start_word",
+    "json",
+    "highlights",
+)
+LAYERS = (6, 14, 22)
+CANDIDATES = {
+    "project": {"modes": ("project",)},
+    "clamp": {"modes": ("clamp",)},
+    "gated project": {"modes": ("project",), "gate": True},
+}
+# The quick preset, cut to fit one working session on 2 CPU cores: three layers, 12
+# validation queries, shorter budgets. The test split is whole (24 queries).
+CHANGES = {
+    "layers": LAYERS,
+    "val_queries": 12,
+    "val_tokens": 96,
+    "val_tokens_long": 96,
+    "test_tokens": 128,
+}
+
+
+def gate_counts(model, names, folder: Path) -> list[dict]:
+    """Per instruction and layer: prompts the default gate steers, with / without."""
+    rows = []
+    for name in names:
+        instr = instruction(name)
+        vec = train_vector(model, instr, 108, list(LAYERS), folder=folder)
+        pairs = make_pairs(instr, split="validation")
+        prompts = [p.with_instruction for p in pairs] + [p.without_instruction for p in pairs]
+        n = len(pairs)
+        terms = [SteeringTerm(vec, layer=layer, gate=Gate()) for layer in LAYERS]
+        out = generate(
+            model,
+            prompts * len(LAYERS),
+            steering=PerRow([t for t in terms for _ in prompts]),
+            max_new_tokens=1,
+            return_tokens=True,
+        )
+        for k, layer in enumerate(LAYERS):
+            on = [g[0] for g in out.gates[k * 2 * n : (k + 1) * 2 * n]]
+            rows.append(
+                {
+                    "instruction": name,
+                    "layer": layer,
+                    "n": n,
+                    "on_with": sum(on[:n]),
+                    "on_without": sum(on[n:]),
+                }
+            )
+            print(f"gate {name} L{layer}: with {sum(on[:n])}/{n}, without {sum(on[n:])}/{n}")
+    return rows
+
+
+def protocol_runs(model, names, folder: Path) -> list[dict]:
+    out = []
+    for name in names:
+        instr = instruction(name)
+        vec = train_vector(model, instr, 108, list(LAYERS), folder=folder / "vectors")
+        for candidate, fields in CANDIDATES.items():
+            config = ProtocolConfig.from_preset("quick", **CHANGES, **fields)
+            raw = folder / "raw" / candidate.replace(" ", "_")
+            raw.mkdir(parents=True, exist_ok=True)
+            t0 = time.perf_counter()
+            result = evaluate_instruction(model, instr, config, raw_dir=raw, vector=vec)
+            row = {
+                "instruction": name,
+                "candidate": candidate,
+                "seconds": time.perf_counter() - t0,
+                "described": config.describe(model.cfg.n_layers),
+                "selected": {
+                    c: dataclasses.asdict(s.setting) for c, s in result.selections.items()
+                },
+                "test": {k: dataclasses.asdict(result.test[k]) for k in SETTINGS},
+                "effects": {c: dataclasses.asdict(e) for c, e in result.effects.items()},
+            }
+            out.append(row)
+            print(json.dumps({k: row[k] for k in ("instruction", "candidate", "seconds")}))
+    return out
+
+
+def _label(setting: dict) -> str:
+    if setting["layer"] is None:
+        return "none"
+    strength = "" if setting["strength"] is None else f" ×{setting['strength']:g}"
+    return f"L{setting['layer']} {setting['mode']}{strength}"
+
+
+def _share(t: dict, key: str = "accuracy", ci: str = "ci95") -> str:
+    return f"{t[key]:.2f} [{t[ci][0]:.2f}, {t[ci][1]:.2f}]"
+
+
+def _gain(e: dict) -> str:
+    return (
+        f"{e['gain']:+.2f} [{e['ci95'][0]:+.2f}, {e['ci95'][1]:+.2f}] "
+        f"({e['fixed']}/{e['broken']}, p={e['p_value']:.2g})"
+    )
+
+
+def _gate(t: dict) -> str:
+    return "–" if t.get("gate_on") is None else f"{t['gate_on']}/{t['n']}"
+
+
+def render(summary: dict) -> str:
+    """The markdown tables of `summary` (what `main` writes to README.md)."""
+    lines = []
+    if "gate_counts" in summary:
+        lines += [
+            "Prompts the default gate steers, of the 24 validation queries, with / without "
+            "the instruction in the prompt (vector from 108 train pairs):",
+            "",
+            "| instruction | " + " | ".join(f"L{layer}" for layer in summary["layers"]) + " |",
+            "| --- |" + " --- |" * len(summary["layers"]),
+        ]
+        by_name: dict[str, dict] = {}
+        for r in summary["gate_counts"]:
+            by_name.setdefault(r["instruction"], {})[r["layer"]] = r
+        for name, layers in by_name.items():
+            cells = [f"{r['on_with']} / {r['on_without']}" for r in layers.values()]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    runs = summary.get("protocol", [])
+    if runs:
+        lines += [
+            runs[0]["described"].replace("modes project; ", "") + ".",
+            "",
+            "Accuracy (follows_loose) on the 24 test queries [95% Wilson]; clean = follows "
+            "and not degenerate; gain = steered − plain on the same prompts [95% paired "
+            "interval] (fixed/broken, exact McNemar p); gate = prompts the gate steered.",
+            "",
+            "| instruction | candidate | selected (without / with) | no instr. + steer "
+            "(plain → steered; clean) | gain without | gate without | instr. + steer "
+            "(plain → steered; clean) | gain with | gate with |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for r in runs:
+            t, e, s = r["test"], r["effects"], r["selected"]
+            lines.append(
+                f"| {r['instruction']} | {r['candidate']} | {_label(s['without'])} / "
+                f"{_label(s['with'])} | {t['no_instruction']['accuracy']:.2f} → "
+                f"{_share(t['no_instruction+steer'])}; clean "
+                f"{t['no_instruction']['clean_accuracy']:.2f} → "
+                f"{_share(t['no_instruction+steer'], 'clean_accuracy', 'clean_ci95')} | "
+                f"{_gain(e['without'])} | {_gate(t['no_instruction+steer'])} | "
+                f"{t['instruction']['accuracy']:.2f} → {_share(t['instruction+steer'])}; clean "
+                f"{t['instruction']['clean_accuracy']:.2f} → "
+                f"{_share(t['instruction+steer'], 'clean_accuracy', 'clean_ci95')} | "
+                f"{_gain(e['with'])} | {_gate(t['instruction+steer'])} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m experiments.conditional")
+    parser.add_argument("--out", type=Path, default=Path("results/conditional"))
+    parser.add_argument("--instructions", default=",".join(INSTRUCTIONS))
+    parser.add_argument("--skip-gate-counts", action="store_true")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    model = load_model()
+    summary: dict = {
+        "layers": list(LAYERS),
+        "changes": {k: list(v) if isinstance(v, tuple) else v for k, v in CHANGES.items()},
+    }
+    if not args.skip_gate_counts:
+        summary["gate_counts"] = gate_counts(model, GATE_INSTRUCTIONS, args.out / "vectors")
+        write_atomic(args.out / "conditional.json", json.dumps(summary, indent=1).encode())
+    summary["protocol"] = protocol_runs(model, args.instructions.split(","), args.out)
+    write_atomic(args.out / "conditional.json", json.dumps(summary, indent=1).encode())
+    write_atomic(args.out / "README.md", render(summary).encode())
+    print(f"wrote {args.out / 'conditional.json'} and README.md")
+
+
+if __name__ == "__main__":
+    main()
