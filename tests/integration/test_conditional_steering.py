@@ -47,7 +47,7 @@ def test_clamp_on_the_embedded_model_sets_projection_to_max_of_natural_and_targe
                 smol(ids)
     natural = seen["plain"] @ u
     torch.testing.assert_close(
-        seen["clamp"] @ u, torch.clamp(natural, min=target), atol=1e-3, rtol=1e-5
+        seen["clamp"] @ u, torch.clamp(natural, min=target), atol=1e-3, rtol=1e-4
     )
     clear = natural > target + 1e-3
     assert torch.equal(seen["clamp"][clear], seen["plain"][clear])
