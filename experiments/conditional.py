@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from workbench import PerRow, SteeringTerm, generate, load_model, make_pairs
@@ -27,18 +28,22 @@ from workbench.files import write_atomic
 from workbench.steering.gates import Gate
 from workbench.vectors.pairs import instruction
 
-INSTRUCTIONS = ("no_comma", "bullets", "highlights", "title")
-GATE_INSTRUCTIONS = (
+# The bundled format instructions (IFEval's change_case, punctuation, detectable_format,
+# startend and language groups), in the order they were run.
+INSTRUCTIONS = (
     "no_comma",
+    "bullets",
+    "highlights",
+    "title",
     "lowercase",
     "capitals",
-    "bullets",
     "quotation",
-    "title",
     "end_phrase",
     "start_word",
     "json",
-    "highlights",
+    "french",
+    "spanish",
+    "german",
 )
 LAYERS = (6, 14, 22)
 CANDIDATES = {
@@ -89,8 +94,8 @@ def gate_counts(model, names, folder: Path) -> list[dict]:
     return rows
 
 
-def protocol_runs(model, names, folder: Path) -> list[dict]:
-    out = []
+def protocol_runs(model, names, folder: Path, done: Callable[[dict], None]) -> None:
+    """Run every candidate on every instruction in `names`, passing each row to `done`."""
     for name in names:
         instr = instruction(name)
         vec = train_vector(model, instr, 108, list(LAYERS), folder=folder / "vectors")
@@ -111,9 +116,8 @@ def protocol_runs(model, names, folder: Path) -> list[dict]:
                 "test": {k: dataclasses.asdict(result.test[k]) for k in SETTINGS},
                 "effects": {c: dataclasses.asdict(e) for c, e in result.effects.items()},
             }
-            out.append(row)
+            done(row)
             print(json.dumps({k: row[k] for k in ("instruction", "candidate", "seconds")}))
-    return out
 
 
 def _label(setting: dict) -> str:
@@ -194,18 +198,41 @@ def main() -> None:
     parser.add_argument("--skip-gate-counts", action="store_true")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    names = args.instructions.split(",")
+    for name in names:
+        instruction(name)  # an unknown name fails here, before any compute
     model = load_model()
-    summary: dict = {
-        "layers": list(LAYERS),
-        "changes": {k: list(v) if isinstance(v, tuple) else v for k, v in CHANGES.items()},
-    }
+    path = args.out / "conditional.json"
+    # Rows already measured are kept: a run on some instructions adds to the others'.
+    summary: dict = json.loads(path.read_text()) if path.exists() else {}
+    summary["layers"] = list(LAYERS)
+    summary["changes"] = {k: list(v) if isinstance(v, tuple) else v for k, v in CHANGES.items()}
+
+    def save() -> None:
+        write_atomic(path, json.dumps(summary, indent=1).encode())
+        write_atomic(args.out / "README.md", render(summary).encode())
+
     if not args.skip_gate_counts:
-        summary["gate_counts"] = gate_counts(model, GATE_INSTRUCTIONS, args.out / "vectors")
-        write_atomic(args.out / "conditional.json", json.dumps(summary, indent=1).encode())
-    summary["protocol"] = protocol_runs(model, args.instructions.split(","), args.out)
-    write_atomic(args.out / "conditional.json", json.dumps(summary, indent=1).encode())
-    write_atomic(args.out / "README.md", render(summary).encode())
-    print(f"wrote {args.out / 'conditional.json'} and README.md")
+        counted = {r["instruction"] for r in summary.get("gate_counts", [])}
+        todo = [n for n in names if n not in counted]
+        summary.setdefault("gate_counts", []).extend(gate_counts(model, todo, args.out / "vectors"))
+        save()
+
+    def done(row: dict) -> None:
+        rows = summary.setdefault("protocol", [])
+        keys = [(r["instruction"], r["candidate"]) for r in rows]
+        key = (row["instruction"], row["candidate"])
+        if key in keys:
+            # A resumed run reads its rows back; the compute was the first run's.
+            old = rows[keys.index(key)]
+            row["seconds"] = max(row["seconds"], old["seconds"])
+            rows[keys.index(key)] = row
+        else:
+            rows.append(row)
+        save()
+
+    protocol_runs(model, names, args.out, done)
+    print(f"wrote {path} and README.md")
 
 
 if __name__ == "__main__":

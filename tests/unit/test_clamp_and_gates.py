@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from workbench import PerRow, SteeringTerm, format_prompt, generate, read_residuals, steer
-from workbench.errors import ArgumentTypeError, InvalidArgumentError
+from workbench.errors import ArgumentTypeError, InvalidArgumentError, VectorError
 from workbench.model.prompts import tokenize_prompts
 from workbench.steering.gates import Gate, describe_gates
 from workbench.steering.reference import reference_generate
@@ -302,3 +302,46 @@ def test_a_gated_sweep_records_each_rows_decision_and_resumes(tiny_model, tiny_v
         sweep(tiny_model, tiny_vec, prompts, gate=Gate(side="above"), out=out, **kw)
     with pytest.raises(ArgumentTypeError, match="gate must be a Gate"):
         sweep(tiny_model, tiny_vec, prompts, gate=True, **kw)
+
+
+def _gated_selection(vec, gate):
+    z = float(vec.mean_proj_with[vec.row(LAYER)])
+    return vec.with_selection({"layer": LAYER, "mode": "project", "coefficient": z, "gate": gate})
+
+
+def test_a_setting_chosen_gated_steers_gated_after_save_and_load(tiny_model, tiny_vec, tmp_path):
+    chosen = _gated_selection(tiny_vec, {"side": "below", "threshold": None})
+    chosen.save(tmp_path / "v.safetensors")
+    loaded = type(tiny_vec).load(tmp_path / "v.safetensors")
+    assert loaded.selection["gate"] == {"side": "below", "threshold": None}
+    gate = SteeringTerm(loaded).concrete().gate
+    assert (gate.vector, gate.layer, gate.threshold, gate.side) == (None, None, None, "below")
+    z = float(tiny_vec.mean_proj_with[tiny_vec.row(LAYER)])
+    spelled = SteeringTerm(tiny_vec, layer=LAYER, mode="project", target=z, gate=Gate())
+    ours = generate(
+        tiny_model, PROMPTS, steering=SteeringTerm(loaded), max_new_tokens=N_NEW, return_tokens=True
+    )
+    theirs = generate(
+        tiny_model, PROMPTS, steering=spelled, max_new_tokens=N_NEW, return_tokens=True
+    )
+    assert ours.gates == theirs.gates and ours.tokens == theirs.tokens
+    # A gate given with the term is the user's, not the stored one.
+    assert SteeringTerm(loaded, gate=Gate(side="above")).concrete().gate.side == "above"
+    # An ungated selection stays ungated.
+    plain = tiny_vec.with_selection({"layer": LAYER, "mode": "project", "coefficient": z})
+    assert SteeringTerm(plain).concrete().gate is None
+
+
+@pytest.mark.parametrize(
+    "gate",
+    [
+        {"side": "sideways", "threshold": None},
+        {"side": "below", "threshold": float("nan")},
+        {"side": "below"},
+        {"side": "below", "threshold": None, "layer": 2},
+        "below",
+    ],
+)
+def test_a_selection_with_a_malformed_gate_is_refused(tiny_vec, gate):
+    with pytest.raises(VectorError, match="gate .* must map side"):
+        _gated_selection(tiny_vec, gate)

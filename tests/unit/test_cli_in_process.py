@@ -85,6 +85,8 @@ def test_every_subcommand_has_help_with_an_example(command, capsys):
         (["extract", "title", "--out", "x", "--dtype", "int8"], "invalid choice: 'int8'"),
         (["steer", "v.st", "Hi", "--strength", "nan"], "'nan' is not a finite number"),
         (["sweeep"], "invalid choice: 'sweeep'"),
+        (["steer", "v.st", "Hi", "--gate", "--no-gate"], "not allowed with argument"),
+        (["steer", "v.st", "Hi", "--gate-side", "left"], "invalid choice: 'left'"),
     ],
 )
 def test_usage_errors_are_one_line(argv, shown, capsys):
@@ -149,6 +151,10 @@ OUT = ["--out", "x.safetensors"]
         ),
         (["steer", "v.safetensors", "Hi", "--layer", "1", "--seed", "3"], "pass --temperature"),
         (["steer", "v.safetensors", "Hi", "--temperature", "0", "--layer", "1"], "must be > 0"),
+        (
+            ["steer", "v.safetensors", "Hi", "--layer", "1", "--gate-threshold", "1"],
+            "--gate-threshold apply with --gate; pass --gate",
+        ),
         (["evaluate"], "name an instruction"),
         (["evaluate", "title", "--all"], "not both"),
         (["evaluate", "title", "lowercase", "--set", "keyword=x"], "one instruction's"),
@@ -247,6 +253,57 @@ def test_steer_uses_the_stored_selection(in_files, capsys):
     vec = InstructionVector.load("sel.safetensors")
     assert (steering["layer"], steering["mode"]) == (1, "add")
     assert steering["weight"] == pytest.approx(2 * float(vec.diff(1).norm()))
+
+
+def _steer_rows(capsys, *flags):
+    argv = ["steer", "v.safetensors", "Hi", "Name a colour.", "--layer", "1", "--mode", "add"]
+    assert main([*argv, "--max-new-tokens", "3", "--compare", "--json", "--quiet", *flags]) == 0
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def test_steer_gates_each_prompt_as_asked(in_files, capsys):
+    ungated = _steer_rows(capsys)
+    assert all("gate_on" not in r and r["steering"]["gate"] is None for r in ungated)
+    # Every projection is below 1e9: each prompt is steered, as without a gate.
+    on = _steer_rows(capsys, "--gate", "--gate-threshold", "1e9")
+    assert [r["gate_on"] for r in on] == [True, True]
+    assert on[0]["steering"]["gate"] == {"layer": 1, "side": "below", "threshold": 1e9}
+    assert [r["response"] for r in on] == [r["response"] for r in ungated]
+    # None is above it: each prompt gets the unsteered answer.
+    off = _steer_rows(capsys, "--gate", "--gate-threshold", "1e9", "--gate-side", "above")
+    assert [r["gate_on"] for r in off] == [False, False]
+    assert [r["response"] for r in off] == [r["unsteered"] for r in off]
+    assert (
+        main(
+            [
+                "steer",
+                "v.safetensors",
+                "Hi",
+                "--layer",
+                "1",
+                "--gate",
+                "--max-new-tokens",
+                "1",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    head = capsys.readouterr().out.splitlines()[0]
+    assert "; gated: steers prompts below " in head and "at layer 1 (on for " in head
+
+
+def test_a_setting_chosen_gated_is_steered_gated_unless_told_not_to(in_files, capsys):
+    vec = InstructionVector.load("sel.safetensors")
+    gated = vec.with_selection({**vec.selection, "gate": {"side": "above", "threshold": 1e9}})
+    gated.save("gated.safetensors")
+    argv = ["steer", "gated.safetensors", "Hi", "--max-new-tokens", "2", "--json", "--quiet"]
+    assert main(argv) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["gate_on"] is False and row["steering"]["gate"]["side"] == "above"
+    assert main([*argv, "--no-gate"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert "gate_on" not in row and row["steering"]["gate"] is None
 
 
 def test_a_command_bar_draws_its_finished_line_once(capsys):

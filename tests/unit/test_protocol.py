@@ -12,7 +12,7 @@ import workbench.evaluation.protocol as protocol
 import workbench.evaluation.selection as selection
 import workbench.evaluation.sweeps as sweeps
 import workbench.evaluation.train_vectors as train_vectors
-from workbench import compute_instruction_vector, make_pairs, sweep
+from workbench import SteeringTerm, compute_instruction_vector, make_pairs, sweep
 from workbench.cli.console import main
 from workbench.errors import WorkbenchError
 from workbench.evaluation.protocol import (
@@ -568,7 +568,9 @@ def test_the_cli_runs_a_test_file_and_says_what_it_left_out(tiny_dir, tmp_path, 
     assert "with --test-file every row of the file is used" in capsys.readouterr().err
 
 
-def test_a_gated_protocol_counts_how_often_the_gate_opened(model):
+@pytest.mark.parametrize("setting", [Setting(2, "add", 1.0), Setting(None)])
+def test_a_gated_protocol_counts_how_often_the_gate_opened(model, monkeypatch, setting):
+    force(monkeypatch, setting)
     config = replace(TINY, gate=True)
     result = evaluate_instruction(model, "no_comma", config)
     assert "gated" in config.describe(model.cfg.n_layers)
@@ -583,3 +585,12 @@ def test_a_gated_protocol_counts_how_often_the_gate_opened(model):
             assert summary.gate_line() == f"gate on for {summary.gate_on} of {summary.n} prompts"
         else:
             assert summary.gate_on is None and summary.gate_line() == ""
+    # The stored selection carries the gate it was chosen under.
+    sel = result.vector.selection
+    assert sel["layer"] == setting.layer
+    if setting.layer is None:
+        assert sel.get("gate") is None
+    else:
+        assert sel["gate"] == {"side": "below", "threshold": None}
+        gate = SteeringTerm(result.vector).concrete().gate
+        assert (gate.vector, gate.layer, gate.threshold, gate.side) == (None, None, None, "below")

@@ -32,7 +32,7 @@ from workbench import (
     steer,
 )
 from workbench.cli.console import main
-from workbench.cli.evaluate import _term as cli_term
+from workbench.cli.steer import _term as cli_term
 from workbench.errors import InvalidArgumentError
 from workbench.evaluation.selection import select
 from workbench.evaluation.sweeps import sweep
@@ -72,6 +72,7 @@ def _chosen(table, mode: str):
 
 def _cli(vec: InstructionVector, **flags) -> SteeringTerm:
     args = {"vector": "v.safetensors", "layer": None, "mode": None, "strength": None}
+    args |= {"gate": False, "no_gate": False, "gate_threshold": None, "gate_side": None}
     return cli_term(vec, argparse.Namespace(**{**args, **flags, "positions": "all"}))
 
 

@@ -35,7 +35,7 @@ from workbench._version import __version__
 from workbench.errors import WorkbenchError
 from workbench.vectors.checks import checks_once
 
-from . import commands, evaluate, report, sweep
+from . import commands, evaluate, report, steer, sweep
 from .output import output_to
 from .parser import OneLineParser
 
@@ -45,6 +45,7 @@ TRACEBACK_ENV = "WORKBENCH_TRACEBACK"
 _REGISTER = (
     commands.register_first,
     sweep.register,
+    steer.register,
     evaluate.register,
     report.register,
     commands.register_last,

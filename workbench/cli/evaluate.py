@@ -1,30 +1,27 @@
-"""Subcommands ``steer`` (generate with a saved vector) and ``evaluate`` (four-setting table)."""
+"""Subcommand ``evaluate``: the four-setting table, per bundled instruction."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import secrets
 import sys
 from typing import Any
 
 from workbench.errors import InvalidArgumentError
-from workbench.options import Mode, Objective, Positions, Preset, choices
+from workbench.options import Mode, Objective, Preset, choices
 
 from .arguments import (
     check_count,
     check_distinct,
-    check_layers_in,
     check_model_layers,
-    finite_float,
     parse_floats,
     parse_layers,
     parse_list,
     parse_settings,
     positive_int,
 )
-from .loading import check_fits, load_model_from, read_vector
-from .output import emit_json, progress, say
+from .loading import load_model_from
+from .output import emit_json, say
 from .parser import DEFAULT_MODEL, add_command, add_model_options, count_option
 from .paths import (
     add_force,
@@ -34,54 +31,16 @@ from .paths import (
     model_input,
     output_dir,
     path_arg,
-    read_prompts,
     start_afresh,
 )
-from .sweep import METRICS, VECTOR_MODEL, setting_label
+from .sweep import METRICS, setting_label
 
 # The headings of the evaluation table's columns (protocol.SETTINGS, in its order).
 _HEADS = ("no instr.", "no instr. + steer", "instr.", "instr. + steer")
 
 
 def register(sub: Any) -> None:
-    """Add ``steer`` and ``evaluate`` to `sub`."""
-    p = add_command(
-        sub,
-        "steer",
-        "generate with a saved vector (its selected setting, or the one given)",
-        'workbench steer one_sentence.safetensors "Describe a forest." --compare\n'
-        "workbench steer one_sentence.safetensors --prompts-file prompts.txt --layer 14 --mode add "
-        "--strength 2 --json",
-    )
-    p.add_argument("vector", type=path_arg, help="a vector file from `workbench extract`")
-    p.add_argument("prompts", nargs="*", metavar="PROMPT", help="user messages")
-    p.add_argument(
-        "--prompts-file",
-        type=path_arg,
-        default=None,
-        metavar="FILE",
-        help="one prompt a line; - = stdin",
-    )
-    p.add_argument("--layer", type=int, default=None, help="(default: the vector's selection)")
-    p.add_argument(
-        "--mode",
-        default=None,
-        choices=choices(Mode),
-        help="(default: the selection's, else project)",
-    )
-    p.add_argument("--strength", type=finite_float, default=None, help="x the mode's default")
-    p.add_argument("--positions", default="all", choices=choices(Positions))
-    p.add_argument("--compare", action="store_true", help="also generate unsteered")
-    count_option(p, "--max-new-tokens", 64)
-    p.add_argument(
-        "--temperature", type=finite_float, default=None, help="sample (default: greedy)"
-    )
-    p.add_argument("--top-p", type=finite_float, default=1.0)
-    p.add_argument("--seed", type=int, default=None, help="sampling seed (default: drawn, printed)")
-    count_option(p, "--batch-size", 16)
-    add_model_options(p, None, VECTOR_MODEL)
-    p.set_defaults(func=run_steer)
-
+    """Add ``evaluate`` to `sub`."""
     p = add_command(
         sub,
         "evaluate",
@@ -185,98 +144,6 @@ def register(sub: Any) -> None:
     add_model_options(p, DEFAULT_MODEL, DEFAULT_MODEL)
     add_force(p)
     p.set_defaults(func=run_evaluate)
-
-
-def _term(vec: Any, args: argparse.Namespace) -> Any:
-    """The steering term: the vector's selection unless a layer, mode or strength is given."""
-    from workbench.steering.settings import Setting
-    from workbench.steering.terms import SteeringTerm
-
-    explicit = (args.layer, args.mode, args.strength) != (None, None, None)
-    if not explicit and vec.selection is not None:
-        if vec.selection.get("layer") is None:
-            raise InvalidArgumentError(
-                f"vector {str(args.vector)!r} holds the selection 'do not steer' (the unsteered "
-                "baseline was best on validation); pass --layer (and --mode, --strength) to "
-                "steer anyway"
-            )
-        return SteeringTerm(vec, positions=args.positions).concrete()
-    # What is not given comes from the vector's selection (or its selected layer).
-    sel = vec.selection if vec.selection and vec.selection.get("layer") is not None else {}
-    layer = args.layer if args.layer is not None else sel.get("layer", vec.selected_layer)
-    if layer is None:
-        raise InvalidArgumentError(
-            f"vector {str(args.vector)!r} holds no selected setting; pass --layer (one of "
-            f"{list(vec.layers)}), or store one with `workbench select --vector ... --write`"
-        )
-    check_layers_in([layer], vec.layers, "--layer")
-    mode = args.mode or sel.get("mode") or "project"
-    if mode == "ablate" and args.strength is not None:
-        raise InvalidArgumentError(f"--strength {args.strength} has no meaning with --mode ablate")
-    strength = args.strength
-    if strength is None:
-        # The selection's strength belongs to its mode; another mode starts from x1.
-        carried = sel.get("strength") if sel.get("mode") == mode else None
-        strength = 1.0 if carried is None else carried
-    term = Setting(layer, mode, None if mode == "ablate" else strength).term(vec)
-    return dataclasses.replace(term, positions=args.positions)
-
-
-def _describe(term: Any) -> dict[str, Any]:
-    return {
-        "layer": term.layer,
-        "mode": term.mode,
-        "weight": term.weight,
-        "target": term.target,
-        "positions": term.positions,
-    }
-
-
-def run_steer(args: argparse.Namespace) -> None:
-    """Generate for each prompt with the vector's steering (and unsteered with --compare)."""
-    from workbench.steering.generation import Sampling, generate
-
-    prompts = read_prompts(args.prompts, args.prompts_file)
-    vec = read_vector(args.vector)
-    term = _term(vec, args)
-    seed = None
-    if args.temperature is not None:
-        seed = args.seed if args.seed is not None else secrets.randbits(48)
-        Sampling(args.temperature, args.top_p, seed)  # checks the values before loading
-    elif args.seed is not None or args.top_p != 1.0:
-        raise InvalidArgumentError("--seed and --top-p apply to sampling; pass --temperature")
-    model = load_model_from(args, vec.model_name)
-    check_fits(vec, args.vector, model)
-    steered, plain = [], []
-    starts = range(0, len(prompts), args.batch_size)
-    for start in progress(starts, args, desc="steer", unit="batch"):
-        chunk = prompts[start : start + args.batch_size]
-        # Prompt i is sampled with seed + i whatever its batch, as generate does.
-        sampling = None if seed is None else Sampling(args.temperature, args.top_p, seed + start)
-        kw = {"max_new_tokens": args.max_new_tokens, "sampling": sampling, "batch_size": len(chunk)}
-        steered += generate(model, chunk, steering=term, **kw)
-        if args.compare:
-            plain += generate(model, chunk, **kw)
-    described = _describe(term)
-    if args.json:
-        for i, (prompt, text) in enumerate(zip(prompts, steered, strict=True)):
-            row = {"prompt": prompt, "response": text, "steering": described, "seed": seed}
-            if args.compare:
-                row["unsteered"] = plain[i]
-            emit_json(row)
-        return
-    kind = {"add": "weight", "project": "target", "clamp": "target"}.get(term.mode)
-    value = term.weight if term.mode == "add" else term.target
-    amount = f" {kind} {value:.4g}" if kind and value is not None else ""
-    sampled = "" if seed is None else f"; sampled, seed {seed}"
-    say(f"steering: layer {term.layer} {term.mode}{amount}, positions {term.positions}{sampled}")
-    for i, (prompt, text) in enumerate(zip(prompts, steered, strict=True)):
-        say(f"\n> {prompt}")
-        if args.compare:
-            say(f"  unsteered: {plain[i]!r}")
-            say(f"  steered:   {text!r}")
-        else:
-            say(f"  {text!r}")
 
 
 def _out_files(name: str) -> dict[str, str]:

@@ -53,7 +53,7 @@ from workbench.options import (
     float_list,
     int_list,
 )
-from workbench.steering.gates import Gate
+from workbench.steering.gates import Gate, gate_count_line
 from workbench.vectors.instruction_vector import InstructionVector
 from workbench.vectors.pairs import Instruction, base_queries, instruction, make_pairs
 
@@ -341,7 +341,7 @@ class SettingSummary:
 
     def gate_line(self) -> str:
         """``"gate on for 3 of 24 prompts"``, or ``""`` when nothing was gated."""
-        return "" if self.gate_on is None else f"gate on for {self.gate_on} of {self.n} prompts"
+        return "" if self.gate_on is None else gate_count_line(self.gate_on, self.n)
 
 
 @dataclass(frozen=True)
@@ -574,8 +574,17 @@ def evaluate_instruction(
         test[label] = summarize_column(base, config.metric)
         test[label + "+steer"] = summarize_column(steered, config.metric)
         effects[condition] = paired_columns(base, steered, config.metric)
-    vec = vec.with_selection(selections["without"].record())
+    vec = vec.with_selection(_stored_selection(selections["without"], config))
     return ProtocolResult(instr, config, vec, selections, {k: test[k] for k in SETTINGS}, effects)
+
+
+def _stored_selection(chosen: Selection, config: ProtocolConfig) -> dict[str, Any]:
+    """What the vector keeps of `chosen`: with the gate it was chosen under, if any."""
+    record = chosen.record()
+    if config.gate and record["layer"] is not None:
+        # `SteeringTerm(vec)` then steers the setting the way it was measured.
+        record["gate"] = {"side": "below", "threshold": None}
+    return record
 
 
 def _bar(instr: Instruction, stage: str, condition: str) -> str:

@@ -204,5 +204,9 @@ def describe_gates(decisions: Sequence[tuple[bool, ...]]) -> str:
         'gate on for 1 of 2 prompts'
     """
     gated = [d for d in decisions if d]
-    on = sum(all(d) for d in gated)
-    return f"gate on for {on} of {len(gated)} prompts"
+    return gate_count_line(sum(all(d) for d in gated), len(gated))
+
+
+def gate_count_line(on: int, n: int) -> str:
+    """``"gate on for {on} of {n} prompts"``: how every count of a gate is worded."""
+    return f"gate on for {on} of {n} prompts"

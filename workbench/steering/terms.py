@@ -63,7 +63,8 @@ class SteeringTerm:
         mode: ``"add"``, ``"project"``, ``"clamp"``, ``"ablate"``, or a function. None means
             ``"project"``, except in ``SteeringTerm(vec)`` with nothing else given
             on a vector that holds a selection (`workbench.evaluation.selection.select`):
-            that steers with the selected layer, mode and coefficient.
+            that steers with the selected layer, mode and coefficient (and, for a
+            setting chosen gated, under its stored gate unless `gate` is given).
         weight: only for ``"add"``; a real number (numpy and 0-d tensor scalars are
             stored as the Python float they hold).
         target: only for ``"project"`` and ``"clamp"``; likewise.
@@ -151,6 +152,10 @@ class SteeringTerm:
             )
         # A selection stores its coefficient (strength × default, from the sweep): used as is.
         fields = coefficient_fields(sel["mode"], sel["coefficient"])
+        stored = sel.get("gate")
+        if self.gate is None and stored is not None:
+            # Chosen under a gate (a gated protocol): steered under the same gate.
+            fields["gate"] = Gate(threshold=stored["threshold"], side=stored["side"])
         return replace(self, layer=sel["layer"], mode=sel["mode"], **fields)
 
     @property

@@ -20,6 +20,7 @@ from torch import Tensor
 from workbench.errors import VectorError, VectorFileError, VectorMismatchError
 from workbench.options import (
     RESID_HOOK,
+    GateSide,
     Mode,
     PromptStyle,
     check_choice,
@@ -154,6 +155,20 @@ class InstructionVector:
             coefficient is not None and not is_finite_number(coefficient)
         ):
             raise _fail("selection", f"coefficient {coefficient!r} does not fit mode {mode!r}")
+        gate = sel.get("gate")
+        if gate is None:
+            return
+        if (
+            not isinstance(gate, Mapping)
+            or set(gate) != {"side", "threshold"}
+            or gate["side"] not in choices(GateSide)
+            or not (gate["threshold"] is None or is_finite_number(gate["threshold"]))
+        ):
+            raise _fail(
+                "selection",
+                f"gate {gate!r} must map side (one of {choices(GateSide)}) and threshold "
+                "(a number, or null for the default midpoint)",
+            )
 
     def _check_scalars(self) -> None:
         for key in ("n_pairs", "model_n_layers"):
