@@ -14,7 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 
-from workbench.errors import ArgumentTypeError
+from workbench.errors import ArgumentTypeError, InvalidArgumentError
 from workbench.options import check_bool, check_int
 
 from .projections import SIDES, Projections
@@ -32,8 +32,9 @@ def plot_projections(
 ) -> go.Figure:
     """Violins of with- vs without-instruction projections per layer, AUC and d′ shown.
 
-    With `gate`, each layer also shows the default gate threshold, midway between the
-    mean with- and without-instruction projections (`workbench.steering.gates`): a
+    With `gate`, each layer also shows the default gate threshold
+    (`Projections.gate_thresholds`: midway between the vector's mean with- and
+    without-instruction projections on its training pairs, whatever pairs are drawn): a
     gated term steers the prompts below it.
 
     One violin trace per side (with: the instruction's colour; without: grey), grouped
@@ -89,20 +90,23 @@ def plot_projections(
             )
         )
     if check_bool("gate", gate):
-        means = drawable(
-            proj.separability, {"layer", "mean_proj_with", "mean_proj_without"}, "projections"
-        )
+        if not proj.gate_thresholds:
+            raise InvalidArgumentError(
+                "gate=True draws the default gate threshold, which needs a vector read at "
+                "the last prompt token; this one was not (pass gate=False)"
+            )
+        drawn = [layer for layer in proj.gate_thresholds if layer in ticks]
         fig.add_trace(
             go.Scatter(
-                x=[ticks[layer] for layer in means["layer"]],
-                y=(means["mean_proj_with"] + means["mean_proj_without"]) / 2,
+                x=[ticks[layer] for layer in drawn],
+                y=[proj.gate_thresholds[layer] for layer in drawn],
                 mode="markers",
                 marker={
                     "symbol": "line-ew-open",
                     "size": 40,
                     "line": {"width": 2, "color": "black"},
                 },
-                name="gate threshold (midway between the means)",
+                name="default gate threshold (midway between the training means)",
                 hovertemplate="gate threshold %{y:.3f}<extra></extra>",
             )
         )

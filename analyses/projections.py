@@ -11,7 +11,7 @@ Data only; `analyses.projection_figures` draws what these functions return.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -21,6 +21,7 @@ from torch import Tensor
 
 from workbench.errors import ArgumentTypeError, InvalidArgumentError, VectorMismatchError
 from workbench.options import check_int
+from workbench.steering.gates import default_threshold
 from workbench.vectors.diagnostics import project_pairs
 from workbench.vectors.instruction_vector import InstructionVector
 from workbench.vectors.pairs import Pair
@@ -43,11 +44,16 @@ class Projections:
         separability: one row per layer, as `workbench.vectors.diagnostics.separability`:
             ``layer``, ``auc``, ``d_prime``, ``mean_proj_with``, ``mean_proj_without``.
         label: the vector's name (`analyses.style.vector_label`), which picks its colour.
+        gate_thresholds: the default gate threshold per layer
+            (`workbench.steering.gates.default_threshold`, from the vector's training
+            means, not from these pairs); empty for a vector not read at the last token,
+            which has no default gate.
     """
 
     values: pd.DataFrame
     separability: pd.DataFrame
     label: str
+    gate_thresholds: Mapping[int, float] = field(default_factory=dict)
 
 
 def projections(
@@ -96,8 +102,16 @@ def projections(
         for side, (proj, texts) in sides.items()
         for i in range(len(read.pairs))
     ]
+    thresholds = (
+        {layer: default_threshold(vec, layer) for layer in read.layers}
+        if vec.position == "last"
+        else {}
+    )
     return Projections(
-        values=pd.DataFrame(rows), separability=read.separability, label=vector_label(vec)
+        values=pd.DataFrame(rows),
+        separability=read.separability,
+        label=vector_label(vec),
+        gate_thresholds=thresholds,
     )
 
 

@@ -88,12 +88,15 @@ def token_projections(
             ``clamp_acts``, True where the projection is below it. With only that one
             term, a position's residual at `layer` before the hook is the unsteered one
             read here (attention at `layer` reads the layer below), so these are
-            exactly the positions the clamp raised.
+            exactly the positions the clamp raised: for a term on ``positions="all"``
+            or ``"generated"`` (the rows are response tokens; a ``"prompt"`` term
+            raises none of them).
 
     Returns:
         DataFrame, one row per (setting, response token): ``setting``, ``position``
         (0 = first response token), ``token`` (that token decoded), ``token_id``,
-        ``projection`` (x·u_layer, residual units). ``df.attrs`` holds ``layer``,
+        ``projection`` (x·u_layer, residual units), and ``clamp_acts`` with
+        `clamp_target` (its value then in ``df.attrs["clamp_target"]``). ``df.attrs`` holds ``layer``,
         ``label`` (the vector's name), ``prompt`` and the vector's ``mean_proj_with``
         and ``mean_proj_without`` at `layer` (read at the vector's read position).
 

@@ -465,17 +465,26 @@ def test_a_long_token_is_cut_in_its_cell_and_whole_in_the_hover():
     assert plot_token_projections(table.head(2)).data[0].text[0][0] == "␣headphones"
 
 
-def test_the_violins_can_show_the_gate_threshold_midway_between_the_means(tiny_models, tiny_vecs):
-    proj = projections(tiny_models["bridge"], tiny_vecs["bridge"], HELD_OUT)
+def test_the_violins_can_show_the_gate_threshold_the_gate_uses(tiny_models, tiny_vecs):
+    from workbench.steering.gates import Gate, resolve_gate
+
+    model, vec = tiny_models["bridge"], tiny_vecs["bridge"]
+    proj = projections(model, vec, HELD_OUT)  # held-out pairs: their means are not the gate's
     assert len(plot_projections(proj).data) == 2
     fig = plot_projections(proj, gate=True)
     line = fig.data[-1]
-    assert line.name.startswith("gate threshold")
-    sep = proj.separability
-    expected = ((sep.mean_proj_with + sep.mean_proj_without) / 2).tolist()
+    assert line.name.startswith("default gate threshold")
+    expected = [
+        resolve_gate(model, Gate(), vec, layer, vec.hook_name).threshold for layer in vec.layers
+    ]
     assert list(line.y) == pytest.approx(expected)
+    sep = proj.separability
+    held_out = ((sep.mean_proj_with + sep.mean_proj_without) / 2).tolist()
+    assert list(line.y) != pytest.approx(held_out)
     with pytest.raises(ArgumentTypeError, match="gate must be True or False"):
         plot_projections(proj, gate="yes")
+    with pytest.raises(InvalidArgumentError, match="needs a vector read at the last prompt"):
+        plot_projections(replace(proj, gate_thresholds={}), gate=True)
 
 
 def test_the_token_view_marks_where_a_clamp_acted(tiny_models, tiny_vecs):

@@ -15,7 +15,12 @@ import pytest
 import torch
 
 from workbench import PerRow, SteeringTerm, format_prompt, generate, read_residuals, steer
-from workbench.errors import ArgumentTypeError, InvalidArgumentError, VectorError
+from workbench.errors import (
+    ArgumentTypeError,
+    InvalidArgumentError,
+    VectorError,
+    VectorMismatchError,
+)
 from workbench.model.prompts import tokenize_prompts
 from workbench.steering.gates import Gate, describe_gates
 from workbench.steering.reference import reference_generate
@@ -168,7 +173,8 @@ def test_a_gated_term_equals_reading_the_gate_then_steering_or_not(
 
 def test_gates_follow_their_rows_under_per_row_steering(tiny_model, tiny_vec):
     projs = _projections(tiny_model, tiny_vec, PROMPTS)
-    threshold = sorted(projs)[3]
+    ranked = sorted(projs)
+    threshold = (ranked[2] + ranked[3]) / 2  # midway: no prompt sits on the threshold
     gate = Gate(threshold=threshold)
     add = SteeringTerm(tiny_vec, layer=LAYER, mode="add", weight=6.0)
     ablate = SteeringTerm(tiny_vec, layer=0, mode="ablate")
@@ -198,6 +204,56 @@ def test_gates_follow_their_rows_under_per_row_steering(tiny_model, tiny_vec):
         expected.append(reference_generate(tiny_model, p, terms, N_NEW))
     assert ours.gates == expected_gates
     assert ours.tokens == expected
+
+
+def _shift(x, u):
+    return x + 4.0 * u
+
+
+def test_a_function_term_beside_built_in_terms_keeps_them_all(tiny_model, tiny_vec):
+    # Every row of a hook's slot applies its own term, function or built-in.
+    z = float(tiny_vec.mean_proj_with[tiny_vec.row(LAYER)])
+    clamp = SteeringTerm(tiny_vec, layer=LAYER, mode="clamp", target=3 * z)
+    fn = SteeringTerm(tiny_vec, layer=LAYER, mode=_shift)
+    rows = [[clamp, fn], [fn], [clamp], None, [fn, clamp], [clamp, clamp]]
+    ours = generate(
+        tiny_model, PROMPTS, steering=PerRow(rows), max_new_tokens=N_NEW, return_tokens=True
+    )
+    expected = [
+        reference_generate(tiny_model, p, t, N_NEW) for p, t in zip(PROMPTS, rows, strict=True)
+    ]
+    assert ours.tokens == expected
+    # A shared list with a gated term: rows whose gate opened keep both terms.
+    projs = _projections(tiny_model, tiny_vec, PROMPTS)
+    ranked = sorted(projs)
+    threshold = (ranked[2] + ranked[3]) / 2  # midway: no prompt sits on the threshold
+    gated = SteeringTerm(
+        tiny_vec, layer=LAYER, mode="add", weight=6.0, gate=Gate(threshold=threshold)
+    )
+    plain = SteeringTerm(tiny_vec, layer=LAYER, mode="add", weight=6.0)
+    ours = generate(
+        tiny_model, PROMPTS, steering=[gated, fn], max_new_tokens=N_NEW, return_tokens=True
+    )
+    expected = [
+        reference_generate(tiny_model, p, [plain, fn] if proj < threshold else [fn], N_NEW)
+        for p, proj in zip(PROMPTS, projs, strict=True)
+    ]
+    assert sum(proj < threshold for proj in projs) == 3
+    assert ours.tokens == expected
+
+
+def test_clamp_returns_positions_past_target_as_they_came_negative_zeros_included(tiny_vec):
+    from workbench.steering.plan import ResolvedTerm, _Slot
+
+    u = tiny_vec.direction(LAYER)
+    x = torch.randn(2, 5, u.shape[0], generator=torch.Generator().manual_seed(0))
+    k = int(u.argmax())  # u_k > 0, where x + 0 * u would turn -0.0 into +0.0
+    x[0, 0, k] = -0.0
+    clamp = ResolvedTerm(HOOK, u, -100.0, -1.0, "all", None, "clamp", True, None)
+    out = _Slot([clamp], "all").apply(x)
+    assert bool(((x @ u) > -100.0).all())  # every position is past the target
+    assert out.view(torch.int32).equal(x.view(torch.int32))
+    assert torch.signbit(out[0, 0, k])
 
 
 def test_the_default_threshold_is_midway_between_the_mean_projections(tiny_model, tiny_vec):
@@ -252,6 +308,11 @@ def test_a_gated_term_under_steer_is_refused(tiny_model, tiny_vec):
         (lambda v: Gate(side="left"), InvalidArgumentError, "gate side 'left' is not one of"),
         (lambda v: Gate(vector="lowercase"), ArgumentTypeError, "gate vector must be"),
         (lambda v: Gate(vector=torch.ones(4)), InvalidArgumentError, "needs threshold="),
+        (
+            lambda v: Gate(vector=torch.tensor([1.0, float("nan")]), threshold=0.0),
+            InvalidArgumentError,
+            "tensor vector holds NaN or inf",
+        ),
         (lambda v: Gate(threshold=float("nan")), InvalidArgumentError, "not a finite number"),
         (lambda v: Gate(layer=-1), InvalidArgumentError, "gate layer -1 is out of range"),
         (
@@ -273,7 +334,9 @@ def test_a_gate_at_a_layer_the_vector_lacks_is_refused_before_decoding(tiny_mode
     model = tiny_models["bridge"]
     vec = compute_instruction_vector(model, LOWERCASE_PAIRS, layers=[1])
     term = SteeringTerm(vec, layer=1, gate=Gate(layer=2))
-    with pytest.raises(Exception, match="not layer 2"):
+    with pytest.raises(
+        VectorMismatchError, match=r"gate layer 2: the gate's vector holds layers \[1\]"
+    ):
         generate(model, ["hi"], steering=term, max_new_tokens=2)
 
 
@@ -304,6 +367,52 @@ def test_a_gated_sweep_records_each_rows_decision_and_resumes(tiny_model, tiny_v
         sweep(tiny_model, tiny_vec, prompts, gate=True, **kw)
 
 
+def _won_by_layer(table, layer):
+    """`table` with `layer` the only setting that follows (the others, baseline too, fail)."""
+    won = table.copy()
+    won["follows_strict"] = (
+        (won.layer.isna() if layer is None else won.layer == layer)
+        .astype("boolean")
+        .fillna(False)
+        .astype(bool)
+    )
+    won["degenerate"] = False
+    return won
+
+
+def test_a_setting_selected_from_a_gated_sweep_is_stored_and_steered_gated(
+    tiny_model, tiny_vec, tmp_path
+):
+    from workbench import select, sweep
+    from workbench.evaluation.sweep_files import merge_sweeps
+    from workbench.evaluation.sweeps import SweepPrompt
+
+    kw = {"layers": [1, 2], "strengths": [1.0], "max_new_tokens": 2, "progress": False}
+    texts = ["Tell me about owls.", "Name a fruit."]
+    prompts = [SweepPrompt(t, "change_case:english_lowercase") for t in texts]
+    out = tmp_path / "g.jsonl"
+    table = sweep(
+        tiny_model, tiny_vec, prompts, gate=Gate(threshold=1.5, side="above"), out=out, **kw
+    )
+    for source in (table, merge_sweeps([out])):  # in memory, and read back from the file
+        chosen = select(_won_by_layer(source, 2), tiny_vec)
+        assert chosen.setting.layer == 2
+        assert chosen.record()["gate"] == {"side": "above", "threshold": 1.5}
+        assert (chosen.term.gate.threshold, chosen.term.gate.side) == (1.5, "above")
+    stored = tiny_vec.with_selection(chosen.record())
+    gate = SteeringTerm(stored).concrete().gate
+    assert (gate.threshold, gate.side) == (1.5, "above")
+    # An ungated sweep's selection is ungated; "do not steer" holds no gate.
+    plain = sweep(tiny_model, tiny_vec, prompts, **kw)
+    assert "gate" not in select(_won_by_layer(plain, 2), tiny_vec).record()
+    assert "gate" not in select(_won_by_layer(table, None), tiny_vec).record()
+    # A gate on another layer cannot travel with this vector's selection.
+    other = sweep(tiny_model, tiny_vec, prompts, gate=Gate(layer=0, threshold=1.0), **kw)
+    with pytest.raises(InvalidArgumentError, match="gated on another vector or layer"):
+        select(_won_by_layer(other, 2), tiny_vec)
+    assert select(_won_by_layer(other, 2)).setting.layer == 2  # evidence alone still works
+
+
 def _gated_selection(vec, gate):
     z = float(vec.mean_proj_with[vec.row(LAYER)])
     return vec.with_selection({"layer": LAYER, "mode": "project", "coefficient": z, "gate": gate})
@@ -330,6 +439,17 @@ def test_a_setting_chosen_gated_steers_gated_after_save_and_load(tiny_model, tin
     # An ungated selection stays ungated.
     plain = tiny_vec.with_selection({"layer": LAYER, "mode": "project", "coefficient": z})
     assert SteeringTerm(plain).concrete().gate is None
+
+
+def test_a_do_not_steer_selection_holds_no_gate(tiny_vec):
+    sel = {
+        "layer": None,
+        "mode": None,
+        "coefficient": None,
+        "gate": {"side": "below", "threshold": None},
+    }
+    with pytest.raises(VectorError, match="'do not steer' .* holds no gate"):
+        tiny_vec.with_selection(sel)
 
 
 @pytest.mark.parametrize(

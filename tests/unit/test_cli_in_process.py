@@ -290,7 +290,7 @@ def test_steer_gates_each_prompt_as_asked(in_files, capsys):
         == 0
     )
     head = capsys.readouterr().out.splitlines()[0]
-    assert "; gated: steers prompts below " in head and "at layer 1 (on for " in head
+    assert "; gated: steers prompts below " in head and "at layer 1 (gate on for " in head
 
 
 def test_a_setting_chosen_gated_is_steered_gated_unless_told_not_to(in_files, capsys):
@@ -304,6 +304,9 @@ def test_a_setting_chosen_gated_is_steered_gated_unless_told_not_to(in_files, ca
     assert main([*argv, "--no-gate"]) == 0
     row = json.loads(capsys.readouterr().out)
     assert "gate_on" not in row and row["steering"]["gate"] is None
+    assert main([*argv, "--strength", "2"]) == 0  # part of the setting changed: still gated
+    row = json.loads(capsys.readouterr().out)
+    assert row["gate_on"] is False and row["steering"]["gate"]["threshold"] == 1e9
 
 
 def test_a_command_bar_draws_its_finished_line_once(capsys):

@@ -55,11 +55,13 @@ def force(monkeypatch: pytest.MonkeyPatch, setting: Setting) -> None:
     real = selection.select
 
     def pick(results, vector, *, metric, objective="accuracy"):
-        ev = real(results, vector, metric=metric, objective=objective).evidence
+        chosen = real(results, vector, metric=metric, objective=objective)
+        ev = chosen.evidence
         layer = ev["layer"]
         match = layer.isna() if setting.layer is None else (layer == setting.layer).fillna(False)
         evidence = ev.assign(chosen=ev.index == ev.index[match.to_numpy(dtype=bool)][0])
-        return selection.Selection(setting, setting.term(vector), evidence, metric)
+        term = setting.term(vector)
+        return selection.Selection(setting, term, evidence, metric, gate=chosen.gate)
 
     monkeypatch.setattr(selection, "select", pick)
 

@@ -243,11 +243,12 @@ def _interval(value: float, ci95: Any, n: int | None = None, sign: bool = False)
 def _table_row(name: str, result: dict[str, Any]) -> str:
     """One instruction's line of the text table: the selections, then each setting."""
     from workbench.evaluation.protocol import SETTINGS
+    from workbench.steering.gates import gate_count_line
 
     cells = []
     for k in SETTINGS:
         t = result["test"][k]
-        gate = "" if t.get("gate_on") is None else f", gate on {t['gate_on']}/{t['n']}"
+        gate = "" if t.get("gate_on") is None else f", {gate_count_line(t['gate_on'], t['n'])}"
         cells.append(
             f"{_interval(t['accuracy'], t['ci95'], t['n'])} "
             f"(clean {t['clean_accuracy']:.2f}, degen. {t['degenerate']:.2f}{gate})"

@@ -54,7 +54,9 @@ def register(sub: Any) -> None:
         "--gate-side of --gate-threshold (workbench.steering.gates)",
     )
     gating.add_argument(
-        "--no-gate", action="store_true", help="steer ungated a setting that was chosen gated"
+        "--no-gate",
+        action="store_true",
+        help="steer ungated a setting that was chosen gated (evaluate --gate, a gated sweep)",
     )
     p.add_argument(
         "--gate-threshold",
@@ -96,10 +98,16 @@ def _gate(args: argparse.Namespace) -> Any:
 def _term(vec: Any, args: argparse.Namespace) -> Any:
     """The steering term: the vector's selection unless a layer, mode or strength is given;
     gated as the selection was chosen, or as --gate / --no-gate say."""
+    from workbench.steering.gates import Gate
+
     gate = _gate(args)
     term = _setting_term(vec, args)
     if gate is not None or args.no_gate:
-        term = dataclasses.replace(term, gate=gate)
+        return dataclasses.replace(term, gate=gate)
+    stored = (vec.selection or {}).get("gate")
+    if term.gate is None and stored is not None:
+        # --layer, --mode or --strength change part of a setting chosen gated: still gated.
+        term = dataclasses.replace(term, gate=Gate(**stored))
     return term
 
 
@@ -153,6 +161,7 @@ def _describe(term: Any, gate: Any) -> dict[str, Any]:
 
 def run_steer(args: argparse.Namespace) -> None:
     """Generate for each prompt with the vector's steering (and unsteered with --compare)."""
+    from workbench.steering.gates import gate_count_line
     from workbench.steering.generation import Sampling
 
     prompts = read_prompts(args.prompts, args.prompts_file)
@@ -190,7 +199,7 @@ def run_steer(args: argparse.Namespace) -> None:
         ""
         if gate is None
         else f"; gated: steers prompts {gate.side} {gate.threshold:.4g} at layer {gate.layer} "
-        f"(on for {sum(gates)} of {len(gates)})"
+        f"({gate_count_line(sum(gates), len(gates))})"
     )
     say(
         f"steering: layer {term.layer} {term.mode}{amount}, positions {term.positions}"

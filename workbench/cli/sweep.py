@@ -245,6 +245,10 @@ def run_select(args: argparse.Namespace) -> None:
     coefficient = (
         "" if record["coefficient"] is None else f", coefficient {record['coefficient']:.4g}"
     )
+    gate = record.get("gate")
+    if gate is not None:
+        at = "the default threshold" if gate["threshold"] is None else f"{gate['threshold']:.4g}"
+        coefficient += f", gated ({gate['side']} {at})"
     say(
         f"selected: {setting_label(*_setting(chosen))}{coefficient} "
         f"({args.metric} {percent(record['accuracy'])}, clean "

@@ -574,17 +574,8 @@ def evaluate_instruction(
         test[label] = summarize_column(base, config.metric)
         test[label + "+steer"] = summarize_column(steered, config.metric)
         effects[condition] = paired_columns(base, steered, config.metric)
-    vec = vec.with_selection(_stored_selection(selections["without"], config))
+    vec = vec.with_selection(selections["without"].record())
     return ProtocolResult(instr, config, vec, selections, {k: test[k] for k in SETTINGS}, effects)
-
-
-def _stored_selection(chosen: Selection, config: ProtocolConfig) -> dict[str, Any]:
-    """What the vector keeps of `chosen`: with the gate it was chosen under, if any."""
-    record = chosen.record()
-    if config.gate and record["layer"] is not None:
-        # `SteeringTerm(vec)` then steers the setting the way it was measured.
-        record["gate"] = {"side": "below", "threshold": None}
-    return record
 
 
 def _bar(instr: Instruction, stage: str, condition: str) -> str:

@@ -16,7 +16,7 @@ breaks some answers unsteered, so the baseline's share is the bar here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -24,6 +24,7 @@ import pandas as pd
 
 from workbench.errors import ArgumentTypeError, InvalidArgumentError
 from workbench.options import Objective, check_choice
+from workbench.steering.gates import Gate
 from workbench.steering.settings import Setting
 from workbench.steering.terms import SteeringTerm
 from workbench.vectors.instruction_vector import InstructionVector
@@ -103,6 +104,9 @@ class Selection:
         evidence: `summarize`'s table with ``eligible`` and ``chosen`` columns.
         metric: the accuracy column compared.
         objective: what was maximised (``"accuracy"`` or ``"clean_accuracy"``).
+        gate: the gate the sweep's steered rows ran under (its file record: vector,
+            layer, threshold, side), or None; `term` and `record` keep it, so a setting
+            chosen gated is steered gated.
     """
 
     setting: Setting
@@ -110,12 +114,15 @@ class Selection:
     evidence: pd.DataFrame
     metric: str
     objective: str = "accuracy"
+    gate: dict[str, Any] | None = None
 
     def record(self) -> dict[str, Any]:
         """What `InstructionVector.with_selection` stores (JSON-friendly)."""
         row = self.evidence[self.evidence["chosen"]].iloc[0]
         coefficient = row["coefficient"]
+        gated = {} if self.gate is None or self.setting.layer is None else {"gate": _own(self.gate)}
         return {
+            **gated,
             "layer": self.setting.layer,
             "mode": self.setting.mode,
             "strength": self.setting.strength,
@@ -127,6 +134,18 @@ class Selection:
             "degenerate_share": float(row["degenerate_share"]),
             "n": int(row["n"]),
         }
+
+
+def _own(gate: dict[str, Any]) -> dict[str, Any]:
+    """A sweep's gate as a stored selection holds it: on the vector's own direction, at
+    the steered layer; a gate on another vector or layer cannot travel with this one."""
+    if gate.get("vector") is not None or gate.get("layer") is not None:
+        raise InvalidArgumentError(
+            f"the sweep was gated on another vector or layer ({gate!r}); a stored selection "
+            "holds only a gate on the vector's own direction at the steered layer. Steer "
+            "with SteeringTerm(vec, layer=..., mode=..., gate=Gate(vector=..., layer=...))"
+        )
+    return {"side": gate["side"], "threshold": gate["threshold"]}
 
 
 def select(
@@ -183,8 +202,11 @@ def select(
     else:
         strength = None if pd.isna(row["strength"]) else float(row["strength"])
         setting = Setting(int(row["layer"]), row["mode"], strength)
+    gate = (results.attrs.get("sweep") or {}).get("gate")
     term = None
     if vector is not None and setting.layer is not None:
         coefficient = None if pd.isna(row["coefficient"]) else float(row["coefficient"])
         term = setting.term(vector, coefficient)
-    return Selection(setting, term, evidence, metric, objective)
+        if gate is not None:
+            term = replace(term, gate=Gate(**_own(gate)))
+    return Selection(setting, term, evidence, metric, objective, gate)

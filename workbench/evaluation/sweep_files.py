@@ -125,6 +125,8 @@ def table_identity(
         "sources": sources,
         "rows": rows,
         "units": len(config.get("grid", [])) * len(config.get("prompts", [])),
+        # The gate every steered row ran under (`sweeps._gate_record`), or None.
+        "gate": config.get("gate"),
     }
 
 

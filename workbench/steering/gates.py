@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from jaxtyping import Float
 from torch import Tensor
 
@@ -73,6 +74,11 @@ class Gate:
                     "a gate's tensor vector must be a 1-D [d_model] float tensor, got shape "
                     f"{tuple(vec.shape)} of {vec.dtype}"
                 )
+            if not bool(torch.isfinite(vec).all()):
+                raise InvalidArgumentError(
+                    "a gate's tensor vector holds NaN or inf: no prompt's projection could be "
+                    "compared with the threshold"
+                )
             if self.threshold is None:
                 raise InvalidArgumentError(
                     "a gate with a tensor vector needs threshold= (there are no mean "
@@ -101,6 +107,19 @@ class ResolvedGate:
         return proj < self.threshold if self.side == "below" else proj > self.threshold
 
 
+def default_threshold(vec: InstructionVector, layer: int) -> float:
+    """The default gate threshold at `layer`: midway between the vector's mean with- and
+    without-instruction projections there (its training pairs, read at their last token).
+
+    Example:
+        >>> row = vec.row(1)
+        >>> default_threshold(vec, 1) == float((vec.mean_proj_with[row] + vec.mean_proj_without[row]) / 2)
+        True
+    """
+    row = vec.row(layer)
+    return float((vec.mean_proj_with[row] + vec.mean_proj_without[row]) / 2)
+
+
 def resolve_gate(
     model: Any, gate: Gate, vector: InstructionVector | Tensor, layer: int, template: str
 ) -> ResolvedGate:
@@ -111,6 +130,10 @@ def resolve_gate(
         if gate.vector is not None:
             vec.check_model(model)
             template = vec.hook_name
+        if layer not in vec.layers:
+            raise VectorMismatchError(
+                f"gate layer {layer}: the gate's vector holds layers {list(vec.layers)}"
+            )
         diff = vec.diff(layer)
     else:
         if vec.shape[0] != model.cfg.d_model:
@@ -137,8 +160,7 @@ def resolve_gate(
                 f"read at position {vec.position!r}; the gate reads the last prompt token, "
                 "so pass threshold="
             )
-        row = vec.row(layer)
-        threshold = float((vec.mean_proj_with[row] + vec.mean_proj_without[row]) / 2)
+        threshold = default_threshold(vec, layer)
     u, _ = unit_direction(diff, layer)
     return ResolvedGate(template, layer, u.cpu(), threshold, gate.side)
 

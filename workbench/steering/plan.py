@@ -198,24 +198,35 @@ class _Slot:
         pmask = _position_mask(self.positions, x.shape[1], x.device)
         if self.custom:
             return self._apply_custom(x, pmask)
+        return self._apply_builtin(x, pmask)
+
+    def _apply_builtin(self, x: Tensor, pmask: Tensor | None) -> Tensor:
         u, a, c, low = self._in(x.dtype)
         # Elementwise product + sum keeps each row's arithmetic independent of the
         # batch it sits in, so per-row and one-at-a-time results agree bit for bit.
         proj = (x * u[:, None, :]).sum(-1)
         coef = a[:, None] + c[:, None] * proj
-        if self.floored:
-            # clamp: a position at or past its target gets 0 * u, so it stays bit for bit.
-            coef = torch.maximum(coef, low[:, None])
         if pmask is not None:
             coef = coef * pmask.to(x.dtype)[None, :]
+        if self.floored:
+            # clamp: a position at or past its target is returned as it came, bit for bit
+            # (x + 0 * u would turn a -0.0 coordinate into +0.0).
+            coef = torch.maximum(coef, low[:, None])
+            return torch.where((coef == 0)[..., None], x, x + coef[..., None] * u[:, None, :])
         return x + coef[..., None] * u[:, None, :]
 
     def _apply_custom(self, x: Tensor, pmask: Tensor | None) -> Tensor:
         # A one-row slot is a shared term: it applies to the whole batch at once.
         chunks = [x] if len(self.fns) == 1 else [x[i : i + 1] for i in range(len(self.fns))]
+        # Rows of built-in terms beside the function rows (PerRow, or a plan whose gates
+        # opened for some prompts) get their own arithmetic, row by row as always.
+        builtin = any(f is None for f in self.fns)
+        steered = self._apply_builtin(x, pmask) if builtin else x
         rows = []
         for i, (fn, xi) in enumerate(zip(self.fns, chunks, strict=True)):
-            if fn is not None:
+            if fn is None:
+                xi = steered[i : i + 1]
+            else:
                 new = fn(xi, self.u[i].to(x.dtype))
                 if not isinstance(new, Tensor) or new.shape != xi.shape:
                     shape = tuple(new.shape) if isinstance(new, Tensor) else type(new).__name__

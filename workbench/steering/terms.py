@@ -183,6 +183,8 @@ class SteeringTerm:
                 takes = "takes neither"
                 if mode == "add":
                     takes = "takes weight= (the amount added along u)"
+                elif mode == "clamp":
+                    takes = "takes target= (the value its component along u is raised to)"
                 elif mode in TARGET_MODES:
                     takes = "takes target= (the value its component along u is set to)"
                 shown = f"mode={mode!r}" if mode != "a function" else "a function mode"

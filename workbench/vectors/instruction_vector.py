@@ -144,6 +144,10 @@ class InstructionVector:
             raise _fail("selection", f"must map layer, mode and coefficient, got {sel!r}")
         layer, mode, coefficient = sel["layer"], sel["mode"], sel["coefficient"]
         if layer is None:
+            if sel.get("gate") is not None:
+                raise _fail(
+                    "selection", f"'do not steer' (layer null) holds no gate, got {sel['gate']!r}"
+                )
             return
         if layer not in self.layers or isinstance(layer, bool):
             raise _fail(
