@@ -22,7 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from workbench import PerRow, SteeringTerm, generate, load_model, make_pairs
-from workbench.evaluation.protocol import SETTINGS, ProtocolConfig, evaluate_instruction
+from workbench.evaluation.protocol import SETTINGS, ProtocolConfig, evaluate_instruction, raw_file
+from workbench.evaluation.statistics import paired_effect, wilson
+from workbench.evaluation.sweep_files import merge_sweeps
 from workbench.evaluation.train_vectors import train_vector
 from workbench.files import write_atomic
 from workbench.steering.gates import Gate
@@ -46,6 +48,7 @@ INSTRUCTIONS = (
     "german",
 )
 LAYERS = (6, 14, 22)
+METRIC = "follows_loose"  # the quick preset's metric
 CANDIDATES = {
     "project": {"modes": ("project",)},
     "clamp": {"modes": ("clamp",)},
@@ -94,6 +97,36 @@ def gate_counts(model, names, folder: Path) -> list[dict]:
     return rows
 
 
+def _steered(folder: Path, candidate: str, name: str, condition: str) -> dict[int, dict]:
+    """The steered test rows of one protocol run, by prompt index."""
+    raw = folder / "raw" / candidate.replace(" ", "_")
+    table = merge_sweeps([raw / raw_file(name, f"test.{condition}")])
+    rows = table[table["layer"].notna()]
+    return {int(r["prompt_index"]): r for r in rows.to_dict("records")}
+
+
+def versus_project(folder: Path, candidate: str, name: str) -> dict:
+    """Per condition: `candidate`'s steered answers against `project`'s on the same test
+    prompts, as paired effects on accuracy and on clean accuracy."""
+    out = {}
+    for condition, label in (("without", "no_instruction"), ("with", "instruction")):
+        ours = _steered(folder, candidate, name, label)
+        theirs = _steered(folder, "project", name, label)
+        if sorted(ours) != sorted(theirs):
+            raise ValueError(f"{name} {condition}: the two runs answered other prompts")
+        keys = sorted(ours)
+        follows = [bool(theirs[k][METRIC]) for k in keys], [bool(ours[k][METRIC]) for k in keys]
+        clean = [
+            [bool(r[k][METRIC]) and not bool(r[k]["degenerate"]) for k in keys]
+            for r in (theirs, ours)
+        ]
+        out[condition] = {
+            "raw": dataclasses.asdict(paired_effect(*follows)),
+            "clean": dataclasses.asdict(paired_effect(*clean)),
+        }
+    return out
+
+
 def protocol_runs(model, names, folder: Path, done: Callable[[dict], None]) -> None:
     """Run every candidate on every instruction in `names`, passing each row to `done`."""
     for name in names:
@@ -116,6 +149,8 @@ def protocol_runs(model, names, folder: Path, done: Callable[[dict], None]) -> N
                 "test": {k: dataclasses.asdict(result.test[k]) for k in SETTINGS},
                 "effects": {c: dataclasses.asdict(e) for c, e in result.effects.items()},
             }
+            if candidate != "project":
+                row["vs_project"] = versus_project(folder, candidate, name)
             done(row)
             print(json.dumps({k: row[k] for k in ("instruction", "candidate", "seconds")}))
 
@@ -142,9 +177,66 @@ def _gate(t: dict) -> str:
     return "–" if t.get("gate_on") is None else f"{t['gate_on']}/{t['n']}"
 
 
+def _excludes_zero(effect: dict) -> int:
+    """+1 / -1 where the 95% interval lies above / below 0, else 0."""
+    low, high = effect["ci95"]
+    return 1 if low > 0 else -1 if high < 0 else 0
+
+
+def _tally(effects: list[dict]) -> str:
+    signs = [_excludes_zero(e) for e in effects]
+    return f"{signs.count(1)} up, {signs.count(-1)} down, {signs.count(0)} neither"
+
+
+def findings(summary: dict) -> list[str]:
+    """The comparison's findings, counted from `summary` (bullets of the README)."""
+    runs = summary.get("protocol", [])
+    names = list(dict.fromkeys(r["instruction"] for r in runs))
+    lines = [f"Counted over the {len(names)} instructions measured ({', '.join(names)}):", ""]
+    for candidate in ("clamp", "gated project"):
+        rows = [r for r in runs if r["candidate"] == candidate and "vs_project" in r]
+        if not rows:
+            continue
+        vs = {c: [r["vs_project"][c] for r in rows] for c in ("with", "without")}
+        harm = [r["effects"]["with"] for r in rows]
+        lines += [
+            f"- **{candidate} against project**, with the instruction: raw "
+            f"{_tally([v['raw'] for v in vs['with']])}; clean "
+            f"{_tally([v['clean'] for v in vs['with']])}. Without it: raw "
+            f"{_tally([v['raw'] for v in vs['without']])}; clean "
+            f"{_tally([v['clean'] for v in vs['without']])}. Against the instruction "
+            f"alone (instr. + steer − instr.): {_tally(harm)}.",
+        ]
+    gated = [r for r in runs if r["candidate"] == "gated project"]
+    for condition, key in (("with", "instruction+steer"), ("without", "no_instruction+steer")):
+        counted = [r["test"][key] for r in gated if r["test"][key].get("gate_on") is not None]
+        if counted:
+            k, n = sum(t["gate_on"] for t in counted), sum(t["n"] for t in counted)
+            share = wilson(k, n)
+            lines.append(
+                f"- **The gate on the test prompts {condition} the instruction**: on for {k} "
+                f"of {n} ({share.value:.2f} [{share.low:.2f}, {share.high:.2f}]), over "
+                f"the {len(counted)} instructions whose selection steered there."
+            )
+    return lines + [""]
+
+
+def _vs(e: dict) -> str:
+    return (
+        f"{e['gain']:+.2f} [{e['ci95'][0]:+.2f}, {e['ci95'][1]:+.2f}] ({e['fixed']}/{e['broken']})"
+    )
+
+
 def render(summary: dict) -> str:
     """The markdown tables of `summary` (what `main` writes to README.md)."""
-    lines = []
+    lines = [
+        "# Conditional steering on the embedded model",
+        "",
+        "Written by `python -m experiments.conditional` (SmolLM2-135M-Instruct, 2 CPU "
+        "threads; greedy). The raw rows of every protocol run are under `raw/`, the train "
+        "vectors under `vectors/`, the numbers in `conditional.json`.",
+        "",
+    ]
     if "gate_counts" in summary:
         lines += [
             "Prompts the default gate steers, of the 24 validation queries, with / without "
@@ -188,6 +280,25 @@ def render(summary: dict) -> str:
                 f"{_share(t['instruction+steer'], 'clean_accuracy', 'clean_ci95')} | "
                 f"{_gain(e['with'])} | {_gate(t['instruction+steer'])} |"
             )
+        compared = [r for r in runs if "vs_project" in r]
+        if compared:
+            lines += [
+                "",
+                "Against `project` on the same test prompts: the candidate's steered answers "
+                "− project's steered answers [95% paired interval] (fixed/broken):",
+                "",
+                "| instruction | candidate | no instr.: raw | no instr.: clean | instr.: raw "
+                "| instr.: clean |",
+                "| --- | --- | --- | --- | --- | --- |",
+            ]
+            for r in compared:
+                v = r["vs_project"]
+                lines.append(
+                    f"| {r['instruction']} | {r['candidate']} | {_vs(v['without']['raw'])} | "
+                    f"{_vs(v['without']['clean'])} | {_vs(v['with']['raw'])} | "
+                    f"{_vs(v['with']['clean'])} |"
+                )
+            lines += ["", *findings(summary)]
     return "\n".join(lines) + "\n"
 
 
