@@ -68,6 +68,7 @@ from torch import Tensor
 
 from workbench.errors import ArgumentTypeError, InvalidArgumentError
 from workbench.model import kv
+from workbench.model.fast_decode import decoder_for
 from workbench.model.hooks import model_lock
 from workbench.model.prompts import check_context, encode_prompts, pad_left
 from workbench.options import as_float, check_int
@@ -352,10 +353,17 @@ def response_perplexity(
         prompts = prompt_tokens[start : start + batch_size]
         responses = response_tokens[start : start + batch_size]
         ids, mask = pad_left(model, [[*p, *r] for p, r in zip(prompts, responses, strict=True)])
+        # Left-padded, so every response ends the row: only the last `keep` positions
+        # predict response tokens, and only they are unembedded.
+        keep = min(ids.shape[1], max(len(r) for r in responses) + 1)
         # Held so that another thread's steer() block cannot reach this unsteered pass.
         with model_lock(model):
-            logits = kv.forward(model, ids, mask, kv.new_cache(model, ids.shape[0]))
-        nll = _token_nll(logits[:, :-1], ids[:, 1:])
+            fast = decoder_for(model)
+            if fast is not None:
+                logits = fast.last_logits(ids, mask, keep)
+            else:
+                logits = kv.forward(model, ids, mask, kv.new_cache(model, ids.shape[0]))[:, -keep:]
+        nll = _token_nll(logits[:, :-1], ids[:, ids.shape[1] - keep + 1 :])
         for row, response in enumerate(responses):
             if not response:
                 out.append(math.nan)

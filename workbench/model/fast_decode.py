@@ -299,6 +299,22 @@ class FastDecoder:
         )
         return out.logits[:, -1].float()
 
+    def last_logits(
+        self, ids: Int[Tensor, "batch pos"], mask: Int[Tensor, "batch pos"], keep: int
+    ) -> Float[Tensor, "batch keep d_vocab"]:
+        """One uncached pass over `ids`; the logits of the last `keep` positions only
+        (the rest are never unembedded). Positions from the mask as in `kv.forward`."""
+        self.passes += 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.hf(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=False,
+            logits_to_keep=keep,
+        )
+        return out.logits
+
 
 def _version(tensor: Tensor) -> int:
     # Tensors made under inference_mode keep no version counter.
