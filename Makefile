@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,ray]"
 	$(PY) -m pip install --quiet --no-deps "$(EMBEDDED_SPEC)"
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (workbench)" >/dev/null
 	@$(MAKE) --no-print-directory browser
@@ -52,7 +52,7 @@ demo: $(STAMP)
 LAB_ARGS ?=
 ROOT_ARG := $(if $(filter 0,$(shell id -u)),--allow-root)
 lab: $(STAMP)
-	$(PY) -m pip install --quiet -e ".[dev,jupyter]"
+	$(PY) -m pip install --quiet -e ".[dev,ray,jupyter]"
 	$(VENV)/bin/jupyter lab notebooks $(ROOT_ARG) $(LAB_ARGS)
 
 lint: $(STAMP)

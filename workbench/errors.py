@@ -81,3 +81,8 @@ class NumericalError(WorkbenchError, ArithmeticError):
 
 class SweepFileError(WorkbenchError, ValueError):
     """A sweep results file that is corrupt or belongs to another sweep."""
+
+
+class ExecutorError(WorkbenchError, RuntimeError):
+    """A distributed run that cannot start or go on: an unreachable cluster, workers
+    that cannot load the model, a part that failed on every try."""

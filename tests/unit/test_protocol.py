@@ -10,7 +10,7 @@ import pytest
 
 import workbench.evaluation.protocol as protocol
 import workbench.evaluation.selection as selection
-import workbench.evaluation.sweeps as sweeps
+import workbench.evaluation.sweep_units as sweep_units
 import workbench.evaluation.train_vectors as train_vectors
 from workbench import SteeringTerm, compute_instruction_vector, make_pairs, sweep
 from workbench.cli.console import main
@@ -70,7 +70,7 @@ def no_generation(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError("a sweep generated although its raw file held every row")
 
-    monkeypatch.setattr(sweeps, "iter_generate", refuse)
+    monkeypatch.setattr(sweep_units, "iter_generate", refuse)
 
 
 def test_the_result_equals_running_the_steps_by_hand(model, monkeypatch):

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import workbench.evaluation.sweeps as sweep_module
+import workbench.evaluation.sweep_units as sweep_units
 from workbench import compute_instruction_vector, generate, make_pairs
 from workbench.errors import (
     ArgumentTypeError,
@@ -161,7 +161,7 @@ def test_batch_size_does_not_change_the_table(full, model, lower):
 
 def test_a_killed_sweep_resumes_to_the_same_table(full, model, lower, tmp_path, monkeypatch):
     out = tmp_path / "s.jsonl"
-    real, calls = sweep_module._score_rows, {"n": 0}
+    real, calls = sweep_units.score_rows, {"n": 0}
 
     def dies_on_the_third_batch(*args, **kwargs):
         calls["n"] += 1
@@ -169,7 +169,7 @@ def test_a_killed_sweep_resumes_to_the_same_table(full, model, lower, tmp_path, 
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sweep_module, "_score_rows", dies_on_the_third_batch)
+    monkeypatch.setattr(sweep_units, "score_rows", dies_on_the_third_batch)
     with pytest.raises(KeyboardInterrupt):
         sweep(model, lower, PROMPTS, out=out, batch_size=4, **KW)
     assert len(out.read_text().splitlines()) == 1 + 2 * 4  # header + two batches
@@ -178,7 +178,7 @@ def test_a_killed_sweep_resumes_to_the_same_table(full, model, lower, tmp_path, 
     layers = [] if decoder is None else decoder.layers.values()
     assert all(not layer._forward_hooks for layer in layers)
     assert all(not hp.fwd_hooks for hp in model.hook_dict.values())
-    monkeypatch.setattr(sweep_module, "_score_rows", real)
+    monkeypatch.setattr(sweep_units, "score_rows", real)
     _same(sweep(model, lower, PROMPTS, out=out, batch_size=4, **KW), full)
     _, rows = _check_sweep_file(out, full, model, lower)
     assert len(rows) == len(full)

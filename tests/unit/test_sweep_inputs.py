@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-import workbench.evaluation.sweeps as sweep_module
+import workbench.evaluation.sweep_units as sweep_units
 from analyses.report import report
 from workbench import InstructionVector, compute_instruction_vector, make_pairs
 from workbench.errors import (
@@ -65,7 +65,7 @@ def no_generation(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the sweep generated before refusing its arguments")
 
-    monkeypatch.setattr(sweep_module, "iter_generate", refuse)
+    monkeypatch.setattr(sweep_units, "iter_generate", refuse)
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ from .arguments import (
     parse_settings,
     positive_int,
 )
+from .distributed import add_ray_options, check_ray_options, executor_from
 from .loading import load_model_from
 from .output import emit_json, say
 from .parser import DEFAULT_MODEL, add_command, add_model_options, count_option
@@ -141,6 +142,7 @@ def register(sub: Any) -> None:
         default=None,
         help="keep raw rows and vectors here (made if missing)",
     )
+    add_ray_options(p)
     add_model_options(p, DEFAULT_MODEL, DEFAULT_MODEL)
     add_force(p)
     p.set_defaults(func=run_evaluate)
@@ -180,6 +182,7 @@ def _evaluate_one(
     args: Any,
     test_items: Any = None,
     val_items: Any = None,
+    executor: Any = None,
 ) -> dict:
     """The protocol for one instruction, as the JSON row `evaluate` prints."""
     from workbench.evaluation.protocol import evaluate_instruction
@@ -193,6 +196,7 @@ def _evaluate_one(
         progress=not args.quiet,
         test_items=test_items,
         val_items=val_items,
+        executor=executor,
     )
     if args.out_dir is not None:
         result.vector.save(args.out_dir / f"{name}.safetensors", force=args.force)
@@ -395,6 +399,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
     val_groups = _own_validation(args, names)
     config = ProtocolConfig.from_preset(args.preset, **changes)
     made, replaced = _check_out_dir(args, names)
+    check_ray_options(args)
     model = load_model_from(args)
     if config.layers is not None:
         check_model_layers(list(config.layers), model.cfg.n_layers)
@@ -407,15 +412,16 @@ def run_evaluate(args: argparse.Namespace) -> None:
         say(f"| instruction | selected | {' | '.join(_HEADS)} |")
         say("|" + " --- |" * (2 + len(_HEADS)))
     effects = []
-    for name in names:
-        own = None if groups is None else groups[name]
-        val = None if val_groups is None else val_groups[name]
-        result = _evaluate_one(model, name, values, config, args, own, val)
-        if args.json:
-            emit_json(result)
-            continue
-        say(_table_row(name, result))
-        effects += _effect_lines(name, result["effects"])
+    with executor_from(args) as executor:
+        for name in names:
+            own = None if groups is None else groups[name]
+            val = None if val_groups is None else val_groups[name]
+            result = _evaluate_one(model, name, values, config, args, own, val, executor)
+            if args.json:
+                emit_json(result)
+                continue
+            say(_table_row(name, result))
+            effects += _effect_lines(name, result["effects"])
     if not args.json:
         say(
             f"\n{config.metric} accuracy on test queries [95% Wilson interval] n=prompts; "

@@ -18,6 +18,7 @@ from .arguments import (
     parse_shard,
     positive_int,
 )
+from .distributed import add_ray_options, check_ray_options, executor_from
 from .loading import check_fits, load_model_from, read_vector
 from .output import emit_json, frame_records, percent, say
 from .parser import add_command, add_model_options, count_option
@@ -49,7 +50,10 @@ def register(sub: Any) -> None:
         "--out one_sentence.jsonl\n"
         "# a job array: shard i of 4 writes its own file; `select` merges them\n"
         "workbench sweep one_sentence.safetensors --layers 8-20 --shard 0/4 "
-        "--out one_sentence.0.jsonl",
+        "--out one_sentence.0.jsonl\n"
+        "# on a Ray cluster (bare --ray: a local one on this machine's GPUs or cores)\n"
+        "workbench sweep one_sentence.safetensors --layers 8-20 --out one_sentence.jsonl "
+        "--ray 10.0.0.5:6379",
         description="Run the sweep; rows are appended to --out as they are scored, so the "
         "same command rerun after an interruption resumes where it stopped.",
     )
@@ -86,6 +90,7 @@ def register(sub: Any) -> None:
     count_option(p, "--max-new-tokens", 64)
     count_option(p, "--batch-size", 32)
     p.add_argument("--shard", default=None, metavar="I/N", help="run part I of N, e.g. 0/4")
+    add_ray_options(p)
     add_model_options(p, None, VECTOR_MODEL)
     add_force(p)
     p.set_defaults(func=run_sweep)
@@ -176,24 +181,27 @@ def run_sweep(args: argparse.Namespace) -> None:
         queries = base_queries(args.split)
         check_count(args.queries, len(queries), "--queries", f"{args.split} queries")
         prompts = [q.text for q in queries[: args.queries]]
+    check_ray_options(args)
     model = load_model_from(args, vec.model_name)
     check_fits(vec, args.vector, model)
     start_afresh(replaced)
-    table = sweep(
-        model,
-        vec,
-        prompts,
-        layers=layers,
-        modes=modes,
-        strengths=strengths,
-        baseline=not args.no_baseline,
-        max_new_tokens=args.max_new_tokens,
-        out=args.out,
-        shard=shard,
-        batch_size=args.batch_size,
-        progress=not args.quiet,
-        loop_stop=None if args.no_loop_stop else LOOP_STOP,
-    )
+    with executor_from(args) as executor:
+        table = sweep(
+            model,
+            vec,
+            prompts,
+            layers=layers,
+            modes=modes,
+            strengths=strengths,
+            baseline=not args.no_baseline,
+            max_new_tokens=args.max_new_tokens,
+            out=args.out,
+            shard=shard,
+            batch_size=args.batch_size,
+            progress=not args.quiet,
+            loop_stop=None if args.no_loop_stop else LOOP_STOP,
+            executor=executor,
+        )
     if args.json:
         for row in frame_records(table):
             emit_json(row)

@@ -34,7 +34,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
@@ -63,6 +63,9 @@ from .selection import Metric, Selection
 from .statistics import Effect, paired_effect, proportion
 from .sweeps import SweepPrompt, sweep
 from .train_vectors import train_vector
+
+if TYPE_CHECKING:
+    from .ray_executor import RayExecutor
 
 # The four test columns, in table order.
 SETTINGS = ("no_instruction", "no_instruction+steer", "instruction", "instruction+steer")
@@ -467,6 +470,7 @@ def evaluate_instruction(
     test_items: Sequence[IFEvalItem] | None = None,
     val_items: Sequence[IFEvalItem] | None = None,
     vector: InstructionVector | None = None,
+    executor: RayExecutor | None = None,
 ) -> ProtocolResult:
     """Run the module's protocol for `instr` (an `Instruction` or a bundled name).
 
@@ -482,6 +486,10 @@ def evaluate_instruction(
     inclusion vector subtracted, i.e. this with the inclusion vector and negative
     ``add`` strengths. Every prompt is checked by `instr`, whatever the vector's
     instruction.
+
+    `executor` (a `workbench.evaluation.ray_executor.RayExecutor`) runs every sweep's
+    generation on its Ray workers; the vector is extracted here. The result is the
+    same as without it.
 
     Example:
         >>> config = ProtocolConfig(layers=[1], modes=["add"], strengths=[1], train_pairs=2,
@@ -516,6 +524,7 @@ def evaluate_instruction(
         "batch_size": config.batch_size,
         "progress": progress,
         "gate": Gate() if config.gate else None,
+        "executor": executor,
     }
     val_common = {**common, "max_new_tokens": config.val_tokens_for(instr.instruction_id)}
     test_common = {**common, "max_new_tokens": config.test_tokens}

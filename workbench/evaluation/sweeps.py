@@ -17,13 +17,10 @@ along u to ``strength × z̄`` (the mean with-instruction projection).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
-import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -31,7 +28,6 @@ from tqdm.auto import tqdm
 from workbench.errors import ArgumentTypeError, InvalidArgumentError, WorkbenchError
 from workbench.files import write_target
 from workbench.model.info import model_info
-from workbench.model.prompts import encode_prompts, format_prompt
 from workbench.options import (
     Mode,
     as_list,
@@ -44,16 +40,13 @@ from workbench.options import (
     int_list,
 )
 from workbench.steering.gates import Gate
-from workbench.steering.generation import Completion, iter_generate
 from workbench.steering.loops import LoopStop
 from workbench.steering.settings import Setting
-from workbench.steering.terms import PerRow
 from workbench.vectors.checks import checks_once
 from workbench.vectors.ifeval import check_instruction
 from workbench.vectors.instruction_vector import InstructionVector
 
-from .quality import QualityThresholds, quality_frame
-from .scoring import score
+from .quality import QualityThresholds
 from .sweep_files import (
     append_rows,
     as_frame,
@@ -62,33 +55,13 @@ from .sweep_files import (
     table_identity,
     vector_id,
 )
+from .sweep_units import Decoding, SweepPrompt, scored_batches
+
+if TYPE_CHECKING:
+    from .ray_executor import RayExecutor
 
 # What sweeps (and so the evaluation protocol) stop loops with unless told otherwise.
 LOOP_STOP = LoopStop()
-
-
-@dataclass(frozen=True)
-class SweepPrompt:
-    """A prompt and the instruction its response is checked against.
-
-    None for `instruction_id` means the vector's own instruction and kwargs.
-    """
-
-    text: str
-    instruction_id: str | None = None
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.text, str):
-            raise ArgumentTypeError(
-                f"SweepPrompt text must be a str, got {type(self.text).__name__} {self.text!r:.60}"
-            )
-        if self.instruction_id is not None and not isinstance(self.instruction_id, str):
-            raise ArgumentTypeError(
-                f"SweepPrompt instruction_id must be a str or None, got {self.instruction_id!r}"
-            )
-        if not isinstance(self.kwargs, Mapping):
-            raise ArgumentTypeError(f"SweepPrompt kwargs must be a mapping, got {self.kwargs!r}")
 
 
 def settings_grid(
@@ -161,98 +134,6 @@ def _config(model: Any, vector: InstructionVector, prompts: list[SweepPrompt], *
     }
 
 
-def _score_rows(
-    model: Any,
-    units: list[tuple[int, Setting, int, SweepPrompt]],
-    terms: list[Any],
-    done: list[Completion],
-    max_new_tokens: int,
-    thresholds: QualityThresholds,
-    seconds: float,
-) -> list[dict[str, Any]]:
-    """Guard and score finished rows (`done[k].index` indexes `units` and `terms`)."""
-    chosen = [units[c.index] for c in done]
-    quality = quality_frame(
-        model,
-        encode_prompts(model, [format_prompt(model, p.text) for _, _, _, p in chosen]),
-        [c.tokens for c in done],
-        [c.text for c in done],
-        max_new_tokens=max_new_tokens,
-        thresholds=thresholds,
-        finish=[c.finish for c in done],
-    ).to_dict("records")
-    rows = []
-    for c, (unit, s, index, p), q in zip(done, chosen, quality, strict=True):
-        term = terms[c.index]
-        coefficient = None if term is None else term.coefficient
-        gate_on = c.gates[0] if c.gates else None
-        text = c.text
-        strict = score(text, p.instruction_id, p.kwargs)
-        rows.append(
-            {
-                "unit": unit,
-                "prompt_index": index,
-                "prompt": p.text,
-                "instruction_id": p.instruction_id,
-                "kwargs": dict(p.kwargs),
-                "layer": s.layer,
-                "mode": s.mode,
-                "strength": s.strength,
-                "coefficient": coefficient,
-                "gate_on": gate_on,
-                "response": text,
-                "follows_strict": strict,
-                "follows_loose": strict or score(text, p.instruction_id, p.kwargs, loose=True),
-                **q,
-                "seconds": seconds,
-            }
-        )
-    return rows
-
-
-def _scored_batches(
-    model: Any,
-    vector: InstructionVector,
-    todo: list[tuple[int, Setting, int, SweepPrompt]],
-    max_new_tokens: int,
-    batch_size: int,
-    thresholds: QualityThresholds,
-    refill: bool,
-    loop_stop: LoopStop | None,
-    gate: Gate | None,
-) -> Iterator[list[dict[str, Any]]]:
-    """Decode every unit of `todo`, yielding scored rows `batch_size` at a time as they end
-    (a crash loses at most the rows still decoding and those not yet yielded)."""
-    if not todo:
-        return
-    terms = [s.term(vector) for _, s, _, _ in todo]
-    if gate is not None:
-        terms = [None if t is None else dataclasses.replace(t, gate=gate) for t in terms]
-    completions = iter_generate(
-        model,
-        [format_prompt(model, p.text) for _, _, _, p in todo],
-        steering=PerRow(terms),
-        formatted=True,
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-        refill=refill,
-        loop_stop=loop_stop,
-    )
-    finished: list[Completion] = []
-    t0 = time.perf_counter()
-    # Closed on any exit, so a crash while scoring (or a consumer that stops early)
-    # takes the steering hooks off and releases the model at once.
-    with contextlib.closing(completions):
-        for k, completion in enumerate(completions, start=1):
-            finished.append(completion)
-            if len(finished) < batch_size and k < len(todo):
-                continue
-            now = time.perf_counter()
-            seconds, t0 = (now - t0) / len(finished), now
-            yield _score_rows(model, todo, terms, finished, max_new_tokens, thresholds, seconds)
-            finished = []
-
-
 def _gate_record(gate: Gate) -> dict[str, Any]:
     """What a sweep file records of its gate (a tensor vector by its values' digest)."""
     vec = gate.vector
@@ -274,6 +155,24 @@ def _check_shard(shard: Any) -> tuple[int, int] | None:
     return check_int("shard index", shard[0], low=0, high=n - 1), n
 
 
+def _check_types(**values: Any) -> None:
+    """Refuse a value of the wrong type among sweep's loop_stop, label, gate, executor."""
+    from .ray_executor import RayExecutor  # imports no Ray itself
+
+    expected = {
+        "loop_stop": (LoopStop, "a LoopStop or None"),
+        "label": (str, "a str"),
+        "gate": (Gate, "a Gate or None"),
+        "executor": (RayExecutor, "a RayExecutor or None"),
+    }
+    for name, value in values.items():
+        kind, what = expected[name]
+        if not isinstance(value, kind) and not (value is None and name != "label"):
+            raise ArgumentTypeError(
+                f"{name} must be {what}, got {type(value).__name__} {value!r:.60}"
+            )
+
+
 def sweep(
     model: Any,
     vector: InstructionVector,
@@ -293,6 +192,7 @@ def sweep(
     loop_stop: LoopStop | None = LOOP_STOP,
     refill: bool = True,
     gate: Gate | None = None,
+    executor: RayExecutor | None = None,
 ) -> pd.DataFrame:
     """Generate, score and guard every (setting, prompt); one tidy row each.
 
@@ -318,6 +218,9 @@ def sweep(
             decision per row is the ``gate_on`` column (missing where nothing is
             gated). Its vector, layer, threshold and side are part of the file's
             configuration. None (default) gates nothing.
+        executor: a `workbench.evaluation.ray_executor.RayExecutor` to decode the
+            units on its workers (this process stays the only writer of `out`); None
+            (default) decodes them here. The table is the same either way.
 
     Returns:
         A DataFrame with the columns `sweep_files.COLUMNS`, ordered by work unit, holding this
@@ -342,20 +245,8 @@ def sweep(
         check_bool("baseline", baseline)
         check_bool("progress", progress)
         check_bool("refill", refill)
-        if loop_stop is not None and not isinstance(loop_stop, LoopStop):
-            raise ArgumentTypeError(
-                f"loop_stop must be a LoopStop or None, got {type(loop_stop).__name__} "
-                f"{loop_stop!r:.60}"
-            )
-        if not isinstance(label, str):
-            raise ArgumentTypeError(
-                f"label must be a str, got {type(label).__name__} {label!r:.60}"
-            )
         shard = _check_shard(shard)
-        if gate is not None and not isinstance(gate, Gate):
-            raise ArgumentTypeError(
-                f"gate must be a Gate or None, got {type(gate).__name__} {gate!r:.60}"
-            )
+        _check_types(loop_stop=loop_stop, label=label, gate=gate, executor=executor)
         if thresholds is None:
             thresholds = QualityThresholds()
         if not isinstance(thresholds, QualityThresholds):
@@ -386,15 +277,21 @@ def sweep(
         # Similar lengths batch together, so little compute goes to padding.
         todo.sort(key=lambda unit: (len(unit[3].text), unit[0]))
         rows = list(done.values())
-        bar = tqdm(total=len(units), initial=len(done), desc=label, disable=not progress)
-        batches = _scored_batches(
-            model, vector, todo, max_new_tokens, batch_size, thresholds, refill, loop_stop, gate
+        bar = tqdm(
+            total=len(units), initial=len(done), desc=label, unit="row", disable=not progress
         )
+        decoding = Decoding(max_new_tokens, batch_size, thresholds, refill, loop_stop, gate)
+        if executor is None:
+            batches = scored_batches(model, vector, todo, decoding)
+        else:
+            batches = executor.scored_batches(model, vector, todo, decoding)
         with contextlib.closing(batches):
             for batch in batches:
                 if path is not None:
                     append_rows(path, batch)
                 rows += batch
+                if executor is not None:
+                    bar.set_postfix_str(executor.progress_line(), refresh=False)
                 if bar.n + len(batch) < len(units):
                     bar.update(len(batch))
                 else:

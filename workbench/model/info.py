@@ -55,6 +55,16 @@ def attach_info(model: Any, info: ModelInfo) -> None:
     object.__setattr__(model, _INFO_ATTR, info)
 
 
+def recorded_info(model: Any) -> ModelInfo | None:
+    """The `ModelInfo` that `load_model` recorded on `model`, or None for one built by hand.
+
+    Example:
+        >>> recorded_info(model).backend
+        'bridge'
+    """
+    return getattr(model, _INFO_ATTR, None)
+
+
 def check_model(model: Any) -> Any:
     """`model` if it is a TransformerLens model (hooks, config, tokenizer), else raise."""
     if not all(hasattr(model, name) for name in ("hooks", "hook_dict", "cfg", "tokenizer")):

@@ -1,0 +1,263 @@
+"""Sweeps on a local Ray cluster: the in-process table, whatever the workers or failures.
+
+The cluster is started once for the module with 4 logical CPUs (two workers for these
+tests, two for the killed driver's own executor) on however many cores there are.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from workbench import compute_instruction_vector, make_pairs
+from workbench.cli.console import main
+from workbench.errors import ArgumentTypeError, ExecutorError, InvalidArgumentError
+from workbench.evaluation.ray_executor import ModelSpec, RayExecutor
+from workbench.evaluation.sweep_files import merge_sweeps
+from workbench.evaluation.sweeps import sweep
+
+ROOT = Path(__file__).resolve().parents[2]
+PROMPTS = ["hello there", "tell me about owls", "why?", "a longer prompt than the rest by far"]
+KW = {"layers": [1, 2], "modes": ["add", "project"], "strengths": [0.5, 1.0]}
+KW = {**KW, "max_new_tokens": 12, "progress": False, "batch_size": 3}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    try:
+        import ray
+    except ImportError as e:
+        if os.environ.get("CI"):
+            raise  # CI installs the ray extra: there it must start
+        pytest.skip(f"Ray is not installed ({e}); `make test` installs the ray extra")
+    # Ray prints its own start-up lines; quiet, and with no dashboard to serve.
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def model(tiny_models):
+    return tiny_models["bridge"]
+
+
+@pytest.fixture(scope="module")
+def lower(model):
+    return compute_instruction_vector(model, make_pairs("lowercase", n=4))
+
+
+@pytest.fixture(scope="module")
+def full(model, lower):
+    return sweep(model, lower, PROMPTS, **KW)
+
+
+def _same(a, b):
+    """Tables equal but for wall time; perplexity to float32 rounding (see test_sweep)."""
+    exact = ["seconds", "perplexity"]
+    assert a.drop(columns=exact).equals(b.drop(columns=exact))
+    assert np.allclose(a.perplexity, b.perplexity, rtol=1e-6, atol=0, equal_nan=True)
+
+
+def _units(path):
+    """The unit of every row line of a sweep file, in file order (the header skipped)."""
+    lines = path.read_text(encoding="utf-8").splitlines()[1:]
+    return [json.loads(line)["unit"] for line in lines]
+
+
+def test_two_workers_give_the_in_process_table(cluster, model, lower, full):
+    with RayExecutor(workers=2) as ex:
+        table = sweep(model, lower, PROMPTS, **KW, executor=ex)
+        parts = -(-len(full) // KW["batch_size"])
+        assert ex.progress_line() == f"parts {parts}/{parts}, workers 2/2"
+        # The workers stay loaded between sweeps of one model.
+        pids = ex.worker_pids()
+        again = sweep(model, lower, PROMPTS[:1], **KW, executor=ex)
+        assert ex.worker_pids() == pids
+    _same(table, full)
+    _same(again, sweep(model, lower, PROMPTS[:1], **KW))
+
+
+class KillsAWorker(RayExecutor):
+    """Kills its first worker's process (SIGKILL) once the first part's rows are in."""
+
+    killed: int | None = None
+
+    def _part_done(self, done: int) -> None:
+        if done == 1:
+            self.killed = self.worker_pids()[0]
+            os.kill(self.killed, signal.SIGKILL)
+
+
+def test_a_killed_worker_loses_nothing_and_writes_nothing_twice(
+    cluster, model, lower, full, tmp_path
+):
+    out = tmp_path / "s.jsonl"
+    with KillsAWorker(workers=2, part_size=2) as ex:
+        table = sweep(model, lower, PROMPTS, **KW, out=out, executor=ex)
+        line = ex.progress_line()
+        # The parts it held went to the other worker, and Ray restarted it.
+        assert "retried" in line and line.count("workers 2/2") == 1, line
+        assert ex.killed not in ex.worker_pids()
+    _same(table, full)
+    units = _units(out)
+    assert sorted(units) == list(range(len(full)))
+
+
+DRIVER = textwrap.dedent(
+    """
+    import os, signal, sys, warnings
+    warnings.simplefilter("ignore")
+    from workbench import compute_instruction_vector, load_model, make_pairs
+    from workbench.evaluation.ray_executor import ModelSpec, RayExecutor
+    from workbench.evaluation.sweeps import sweep
+
+    class DiesAfterTwoParts(RayExecutor):
+        def _part_done(self, done):
+            if done == 2:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    model = load_model(sys.argv[1])
+    vec = compute_instruction_vector(model, make_pairs("lowercase", n=4))
+    with DiesAfterTwoParts(sys.argv[3], workers=2) as ex:
+        sweep(model, vec, {prompts!r}, **{kw!r}, out=sys.argv[2], executor=ex)
+    """
+).format(prompts=PROMPTS, kw=KW)
+
+
+def test_a_killed_driver_resumes_from_its_file(cluster, tiny_dir, model, lower, full, tmp_path):
+    out = tmp_path / "s.jsonl"
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, str(script), str(tiny_dir), str(out), cluster],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert len(_units(out)) == 2 * KW["batch_size"]  # two parts written, then killed
+    with RayExecutor(workers=2) as ex:
+        table = sweep(model, lower, PROMPTS, **KW, out=out, executor=ex)
+        # Only what the file lacked went out.
+        remaining = len(full) - 2 * KW["batch_size"]
+        assert ex.progress_line().startswith(f"parts {-(-remaining // KW['batch_size'])}/")
+    _same(table, full)
+    assert sorted(_units(out)) == list(range(len(full)))
+
+
+def test_a_bad_address_is_one_line(cluster, model, lower):
+    with pytest.raises(ExecutorError, match=r"^no Ray cluster at '127\.0\.0\.1:1': ") as e:
+        sweep(model, lower, PROMPTS, **KW, executor=RayExecutor("127.0.0.1:1"))
+    assert "\n" not in str(e.value)
+    with pytest.raises(ExecutorError, match="is not HOST:PORT"):
+        sweep(model, lower, PROMPTS, **KW, executor=RayExecutor("nowhere"))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"workers": 0}, InvalidArgumentError, "workers"),
+        ({"cpus_per_worker": 0}, InvalidArgumentError, "cpus_per_worker"),
+        ({"part_size": 1.5}, ArgumentTypeError, "part_size"),
+        ({"address": 6379}, ArgumentTypeError, "address must be a str"),
+        ({"gpus": "yes"}, ArgumentTypeError, "gpus must be"),
+    ],
+)
+def test_bad_executor_arguments_are_refused(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        RayExecutor(**kwargs)
+
+
+def test_workers_that_do_not_fit_or_a_hand_built_model_are_refused(cluster, model, lower):
+    with pytest.raises(ExecutorError, match=r"workers=9 do not fit the cluster's 4 CPU\(s\)"):
+        sweep(model, lower, PROMPTS, **KW, executor=RayExecutor(workers=9))
+    with pytest.raises(ExecutorError, match="the Ray cluster has no GPU"):
+        sweep(model, lower, PROMPTS, **KW, executor=RayExecutor(gpus=True))
+    with pytest.raises(ArgumentTypeError, match="executor must be a RayExecutor"):
+        sweep(model, lower, PROMPTS, **KW, executor="ray")
+    # Workers load the model by its load_model name; a model built by hand has none.
+    with pytest.raises(ExecutorError, match="was not loaded by workbench.load_model"):
+        ModelSpec.of(object())
+
+
+def test_the_command_line_sweeps_on_ray(cluster, tiny_dir, model, lower, tmp_path, capsys):
+    vec_file = tmp_path / "v.safetensors"
+    lower.save(vec_file)
+    args = ["sweep", str(vec_file), "--model", str(tiny_dir), "--layers", "1", "--modes", "add"]
+    args += ["--strengths", "1", "--max-new-tokens", "4", "--queries", "3", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "here.jsonl")]) == 0
+    assert main([*args, "--out", str(tmp_path / "ray.jsonl"), "--ray", "--ray-workers", "2"]) == 0
+    capsys.readouterr()
+    _same(merge_sweeps([tmp_path / "ray.jsonl"]), merge_sweeps([tmp_path / "here.jsonl"]))
+    assert main([*args, "--out", str(tmp_path / "bad.jsonl"), "--ray", "127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "no Ray cluster at '127.0.0.1:1'" in err, err
+    assert main([*args, "--out", str(tmp_path / "w.jsonl"), "--ray-workers", "2"]) == 2
+    assert "give --ray too" in capsys.readouterr().err
+
+
+def test_the_protocol_runs_on_ray(cluster, model):
+    from workbench.evaluation.protocol import ProtocolConfig, evaluate_instruction
+
+    config = ProtocolConfig(
+        layers=[1],
+        modes=["add"],
+        strengths=[1],
+        train_pairs=2,
+        val_queries=2,
+        test_queries=2,
+        val_tokens=3,
+        val_tokens_long=3,
+        test_tokens=3,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        here = evaluate_instruction(model, "no_comma", config)
+        with RayExecutor(workers=2) as ex:
+            there = evaluate_instruction(model, "no_comma", config, executor=ex)
+    assert there.test == here.test and there.effects == here.effects
+    assert {c: s.record() for c, s in there.selections.items()} == {
+        c: s.record() for c, s in here.selections.items()
+    }
+    json.dumps({c: s.record() for c, s in there.selections.items()})
+
+
+def test_workers_that_cannot_load_the_model_fail_in_one_line(cluster, tiny_dir, tmp_path):
+    import shutil
+
+    from workbench import load_model
+
+    copy = shutil.copytree(tiny_dir, tmp_path / "ckpt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gone = load_model(str(copy))
+    vec = compute_instruction_vector(gone, make_pairs("lowercase", n=2))
+    shutil.rmtree(copy)  # the workers load by name: now there is nothing there
+    with pytest.raises(ExecutorError, match=r"^the Ray workers could not load '.*ckpt': ") as e:
+        sweep(gone, vec, PROMPTS[:1], **KW, executor=RayExecutor(workers=2))
+    assert "\n" not in str(e.value)
+
+
+def test_the_command_line_evaluates_on_ray(cluster, tiny_dir, capsys):
+    args = ["evaluate", "no_comma", "--model", str(tiny_dir), "--train-pairs", "2"]
+    args += ["--val-queries", "2", "--test-queries", "2", "--layers", "1", "--modes", "add"]
+    args += ["--strengths", "1", "--val-tokens", "3", "--test-tokens", "3", "--json", "--quiet"]
+    results = []
+    for extra in ([], ["--ray", "--ray-workers", "2"]):
+        assert main([*args, *extra]) == 0
+        (line,) = capsys.readouterr().out.splitlines()
+        results.append(json.loads(line))
+    assert results[0] == results[1]
+    assert main([*args, "--ray-workers", "2"]) == 2
+    assert "--ray-workers 2 sets the Ray workers; give --ray too" in capsys.readouterr().err
