@@ -63,7 +63,8 @@ test: lint
 	$(PY) -m pytest
 
 # The quick set (docs/benchmarks.md has its figures and time); bench-full adds the long
-# and scale ones (generate_full, generate_scale, sweep, sweep_long_full, select_sweep_full).
+# and scale ones (load_full, generate_full, generate_scale, sweep, sweep_long_full,
+# select_sweep_full).
 bench: $(STAMP)
 	$(PY) -m benchmarks
 
