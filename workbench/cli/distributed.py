@@ -24,7 +24,8 @@ def add_ray_options(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="ADDRESS",
         help="generate on Ray workers that keep the model: a cluster's HOST:PORT (as "
-        "`ray start --head` prints it) or auto; bare --ray starts a local cluster",
+        "`ray start --head` prints it) or auto; --ray local (or a bare --ray after the "
+        "positional arguments) starts a local cluster",
     )
     p.add_argument(
         "--ray-workers",
