@@ -42,7 +42,12 @@ def cluster():
             raise  # CI installs the ray extra: there it must start
         pytest.skip(f"Ray is not installed ({e}); `make test` installs the ray extra")
     # Ray prints its own start-up lines; quiet, and with no dashboard to serve.
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    try:
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    except Exception as e:
+        if os.environ.get("CI"):
+            raise  # there it must start
+        pytest.skip(f"Ray cannot start here: {type(e).__name__}: {e}")
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
