@@ -64,7 +64,7 @@ test: lint
 
 # The quick set (docs/benchmarks.md has its figures and time); bench-full adds the long
 # and scale ones (load_full, generate_full, generate_scale, sweep, sweep_long_full,
-# select_sweep_full).
+# sweep_ray, select_sweep_full).
 bench: $(STAMP)
 	$(PY) -m benchmarks
 

@@ -322,6 +322,13 @@ def bench_sweep_throughput(**options: Any) -> None:
     run(**options)
 
 
+def bench_sweep_ray() -> None:
+    """A sweep on a local Ray cluster of one-core workers vs in this process."""
+    from .sweeps import bench_sweep_ray as run
+
+    run()
+
+
 def bench_select_sweep_full() -> None:
     """`select_sweep` at its original size: 8 layers, 192 rows (`make bench-full`)."""
     bench_select_sweep(n_layers=8)
@@ -340,6 +347,7 @@ BENCHMARKS: dict[str, Callable[[], None]] = {
     "sweep_long": bench_sweep_long,
     "sweep_long_full": bench_sweep_long_full,
     "sweep_throughput": bench_sweep_throughput,
+    "sweep_ray": bench_sweep_ray,
 }
 
 # `make bench` (no names given): the set that runs in minutes. `--full` runs them all.

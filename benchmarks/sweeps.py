@@ -156,3 +156,50 @@ def bench_sweep_throughput(**options: Any) -> None:
         model=w.name,
         device=setup.device,
     )
+
+
+def bench_sweep_ray(workers: int = 2, prompts: int = 16, new_tokens: int = 64) -> None:
+    """A sweep in this process (torch on every core) vs on a local Ray cluster of
+    `workers` one-core workers, on the embedded model; the same rows either way."""
+    import numpy as np
+    import torch
+
+    from workbench.evaluation.ray_executor import RayExecutor
+    from workbench.evaluation.sweeps import sweep
+    from workbench.model.loading import load_model
+    from workbench.vectors.pairs import base_queries
+
+    model = load_model()
+    vec = _vector(model, [14])
+    texts = [q.text for q in base_queries("validation")[:prompts]]
+    kw = {"layers": [14], "modes": ["add", "project"], "strengths": [0.5], "progress": False}
+    kw = {**kw, "max_new_tokens": new_tokens, "batch_size": 16}
+    sweep(model, vec, texts[:2], **{**kw, "max_new_tokens": 4})  # warm-up
+    t0 = time.perf_counter()
+    here = sweep(model, vec, texts, **kw)
+    t_here = time.perf_counter() - t0
+    with RayExecutor(workers=workers) as ex:
+        t0 = time.perf_counter()
+        start = sweep(model, vec, texts[:1], **{**kw, "max_new_tokens": 4}, executor=ex)
+        t_start = time.perf_counter() - t0  # the cluster, the workers, their models
+        del start
+        t0 = time.perf_counter()
+        there = sweep(model, vec, texts, **kw, executor=ex)
+        t_ray = time.perf_counter() - t0
+        line = ex.progress_line()
+    exact = ["seconds", "perplexity"]
+    same = here.drop(columns=exact).equals(there.drop(columns=exact)) and np.allclose(
+        here.perplexity, there.perplexity, rtol=1e-6, equal_nan=True
+    )
+    emit(
+        "sweep_ray",
+        vs_in_process=t_here / t_ray,
+        same_rows=int(same),
+        in_process_s=t_here,
+        ray_s=t_ray,
+        start_s=t_start,
+        rows=len(there),
+        workers=workers,
+        torch_threads=torch.get_num_threads(),
+        progress=line.replace(" ", "_"),
+    )

@@ -83,7 +83,7 @@ def _units(path):
 def test_two_workers_give_the_in_process_table(cluster, model, lower, full):
     with RayExecutor(workers=2) as ex:
         table = sweep(model, lower, PROMPTS, **KW, executor=ex)
-        # 36 units in parts of up to 4 batches of 3, at least 2 parts a worker: 9 each.
+        # 36 units, two parts a worker: 9 units each (under the cap of 4 batches of 3).
         assert ex.progress_line() == "parts 4/4, workers 2/2"
         # The workers stay loaded between sweeps of one model.
         pids = ex.worker_pids()

@@ -5,9 +5,9 @@
 it). Each worker is an actor that loads the model once (by the name `load_model` was
 given, and checks the weights' fingerprint) and keeps it across sweeps; with GPUs in
 the cluster each worker takes one (``num_gpus=1``), otherwise ``cpus_per_worker``
-cores. The units go out in parts of ``part_size`` (unless set: up to four batches, fewer
-when that would leave a worker without two parts), the largest first, two parts queued
-per live worker so that none waits on the driver.
+cores. The units go out in parts of ``part_size`` (unless set: two parts per worker,
+each at most four batches), the largest first, two parts queued per live worker so
+that none waits on the driver.
 
 The driver stays the only writer of the sweep's JSONL file: a part's rows are
 appended when the part comes back, so a killed driver, rerun, resumes from the file
@@ -48,7 +48,7 @@ PROBE_SECONDS = 5.0
 # How long a freshly killed executor's resources may take to come free before a
 # cluster counts as busy.
 FREE_WAIT_SECONDS = 10.0
-# Parts of at most this many batches: fewer drains of a refilled batch per part,
+# Parts of at most this many batches: few drains of a refilled batch per part, and
 # little lost when a worker dies.
 PART_BATCHES = 4
 ADDRESS_HELP = "e.g. 10.0.0.5:6379, [fd00::5]:6379, ray://10.0.0.5:10001, or auto"
@@ -168,8 +168,14 @@ def same_cluster(address: str, current: str) -> bool:
 
 
 def _part_size(units: int, batch: int, workers: int) -> int:
-    """Up to `PART_BATCHES` batches a part, but at least `QUEUED` parts per worker."""
-    return max(1, min(PART_BATCHES * batch, max(batch, math.ceil(units / (QUEUED * workers)))))
+    """Units a part: `QUEUED` parts per worker, so that the workers end together, but
+    no more than `PART_BATCHES` batches (a dead worker loses little).
+
+    Example:
+        >>> _part_size(48, 16, 2), _part_size(1000, 16, 2), _part_size(3, 16, 2)
+        (12, 64, 1)
+    """
+    return max(1, min(PART_BATCHES * batch, math.ceil(units / (QUEUED * workers))))
 
 
 class RayExecutor:
@@ -185,8 +191,8 @@ class RayExecutor:
         gpus: whether workers take a GPU each (default: when the cluster has any, so
             a CPU driver on a GPU node gets GPU workers: the table then equals the
             in-process sweep on a GPU).
-        part_size: units per part sent out (default: up to four of the sweep's
-            batches, fewer so that each worker gets two parts).
+        part_size: units per part sent out (default: two parts per worker, each at
+            most four of the sweep's batches).
         attempts: tries of a part whose worker died; also how many replacements each
             worker may have.
         start_timeout: seconds a worker may take to come up (schedule and load the
