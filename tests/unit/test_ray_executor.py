@@ -16,10 +16,10 @@ import textwrap
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import workbench.evaluation.ray_executor as ray_executor
+from tests.tables import assert_same_sweep
 from workbench import compute_instruction_vector, make_pairs
 from workbench.cli.console import main
 from workbench.errors import ArgumentTypeError, ExecutorError, InvalidArgumentError
@@ -67,13 +67,6 @@ def full(model, lower):
     return sweep(model, lower, PROMPTS, **KW)
 
 
-def _same(a, b):
-    """Tables equal but for wall time; perplexity to float32 rounding (see test_sweep)."""
-    exact = ["seconds", "perplexity"]
-    assert a.drop(columns=exact).equals(b.drop(columns=exact))
-    assert np.allclose(a.perplexity, b.perplexity, rtol=1e-6, atol=0, equal_nan=True)
-
-
 def _units(path):
     """The unit of every row line of a sweep file, in file order (the header skipped)."""
     lines = path.read_text(encoding="utf-8").splitlines()[1:]
@@ -89,8 +82,8 @@ def test_two_workers_give_the_in_process_table(cluster, model, lower, full):
         pids = ex.worker_pids()
         again = sweep(model, lower, PROMPTS[:1], **KW, executor=ex)
         assert ex.worker_pids() == pids
-    _same(table, full)
-    _same(again, sweep(model, lower, PROMPTS[:1], **KW))
+    assert_same_sweep(table, full)
+    assert_same_sweep(again, sweep(model, lower, PROMPTS[:1], **KW))
 
 
 class KillsAWorker(RayExecutor):
@@ -117,7 +110,7 @@ def test_a_killed_worker_loses_nothing_and_writes_nothing_twice(
             r"workers (2/2|1/2 \(1 starting\))", line
         ), line
         assert ex.killed not in ex.worker_pids()
-    _same(table, full)
+    assert_same_sweep(table, full)
     units = _units(out)
     assert sorted(units) == list(range(len(full)))
 
@@ -155,7 +148,7 @@ def test_a_replacement_that_cannot_start_holds_no_part(cluster, model, lower, fu
         ex.close()
         for b in ex.blockers:
             ray.kill(b)
-    _same(table, full)
+    assert_same_sweep(table, full)
 
 
 def test_a_busy_cluster_is_refused_saying_what_is_free(cluster, model, lower, monkeypatch):
@@ -208,7 +201,7 @@ def test_a_killed_driver_resumes_from_its_file(cluster, tiny_dir, model, lower, 
         # Only what the file lacked went out.
         remaining = len(full) - 2 * KW["batch_size"]
         assert ex.progress_line().startswith(f"parts {-(-remaining // KW['batch_size'])}/")
-    _same(table, full)
+    assert_same_sweep(table, full)
     assert sorted(_units(out)) == list(range(len(full)))
 
 
@@ -288,7 +281,9 @@ def test_the_command_line_sweeps_on_ray(cluster, tiny_dir, model, lower, tmp_pat
     assert main([*args, "--out", str(tmp_path / "here.jsonl")]) == 0
     assert main([*args, "--out", str(tmp_path / "ray.jsonl"), "--ray", "--ray-workers", "2"]) == 0
     capsys.readouterr()
-    _same(merge_sweeps([tmp_path / "ray.jsonl"]), merge_sweeps([tmp_path / "here.jsonl"]))
+    assert_same_sweep(
+        merge_sweeps([tmp_path / "ray.jsonl"]), merge_sweeps([tmp_path / "here.jsonl"])
+    )
     assert main([*args, "--out", str(tmp_path / "bad.jsonl"), "--ray", "127.0.0.1:1"]) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "no Ray cluster at '127.0.0.1:1'" in err, err

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
 
 import workbench.evaluation.sweep_units as sweep_units
+from tests.tables import assert_same_sweep
 from workbench import compute_instruction_vector, generate, make_pairs
 from workbench.errors import (
     ArgumentTypeError,
@@ -46,18 +46,6 @@ def model(tiny_models):
 @pytest.fixture(scope="module")
 def full(model, lower):
     return sweep(model, lower, PROMPTS, **KW)
-
-
-def _same(a, b):
-    """Tables equal in everything but the wall time; perplexity to float32 rounding.
-
-    The quality forward pass batches whichever rows a run (or shard) holds, and a
-    float32 forward over a different batch and padding can move the last bit: measured
-    5.7e-6 on a perplexity of 25 (2 of 27 rows) on one 2-core machine, 0 on another.
-    """
-    exact = ["seconds", "perplexity"]
-    assert a.drop(columns=exact).equals(b.drop(columns=exact))
-    assert np.allclose(a.perplexity, b.perplexity, rtol=1e-6, atol=0, equal_nan=True)
 
 
 # What each sweep-file column holds: a JSON value of these types (bool is not an int).
@@ -156,7 +144,7 @@ def test_rows_are_what_generate_and_score_give_one_at_a_time(full, model, lower)
 
 
 def test_batch_size_does_not_change_the_table(full, model, lower):
-    _same(sweep(model, lower, PROMPTS, batch_size=5, **KW), full)
+    assert_same_sweep(sweep(model, lower, PROMPTS, batch_size=5, **KW), full)
 
 
 def test_a_killed_sweep_resumes_to_the_same_table(full, model, lower, tmp_path, monkeypatch):
@@ -179,7 +167,7 @@ def test_a_killed_sweep_resumes_to_the_same_table(full, model, lower, tmp_path, 
     assert all(not layer._forward_hooks for layer in layers)
     assert all(not hp.fwd_hooks for hp in model.hook_dict.values())
     monkeypatch.setattr(sweep_units, "score_rows", real)
-    _same(sweep(model, lower, PROMPTS, out=out, batch_size=4, **KW), full)
+    assert_same_sweep(sweep(model, lower, PROMPTS, out=out, batch_size=4, **KW), full)
     _, rows = _check_sweep_file(out, full, model, lower)
     assert len(rows) == len(full)
 
@@ -188,7 +176,7 @@ def test_the_progress_bar_carries_its_label_and_draws_its_last_line_once(
     full, model, lower, capsys
 ):
     table = sweep(model, lower, PROMPTS, **{**KW, "progress": True, "batch_size": 5}, label="owls")
-    _same(table, full)
+    assert_same_sweep(table, full)
     drawn = capsys.readouterr().err.replace("\r", "\n").splitlines()
     finished = [line for line in drawn if f"{len(full)}/{len(full)}" in line]
     assert len(finished) == 1 and finished[0].startswith("owls: 100%"), drawn
@@ -199,7 +187,7 @@ def test_a_torn_last_line_is_redone(full, model, lower, tmp_path):
     sweep(model, lower, PROMPTS, out=out, **KW)
     lines = out.read_text().splitlines(keepends=True)
     out.write_text("".join(lines[:-2]) + lines[-2][: len(lines[-2]) // 2])
-    _same(sweep(model, lower, PROMPTS, out=out, **KW), full)
+    assert_same_sweep(sweep(model, lower, PROMPTS, out=out, **KW), full)
     _, rows = _check_sweep_file(out, full, model, lower)
     assert len(rows) == len(full)
 
@@ -230,7 +218,7 @@ def test_shards_merge_into_the_unsharded_table(full, model, lower, tmp_path):
         part = sweep(model, lower, PROMPTS, out=path, shard=(i, 3), **KW)
         assert set(part.unit % 3) == {i}
         _check_sweep_file(path, full, model, lower, shard=(i, 3))
-    _same(merge_sweeps(parts), full)
+    assert_same_sweep(merge_sweeps(parts), full)
 
 
 def test_a_file_of_another_sweep_is_refused(model, lower, tmp_path):

@@ -287,6 +287,16 @@ class FastDecoder:
         cache: Any,
     ) -> Float[Tensor, "batch d_vocab"]:
         """The last position's float32 logits; positions from the mask as in `kv.forward`."""
+        return self._logits(new_ids, full_mask, cache, keep=1)[:, -1].float()
+
+    def last_logits(
+        self, ids: Int[Tensor, "batch pos"], mask: Int[Tensor, "batch pos"], keep: int
+    ) -> Float[Tensor, "batch keep d_vocab"]:
+        """One uncached pass over `ids`; the logits of the last `keep` positions only
+        (the rest are never unembedded). Positions from the mask as in `kv.forward`."""
+        return self._logits(ids, mask, None, keep=keep)
+
+    def _logits(self, new_ids: Tensor, full_mask: Tensor, cache: Any, keep: int) -> Tensor:
         self.passes += 1
         positions = (full_mask.cumsum(-1) - 1).clamp(min=0)[:, -new_ids.shape[1] :]
         out = self.hf(
@@ -294,23 +304,7 @@ class FastDecoder:
             attention_mask=full_mask,
             position_ids=positions,
             past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        return out.logits[:, -1].float()
-
-    def last_logits(
-        self, ids: Int[Tensor, "batch pos"], mask: Int[Tensor, "batch pos"], keep: int
-    ) -> Float[Tensor, "batch keep d_vocab"]:
-        """One uncached pass over `ids`; the logits of the last `keep` positions only
-        (the rest are never unembedded). Positions from the mask as in `kv.forward`."""
-        self.passes += 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.hf(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            use_cache=False,
+            use_cache=cache is not None,
             logits_to_keep=keep,
         )
         return out.logits
