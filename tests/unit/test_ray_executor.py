@@ -23,7 +23,8 @@ from tests.tables import assert_same_sweep
 from workbench import compute_instruction_vector, make_pairs
 from workbench.cli.console import main
 from workbench.errors import ArgumentTypeError, ExecutorError, InvalidArgumentError
-from workbench.evaluation.ray_executor import RayExecutor, model_spec, parse_address, same_cluster
+from workbench.evaluation.ray_address import parse_address, same_cluster
+from workbench.evaluation.ray_executor import RayExecutor, model_spec
 from workbench.evaluation.sweep_files import merge_sweeps
 from workbench.evaluation.sweeps import sweep
 
@@ -253,7 +254,13 @@ def test_one_cluster_under_two_spellings_is_the_same():
         ({"address": 6379}, ArgumentTypeError, "address must be a str"),
         ({"gpus": "yes"}, ArgumentTypeError, "gpus must be"),
         ({"start_timeout": 0}, InvalidArgumentError, "start_timeout must be a positive"),
-        ({"start_timeout": True}, ArgumentTypeError, "start_timeout must be a number"),
+        ({"start_timeout": True}, ArgumentTypeError, "start_timeout must be a real number"),
+        (
+            {"start_timeout": float("inf")},
+            InvalidArgumentError,
+            "start_timeout inf is not a finite",
+        ),
+        ({"attempts": 0}, InvalidArgumentError, "attempts"),
     ],
 )
 def test_bad_executor_arguments_are_refused(kwargs, error, match):
@@ -345,3 +352,37 @@ def test_the_command_line_evaluates_on_ray(cluster, tiny_dir, capsys):
     assert results[0] == results[1]
     assert main([*args, "--ray-workers", "2"]) == 2
     assert "--ray-workers 2 sets the Ray workers; give --ray too" in capsys.readouterr().err
+
+
+def test_another_cluster_than_the_one_connected_to_is_refused(cluster, model, lower):
+    import socket
+
+    with socket.socket() as other:  # something listening, as a second cluster would
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        address = f"127.0.0.1:{other.getsockname()[1]}"
+        with pytest.raises(ExecutorError, match="already connected to the Ray cluster at .*, not"):
+            sweep(model, lower, PROMPTS[:1], **KW, executor=RayExecutor(address))
+    # The one it is connected to, under another spelling, is the same cluster.
+    port = cluster.rpartition(":")[2]
+    with RayExecutor(f"localhost:{port}", workers=1) as ex:
+        sweep(model, lower, PROMPTS[:1], **KW, executor=ex)
+        assert ex.progress_line().endswith("workers 1/1")
+
+
+def test_an_interrupted_sweep_stops_its_workers(cluster, model, lower):
+    from workbench.evaluation.quality import QualityThresholds
+    from workbench.evaluation.sweep_units import Decoding
+    from workbench.evaluation.sweeps import SweepPrompt, settings_grid
+
+    grid = settings_grid(lower, [1, 2], ["add"], [0.5, 1.0])
+    prompt = SweepPrompt(PROMPTS[0], lower.instruction_id, dict(lower.kwargs))
+    todo = [(u, s, 0, prompt) for u, s in enumerate(grid)]
+    decoding = Decoding(12, 1, QualityThresholds(), True, None, None)
+    with RayExecutor(workers=2, part_size=1) as ex:
+        batches = ex.scored_batches(model, lower, todo, decoding)
+        assert len(next(batches)) == 1
+        assert len(ex.worker_pids()) == 2
+        batches.close()  # what Ctrl-C in the sweep's loop does to it
+        # Parts still on the workers cannot be cancelled there: the workers went.
+        assert ex.worker_pids() == [] and ex.progress_line().endswith("workers 0/0")

@@ -44,7 +44,7 @@ def check_ray_options(args: argparse.Namespace) -> None:
             f"--ray-workers {args.ray_workers} sets the Ray workers; give --ray too"
         )
     if args.ray not in (None, LOCAL):
-        from workbench.evaluation.ray_executor import check_address
+        from workbench.evaluation.ray_address import check_address
 
         check_address(args.ray)
 

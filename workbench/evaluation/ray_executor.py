@@ -27,8 +27,6 @@ workbench runs without it (``pip install -e ".[ray]"`` adds it).
 from __future__ import annotations
 
 import math
-import socket
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -36,22 +34,19 @@ from typing import Any
 
 from workbench.errors import ArgumentTypeError, ExecutorError, InvalidArgumentError
 from workbench.model.info import recorded_info
-from workbench.options import check_int
+from workbench.options import as_float, check_int
 from workbench.vectors.instruction_vector import InstructionVector
 
+from .ray_address import check_address, parse_address, same_cluster
 from .ray_workers import QUEUED, ModelSpec, PartRun, SweepWorker, WorkerPool, cause, free_resources
 from .sweep_units import Decoding, Unit
 
-# How long resolving and connecting to a cluster address may take before it counts as
-# unreachable (ray.init itself retries an unreachable address for a minute or more).
-PROBE_SECONDS = 5.0
 # How long a freshly killed executor's resources may take to come free before a
 # cluster counts as busy.
 FREE_WAIT_SECONDS = 10.0
 # Parts of at most this many batches: few drains of a refilled batch per part, and
 # little lost when a worker dies.
 PART_BATCHES = 4
-ADDRESS_HELP = "e.g. 10.0.0.5:6379, [fd00::5]:6379, ray://10.0.0.5:10001, or auto"
 
 
 def model_spec(model: Any) -> ModelSpec:
@@ -75,96 +70,6 @@ def model_spec(model: Any) -> ModelSpec:
         name = str(Path(name).expanduser().resolve())
     dtype = str(model.cfg.dtype).removeprefix("torch.")
     return ModelSpec(name, info.backend, info.prompt_style, dtype, info.fingerprint)
-
-
-def parse_address(address: str) -> tuple[str, int] | None:
-    """``(host, port)`` of a cluster address; None for ``"auto"`` (this node's cluster).
-
-    Example:
-        >>> parse_address("ray://[fd00::5]:10001"), parse_address("auto")
-        (('fd00::5', 10001), None)
-        >>> parse_address("10.0.0.5:99999")
-        Traceback (most recent call last):
-        ...
-        workbench.errors.InvalidArgumentError: Ray address '10.0.0.5:99999' is not HOST:PORT with a port in 1..65535 (e.g. 10.0.0.5:6379, [fd00::5]:6379, ray://10.0.0.5:10001, or auto)
-    """
-    if not isinstance(address, str):
-        raise ArgumentTypeError(f"address must be a str or None, got {address!r}")
-    if address == "auto":
-        return None
-    rest = address.removeprefix("ray://")
-    host, sep, port = rest.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    ok = (
-        sep
-        and host
-        and "/" not in host
-        and port.isascii()
-        and port.isdigit()
-        and 0 < int(port) <= 65535
-    )
-    if not ok:
-        raise InvalidArgumentError(
-            f"Ray address {address!r} is not HOST:PORT with a port in 1..65535 ({ADDRESS_HELP})"
-        )
-    return host, int(port)
-
-
-def check_address(address: str) -> None:
-    """Refuse an address that is not HOST:PORT, or where nothing answers within
-    `PROBE_SECONDS` (the name lookup included). Something else listening there passes;
-    Ray's own connection then fails, after its timeout.
-
-    Example:
-        >>> check_address("nowhere")
-        Traceback (most recent call last):
-        ...
-        workbench.errors.InvalidArgumentError: Ray address 'nowhere' is not HOST:PORT with a port in 1..65535 (e.g. 10.0.0.5:6379, [fd00::5]:6379, ray://10.0.0.5:10001, or auto)
-    """
-    target = parse_address(address)
-    if target is None:
-        return
-    outcome: list[BaseException | None] = []
-
-    def probe() -> None:
-        try:
-            with socket.create_connection(target, timeout=PROBE_SECONDS):
-                outcome.append(None)
-        except OSError as e:
-            outcome.append(e)
-
-    # In a thread, so that a slow name lookup is bounded too.
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(PROBE_SECONDS)
-    error = outcome[0] if outcome else TimeoutError(f"no answer in {PROBE_SECONDS:g} s")
-    if error is not None:
-        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
-        raise ExecutorError(
-            f"no Ray cluster at {address!r}: {reason}; start one with `ray start --head` "
-            "and pass the address it prints, or give no address for a local cluster"
-        )
-
-
-def _ips(host: str) -> set[str]:
-    try:
-        return {info[4][0] for info in socket.getaddrinfo(host, None)}
-    except OSError:
-        return {host}
-
-
-def same_cluster(address: str, current: str) -> bool:
-    """Whether `address` names the cluster at `current` (GCS ``HOST:PORT``): the same
-    port, and hosts that resolve to a common address or both to this machine."""
-    target, now = parse_address(address), parse_address(current)
-    if target is None or now is None:
-        return True
-    if target[1] != now[1]:
-        return False
-    a, b = _ips(target[0]), _ips(now[0])
-    local = _ips("localhost") | _ips(socket.gethostname()) | {"127.0.0.1", "::1"}
-    return bool(a & b) or (bool(a & local) and bool(b & local))
 
 
 def _part_size(units: int, batch: int, workers: int) -> int:
@@ -230,15 +135,11 @@ class RayExecutor:
         self.gpus = gpus
         self.part_size = None if part_size is None else check_int("part_size", part_size, low=1)
         self.attempts = check_int("attempts", attempts, low=1)
-        if isinstance(start_timeout, bool) or not isinstance(start_timeout, (int, float)):
-            raise ArgumentTypeError(
-                f"start_timeout must be a number of seconds, got {start_timeout!r}"
-            )
-        if not 0 < start_timeout < math.inf:
+        self.start_timeout = as_float("start_timeout", start_timeout)
+        if self.start_timeout <= 0:
             raise InvalidArgumentError(
                 f"start_timeout must be a positive number of seconds, got {start_timeout!r}"
             )
-        self.start_timeout = float(start_timeout)
         self._ray: Any = None
         self._started = False
         self._workers: WorkerPool | None = None
